@@ -1,0 +1,7 @@
+//! Parsed request values: once a value is one of these types it is valid ("parse, don't validate").
+
+mod idempotency_key;
+mod payment_request;
+
+pub(crate) use idempotency_key::{IdempotencyKey, IdempotencyKeyError};
+pub(crate) use payment_request::{PaymentRequest, ValidationError};

@@ -1,0 +1,205 @@
+//! A payment request whose every field has been checked: amount in minor units within bounds,
+//! a currency code, a card token, bounded description and metadata.
+
+use payment_types::payment::CreatePayment;
+use serde_json::{Map, Value};
+
+/// Largest accepted amount in minor units (a sanity bound, not a business limit).
+pub(crate) const MAX_AMOUNT: i64 = 10_000_000_000;
+const MAX_DESCRIPTION: usize = 500;
+const MAX_SOURCE: usize = 64;
+const MAX_METADATA_KEYS: usize = 20;
+const MAX_METADATA_KEY: usize = 40;
+const MAX_METADATA_VALUE: usize = 500;
+
+/// Which field is wrong and why; `code` is stable for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub(crate) struct ValidationError {
+    pub(crate) code: &'static str,
+    pub(crate) field: &'static str,
+    pub(crate) detail: String,
+}
+
+fn invalid(code: &'static str, field: &'static str, detail: impl Into<String>) -> ValidationError {
+    ValidationError {
+        code,
+        field,
+        detail: detail.into(),
+    }
+}
+
+/// A valid payment request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PaymentRequest {
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) source: String,
+    pub(crate) description: Option<String>,
+    pub(crate) metadata: Option<Map<String, Value>>,
+}
+
+impl PaymentRequest {
+    pub(crate) fn parse(body: CreatePayment) -> Result<Self, ValidationError> {
+        if body.amount <= 0 || body.amount > MAX_AMOUNT {
+            return Err(invalid(
+                "invalid_amount",
+                "amount",
+                format!(
+                    "amount must be an integer number of minor units between 1 and {MAX_AMOUNT}"
+                ),
+            ));
+        }
+        let currency_ok =
+            body.currency.len() == 3 && body.currency.bytes().all(|b| b.is_ascii_uppercase());
+        if !currency_ok {
+            return Err(invalid(
+                "invalid_currency",
+                "currency",
+                "currency must be a three-letter ISO 4217 code in upper case, e.g. TRY",
+            ));
+        }
+        let source_ok = !body.source.is_empty()
+            && body.source.len() <= MAX_SOURCE
+            && body
+                .source
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !source_ok {
+            return Err(invalid(
+                "invalid_source",
+                "source",
+                format!("source must be a card token of 1 to {MAX_SOURCE} letters, digits or underscores, e.g. tok_visa"),
+            ));
+        }
+        if body
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+        {
+            return Err(invalid(
+                "invalid_description",
+                "description",
+                format!("description must be at most {MAX_DESCRIPTION} characters"),
+            ));
+        }
+        if let Some(metadata) = &body.metadata {
+            check_metadata(metadata)?;
+        }
+        Ok(Self {
+            amount: body.amount,
+            currency: body.currency,
+            source: body.source,
+            description: body.description,
+            metadata: body.metadata,
+        })
+    }
+}
+
+fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ValidationError> {
+    if metadata.len() > MAX_METADATA_KEYS {
+        return Err(invalid(
+            "invalid_metadata",
+            "metadata",
+            format!("metadata may hold at most {MAX_METADATA_KEYS} keys"),
+        ));
+    }
+    for (key, value) in metadata {
+        let Value::String(value) = value else {
+            return Err(invalid(
+                "invalid_metadata",
+                "metadata",
+                format!("metadata value of {key:?} must be a string"),
+            ));
+        };
+        if key.is_empty()
+            || key.chars().count() > MAX_METADATA_KEY
+            || value.chars().count() > MAX_METADATA_VALUE
+        {
+            return Err(invalid(
+                "invalid_metadata",
+                "metadata",
+                format!("metadata keys must be 1 to {MAX_METADATA_KEY} characters and values at most {MAX_METADATA_VALUE}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> CreatePayment {
+        CreatePayment {
+            amount: 1999,
+            currency: "TRY".into(),
+            source: "tok_visa".into(),
+            description: None,
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_parses() {
+        assert_eq!(PaymentRequest::parse(body()).unwrap().amount, 1999);
+    }
+
+    #[test]
+    fn amounts_outside_1_to_max_are_refused() {
+        for amount in [0, -1, MAX_AMOUNT + 1, i64::MIN] {
+            let err = PaymentRequest::parse(CreatePayment { amount, ..body() }).unwrap_err();
+            assert_eq!(err.code, "invalid_amount");
+        }
+        assert!(PaymentRequest::parse(CreatePayment {
+            amount: MAX_AMOUNT,
+            ..body()
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn currency_must_be_three_upper_case_letters() {
+        for currency in ["try", "TR", "TRYY", "", "T1Y"] {
+            let err = PaymentRequest::parse(CreatePayment {
+                currency: currency.into(),
+                ..body()
+            })
+            .unwrap_err();
+            assert_eq!(err.code, "invalid_currency", "{currency}");
+        }
+    }
+
+    #[test]
+    fn source_must_be_a_token() {
+        for source in ["", "tok visa", "tok-<script>", &"x".repeat(65)] {
+            let err = PaymentRequest::parse(CreatePayment {
+                source: source.into(),
+                ..body()
+            })
+            .unwrap_err();
+            assert_eq!(err.code, "invalid_source");
+        }
+    }
+
+    #[test]
+    fn metadata_is_bounded_and_string_valued() {
+        let mut m = Map::new();
+        m.insert("n".into(), Value::from(1));
+        let err = PaymentRequest::parse(CreatePayment {
+            metadata: Some(m),
+            ..body()
+        })
+        .unwrap_err();
+        assert_eq!(err.code, "invalid_metadata");
+        let many: Map<String, Value> = (0..21)
+            .map(|i| (format!("k{i}"), Value::from("v")))
+            .collect();
+        let err = PaymentRequest::parse(CreatePayment {
+            metadata: Some(many),
+            ..body()
+        })
+        .unwrap_err();
+        assert_eq!(err.code, "invalid_metadata");
+    }
+}

@@ -1,0 +1,39 @@
+//! The orchestrator: `cargo run -p run` starts the mock bank, the payment API and the dashboard as
+//! three supervised OS processes and prints where they are.
+//!
+//! The services are linked into this binary as libraries, and each child is this same executable
+//! re-run with the hidden `service NAME` subcommand. So `cargo run -p run` needs no other build
+//! step and always runs services built from the same source as the orchestrator.
+//!
+//! # Layout
+//! - [`cli`]: flags of `run` and of its subcommands.
+//! - `credentials`: the dev API key and the bank admin token, generated into the data directory.
+//! - `ports`: checking (or picking) the ports before anything starts, with errors that name the flag.
+//! - `supervisor`: starting, watching, restarting and stopping the children.
+//! - `service`: the child side: run one service until a signal or until the parent goes away.
+
+pub mod cli;
+mod credentials;
+mod ports;
+mod service;
+mod supervisor;
+mod up;
+
+use std::process::ExitCode;
+
+pub use cli::Cli;
+
+/// Runs the command the user asked for and turns its result into an exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Some(cli::Command::Service(service)) => service::run(service).await,
+        None => up::run(cli.up).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("run: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

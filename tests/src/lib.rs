@@ -1,0 +1,240 @@
+//! End-to-end harness: starts the real service binaries as OS processes on free loopback ports
+//! and waits for their health checks, so tests drive the system exactly as a user would.
+//!
+//! Binaries are found next to the test executable (`cargo test --workspace` builds them: each
+//! service package has an integration test of its own CLI); if one is missing it is built with
+//! the same cargo that built the tests.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Once},
+    time::{Duration, Instant},
+};
+
+/// A dev API key used by the tests (a test fixture, not a secret of any deployment).
+pub const TEST_API_KEY: &str = "sk_test_e2e_0123456789abcdef";
+/// The tenant of [`TEST_API_KEY`].
+pub const TEST_TENANT: &str = "e2e";
+
+/// Path of a workspace binary, building it if needed.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let dir = target_dir();
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILD.call_once(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--bins", "--workspace"])
+                .status()
+                .expect("cannot run cargo to build the service binaries");
+            assert!(status.success(), "building the service binaries failed");
+        });
+    }
+    assert!(path.exists(), "binary {} not found", path.display());
+    path
+}
+
+fn target_dir() -> PathBuf {
+    // target/<profile>/deps/<test-exe> → target/<profile>
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let deps = exe.parent().expect("the test executable is in a directory");
+    let profile = if deps.ends_with("deps") {
+        deps.parent().unwrap()
+    } else {
+        deps
+    };
+    profile.to_path_buf()
+}
+
+/// A free loopback port (bound, read, released; the caller binds it moments later).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh private directory under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rp-{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A service process that is killed when dropped, with its output captured line by line.
+#[derive(Debug)]
+pub struct Process {
+    pub name: String,
+    pub child: Child,
+    pub addr: Option<SocketAddr>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts `binary` with `args`; output (stdout and stderr) is collected for [`Self::next_line`].
+    pub fn start(name: &str, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Self {
+            name: name.to_owned(),
+            child,
+            addr: None,
+            lines,
+        }
+    }
+
+    /// The next output line, or `None` after `timeout` (or when the process closed its output).
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Reads lines until one satisfies `pred`, within `timeout`; returns every line read.
+    pub fn read_until(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = pred(&line);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "{}: no matching line within {timeout:?}; output so far:\n{}",
+            self.name,
+            seen.join("\n")
+        );
+    }
+
+    /// The base URL (`http://addr`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.expect("the process has an address"))
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        wait_exit(&mut self.child, timeout)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `signal` to `pid` (ignoring a process that is already gone).
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// True while a process with `pid` exists (and is not a zombie of ours).
+pub fn alive(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 3 is the state; Z is a zombie: exited, only waiting to be reaped.
+    !status.is_empty() && status.split_whitespace().nth(2) != Some("Z")
+}
+
+/// Polls until the child exits or `timeout` passes.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Polls `url` until it answers 200, within `timeout`.
+pub async fn wait_healthy(url: &str, timeout: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{url} did not become healthy within {timeout:?}");
+}
+
+/// Starts the mock bank binary on a free port and waits for it.
+pub async fn start_bank(extra: &[&str]) -> Process {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--listen", listen.as_str(), "--log-format", "json"];
+    args.extend_from_slice(extra);
+    let mut bank = Process::start("mock-bank", &binary("mock-bank"), &args, &[]);
+    bank.addr = Some(listen.parse().unwrap());
+    wait_healthy(&format!("{}/health", bank.url()), Duration::from_secs(30)).await;
+    bank
+}
+
+/// Starts the payment API binary against `bank_url` on a free port and waits for it.
+pub async fn start_api(bank_url: &str, data_dir: &Path, extra: &[&str]) -> Process {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = data_dir.to_str().unwrap();
+    let mut args = vec![
+        "--listen",
+        listen.as_str(),
+        "--bank-url",
+        bank_url,
+        "--data-dir",
+        data,
+        "--log-format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let keys = format!("{TEST_TENANT}:{TEST_API_KEY}");
+    let mut api = Process::start(
+        "payment-api",
+        &binary("payment-api"),
+        &args,
+        &[("PAYMENT_API_KEYS", &keys)],
+    );
+    api.addr = Some(listen.parse().unwrap());
+    wait_healthy(&format!("{}/health", api.url()), Duration::from_secs(30)).await;
+    api
+}
