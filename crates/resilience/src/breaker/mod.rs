@@ -1,0 +1,684 @@
+//! The circuit breaker: a small state machine behind one mutex, with an atomic fast path that
+//! admits calls without locking while the breaker is closed.
+//!
+//! Closed → Open on the failure rate, the slow-call rate (both over the sliding window, once it
+//! holds `minimum_calls`) or a run of consecutive failures. Open rejects at once for a wait that
+//! grows with jitter on consecutive openings (or until a `Retry-After`). The first call after
+//! the wait moves it to HalfOpen, where exactly `half_open_probes` probes are admitted, reserved
+//! under the lock; any failing probe reopens, all good probes close, and a half-open with no
+//! verdict within `half_open_timeout` reopens. Operator states override all of this.
+//!
+//! Every outcome is tied to the *epoch* (the count of transitions) it was admitted in: a verdict
+//! arriving after the breaker has moved on (a slow call admitted before a trip, a probe of an
+//! earlier half-open) is dropped instead of corrupting the new state.
+
+mod config;
+mod state;
+mod window;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::clock::{unix_ms, SharedClock, TokioClock};
+use crate::error::ConfigError;
+
+pub use config::{BreakerConfig, WindowKind};
+pub use state::{
+    OperatorAction, Outcome, RejectReason, Rejected, Snapshot, State, Transition, TransitionReason,
+};
+pub use window::WindowCounts;
+
+use window::{rate, Mark, Window};
+
+/// A circuit breaker. Share it behind an `Arc`; every method takes `&self`.
+pub struct CircuitBreaker {
+    /// `epoch << 8 | state`, written under the lock at every transition and read without it:
+    /// lets `try_acquire` admit calls in Closed, Disabled and MetricsOnly with one atomic load.
+    word: AtomicU64,
+    /// Everything else; held only for a few dozen instructions, never across an await.
+    inner: Mutex<Inner>,
+    config: BreakerConfig,
+    clock: SharedClock,
+    /// Transition events; subscribers that fall behind lose the oldest.
+    events: broadcast::Sender<Transition>,
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("state", &self.state())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    state: State,
+    epoch: u64,
+    since: Instant,
+    since_sys: SystemTime,
+    trip_reason: Option<TransitionReason>,
+    window: Window,
+    consecutive_failures: u32,
+    consecutive_openings: u32,
+    /// Open: when probes become allowed.
+    open_until: Instant,
+    /// HalfOpen: when the state times out back to Open.
+    half_open_deadline: Instant,
+    probes_in_flight: u32,
+    probes_succeeded: u32,
+    probes_slow: u32,
+    rejected_total: u64,
+    history: VecDeque<Transition>,
+    /// Draws the open-wait jitter; injected so tests are reproducible.
+    rng: Box<dyn RngCore + Send>,
+}
+
+/// Permission to make one call, from [`CircuitBreaker::try_acquire`].
+///
+/// Record the call's verdict with [`record`](Permit::record) or
+/// [`record_elapsed`](Permit::record_elapsed). Dropping it without a verdict counts as
+/// [`Outcome::Ignored`]: a half-open probe slot is released, nothing else is recorded.
+#[must_use = "record the call's outcome on the permit"]
+#[derive(Debug)]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    /// The breaker's `word` when the permit was granted.
+    word: u64,
+    /// Whether this permit holds a half-open probe slot.
+    probe: bool,
+    /// Cleared once a verdict has been recorded.
+    armed: bool,
+}
+
+impl Permit<'_> {
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Records the call's outcome as given.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        self.armed = false;
+        self.breaker.on_outcome(self.word, self.probe, outcome);
+    }
+
+    /// Records the outcome with the call's duration: a `Success` that took at least
+    /// `slow_call_duration` is recorded as a `SlowSuccess` (the breaker decides slowness from
+    /// its configuration; other outcomes are recorded as given).
+    #[inline]
+    pub fn record_elapsed(self, outcome: Outcome, elapsed: Duration) {
+        let outcome = self.breaker.classify(outcome, elapsed);
+        self.record(outcome);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.probe {
+            self.breaker
+                .on_outcome(self.word, self.probe, Outcome::Ignored);
+        }
+    }
+}
+
+const STATE_BITS: u32 = 8;
+
+#[inline]
+fn pack(epoch: u64, state: State) -> u64 {
+    (epoch << STATE_BITS) | state as u64
+}
+
+#[inline]
+fn unpack_state(word: u64) -> State {
+    State::from_u8((word & 0xff) as u8)
+}
+
+impl CircuitBreaker {
+    /// A breaker on the tokio clock, with jitter drawn from an entropy-seeded generator.
+    pub fn new(config: BreakerConfig) -> Result<Self, ConfigError> {
+        Self::with_parts(
+            config,
+            Arc::new(TokioClock),
+            Box::new(StdRng::from_entropy()),
+        )
+    }
+
+    /// A breaker on the given clock and random source (seed it in tests).
+    pub fn with_parts(
+        config: BreakerConfig,
+        clock: SharedClock,
+        rng: Box<dyn RngCore + Send>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let now = clock.now();
+        let (events, _) = broadcast::channel(config.event_capacity);
+        let inner = Inner {
+            state: State::Closed,
+            epoch: 0,
+            since: now,
+            since_sys: clock.system_now(),
+            trip_reason: None,
+            window: Window::new(config.window, now),
+            consecutive_failures: 0,
+            consecutive_openings: 0,
+            open_until: now,
+            half_open_deadline: now,
+            probes_in_flight: 0,
+            probes_succeeded: 0,
+            probes_slow: 0,
+            rejected_total: 0,
+            history: VecDeque::with_capacity(config.history_len.min(1024)),
+            rng,
+        };
+        Ok(Self {
+            word: AtomicU64::new(pack(0, State::Closed)),
+            inner: Mutex::new(inner),
+            config,
+            clock,
+            events,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// The current state (one atomic load; time-driven transitions are applied on the next
+    /// call).
+    #[inline]
+    pub fn state(&self) -> State {
+        unpack_state(self.word.load(Ordering::Acquire))
+    }
+
+    /// Asks to make one call. In Closed, Disabled and MetricsOnly this is one atomic load.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let word = self.word.load(Ordering::Acquire);
+        match unpack_state(word) {
+            State::Closed | State::Disabled | State::MetricsOnly => Ok(Permit {
+                breaker: self,
+                word,
+                probe: false,
+                armed: true,
+            }),
+            _ => self.acquire_slow(),
+        }
+    }
+
+    /// `Success` becomes `SlowSuccess` when `elapsed` reaches `slow_call_duration`.
+    #[inline]
+    pub fn classify(&self, outcome: Outcome, elapsed: Duration) -> Outcome {
+        if outcome == Outcome::Success && elapsed >= self.config.slow_call_duration {
+            Outcome::SlowSuccess
+        } else {
+            outcome
+        }
+    }
+
+    #[cold]
+    fn acquire_slow(&self) -> Result<Permit<'_>, Rejected> {
+        let mut inner = self.lock();
+        let now = self.clock.now();
+        loop {
+            match inner.state {
+                State::Closed | State::Disabled | State::MetricsOnly => {
+                    let word = pack(inner.epoch, inner.state);
+                    return Ok(Permit {
+                        breaker: self,
+                        word,
+                        probe: false,
+                        armed: true,
+                    });
+                }
+                State::ForcedOpen => {
+                    inner.rejected_total += 1;
+                    return Err(Rejected {
+                        reason: RejectReason::ForcedOpen,
+                        retry_after: self.config.open_duration,
+                    });
+                }
+                State::Open => {
+                    if now >= inner.open_until {
+                        self.transition(
+                            &mut inner,
+                            State::HalfOpen,
+                            TransitionReason::OpenElapsed,
+                            now,
+                        );
+                        continue;
+                    }
+                    inner.rejected_total += 1;
+                    return Err(Rejected {
+                        reason: RejectReason::Open,
+                        retry_after: at_least_1ms(inner.open_until - now),
+                    });
+                }
+                State::HalfOpen => {
+                    if now >= inner.half_open_deadline {
+                        self.transition(
+                            &mut inner,
+                            State::Open,
+                            TransitionReason::HalfOpenTimeout,
+                            now,
+                        );
+                        continue;
+                    }
+                    let reserved =
+                        inner.probes_in_flight + inner.probes_succeeded + inner.probes_slow;
+                    if reserved < self.config.half_open_probes {
+                        inner.probes_in_flight += 1;
+                        let word = pack(inner.epoch, State::HalfOpen);
+                        return Ok(Permit {
+                            breaker: self,
+                            word,
+                            probe: true,
+                            armed: true,
+                        });
+                    }
+                    inner.rejected_total += 1;
+                    return Err(Rejected {
+                        reason: RejectReason::HalfOpenFull,
+                        retry_after: at_least_1ms(inner.half_open_deadline - now),
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_outcome(&self, word: u64, probe: bool, outcome: Outcome) {
+        if !probe {
+            // Nothing to record for these; skip the lock.
+            if outcome == Outcome::Ignored || unpack_state(word) == State::Disabled {
+                return;
+            }
+        }
+        let mut inner = self.lock();
+        if pack(inner.epoch, inner.state) != word {
+            // Admitted in an earlier state: the verdict belongs to a past the breaker has
+            // already judged.
+            return;
+        }
+        match inner.state {
+            State::Closed | State::MetricsOnly => {
+                let mark = match outcome {
+                    Outcome::Success => Mark::Success,
+                    Outcome::SlowSuccess => Mark::Slow,
+                    Outcome::Failure => Mark::Failure,
+                    Outcome::Ignored => return,
+                };
+                let now = if inner.window.needs_time() {
+                    self.clock.now()
+                } else {
+                    inner.since
+                };
+                inner.window.record(mark, now);
+                if mark == Mark::Failure {
+                    inner.consecutive_failures += 1;
+                } else {
+                    inner.consecutive_failures = 0;
+                }
+                if inner.state == State::Closed {
+                    if let Some(reason) = self.trip_reason(&inner, now) {
+                        let now = self.clock.now();
+                        self.transition(&mut inner, State::Open, reason, now);
+                    }
+                }
+            }
+            State::HalfOpen => {
+                let now = self.clock.now();
+                if now >= inner.half_open_deadline {
+                    self.transition(
+                        &mut inner,
+                        State::Open,
+                        TransitionReason::HalfOpenTimeout,
+                        now,
+                    );
+                    return;
+                }
+                inner.probes_in_flight -= 1;
+                match outcome {
+                    Outcome::Ignored => {}
+                    Outcome::Failure => {
+                        self.transition(
+                            &mut inner,
+                            State::Open,
+                            TransitionReason::ProbeFailed,
+                            now,
+                        );
+                    }
+                    Outcome::Success | Outcome::SlowSuccess => {
+                        if outcome == Outcome::Success {
+                            inner.probes_succeeded += 1;
+                        } else {
+                            inner.probes_slow += 1;
+                        }
+                        let judged = inner.probes_succeeded + inner.probes_slow;
+                        let n = self.config.half_open_probes;
+                        if judged >= n {
+                            if rate(inner.probes_slow, n) >= self.config.slow_call_rate_threshold {
+                                self.transition(
+                                    &mut inner,
+                                    State::Open,
+                                    TransitionReason::ProbesSlow,
+                                    now,
+                                );
+                            } else {
+                                self.transition(
+                                    &mut inner,
+                                    State::Closed,
+                                    TransitionReason::ProbesSucceeded,
+                                    now,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            State::Open | State::ForcedOpen | State::Disabled => {}
+        }
+    }
+
+    /// Whether the window (or the run of failures) calls for opening.
+    #[inline]
+    fn trip_reason(&self, inner: &Inner, now: Instant) -> Option<TransitionReason> {
+        let c = &self.config;
+        if c.consecutive_failures > 0 && inner.consecutive_failures >= c.consecutive_failures {
+            return Some(TransitionReason::ConsecutiveFailures {
+                count: inner.consecutive_failures,
+            });
+        }
+        let counts = inner.window.counts(now);
+        if counts.calls < c.minimum_calls {
+            return None;
+        }
+        let failure_rate = rate(counts.failures, counts.calls);
+        if failure_rate >= c.failure_rate_threshold {
+            return Some(TransitionReason::FailureRate {
+                rate: failure_rate,
+                calls: counts.calls,
+            });
+        }
+        let slow_rate = rate(counts.slow, counts.calls);
+        if slow_rate >= c.slow_call_rate_threshold {
+            return Some(TransitionReason::SlowCallRate {
+                rate: slow_rate,
+                calls: counts.calls,
+            });
+        }
+        None
+    }
+
+    /// The open wait for the `n`-th consecutive opening (1-based), before jitter and cap.
+    fn base_open_wait(&self, n: u32) -> Duration {
+        let c = &self.config;
+        let factor = c
+            .open_backoff_multiplier
+            .powi(n.saturating_sub(1).min(1000) as i32);
+        let secs = c.open_duration.as_secs_f64() * factor;
+        if secs >= c.max_open_duration.as_secs_f64() {
+            c.max_open_duration
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+
+    fn jittered_open_wait(&self, inner: &mut Inner) -> Duration {
+        let base = self.base_open_wait(inner.consecutive_openings);
+        let j = self.config.open_jitter;
+        let wait = if j > 0.0 {
+            base.mul_f64(inner.rng.gen_range((1.0 - j)..=(1.0 + j)))
+        } else {
+            base
+        };
+        wait.min(self.config.max_open_duration)
+    }
+
+    fn transition(&self, inner: &mut Inner, to: State, reason: TransitionReason, now: Instant) {
+        let from = inner.state;
+        inner.epoch += 1;
+        inner.state = to;
+        inner.since = now;
+        inner.since_sys = self.clock.system_now();
+        let mut open_for = None;
+        match to {
+            State::Open => {
+                let wait = match reason {
+                    TransitionReason::RetryAfter { wait } => wait,
+                    _ => {
+                        inner.consecutive_openings = inner.consecutive_openings.saturating_add(1);
+                        self.jittered_open_wait(inner)
+                    }
+                };
+                inner.open_until = now + wait;
+                open_for = Some(wait);
+                inner.trip_reason = Some(reason);
+            }
+            State::HalfOpen => {
+                inner.probes_in_flight = 0;
+                inner.probes_succeeded = 0;
+                inner.probes_slow = 0;
+                inner.half_open_deadline = now + self.config.half_open_timeout;
+            }
+            State::Closed | State::Disabled | State::MetricsOnly => {
+                inner.trip_reason = None;
+                if matches!(
+                    reason,
+                    TransitionReason::ProbesSucceeded | TransitionReason::Operator { .. }
+                ) {
+                    inner.consecutive_openings = 0;
+                }
+            }
+            State::ForcedOpen => inner.trip_reason = Some(reason),
+        }
+        if to != State::HalfOpen {
+            inner.window.clear();
+            inner.consecutive_failures = 0;
+        }
+        self.word.store(pack(inner.epoch, to), Ordering::Release);
+        let t = Transition {
+            from,
+            to,
+            reason,
+            at_unix_ms: unix_ms(inner.since_sys),
+            at: now,
+            open_for,
+        };
+        if self.config.history_len > 0 {
+            if inner.history.len() == self.config.history_len {
+                inner.history.pop_front();
+            }
+            inner.history.push_back(t.clone());
+        }
+        // No subscriber is not an error.
+        let _ = self.events.send(t);
+    }
+
+    /// Holds the breaker open until `until` (capped at now + `max_open_duration`), e.g. for a
+    /// dependency's `Retry-After`. From Closed or HalfOpen this is a transition to Open with
+    /// reason `RetryAfter`; while Open it only ever lengthens the wait. It does not count as a
+    /// consecutive opening (the next failure-driven wait does not grow because of it). Operator
+    /// states win: in ForcedOpen, Disabled or MetricsOnly nothing happens. Returns whether the
+    /// breaker is now held open until at least `until` (capped).
+    pub fn open_until(&self, until: Instant) -> bool {
+        let mut inner = self.lock();
+        let now = self.clock.now();
+        let until = until.min(now + self.config.max_open_duration);
+        if until <= now {
+            return false;
+        }
+        match inner.state {
+            State::Closed | State::HalfOpen => {
+                let wait = until - now;
+                self.transition(
+                    &mut inner,
+                    State::Open,
+                    TransitionReason::RetryAfter { wait },
+                    now,
+                );
+                true
+            }
+            State::Open => {
+                if until > inner.open_until {
+                    inner.open_until = until;
+                    inner.trip_reason = Some(TransitionReason::RetryAfter { wait: until - now });
+                }
+                true
+            }
+            State::ForcedOpen | State::Disabled | State::MetricsOnly => false,
+        }
+    }
+
+    /// [`open_until`](Self::open_until) now + `wait`.
+    pub fn open_for(&self, wait: Duration) -> bool {
+        self.open_until(self.clock.now() + wait)
+    }
+
+    fn operator(&self, to: State, action: OperatorAction) {
+        let mut inner = self.lock();
+        if inner.state == to && action != OperatorAction::Reset {
+            return;
+        }
+        let now = self.clock.now();
+        self.transition(&mut inner, to, TransitionReason::Operator { action }, now);
+    }
+
+    /// Operator: reject every call until another operator action.
+    pub fn force_open(&self) {
+        self.operator(State::ForcedOpen, OperatorAction::ForceOpen);
+    }
+
+    /// Operator ("force closed"): admit every call and record nothing, until another operator
+    /// action.
+    pub fn disable(&self) {
+        self.operator(State::Disabled, OperatorAction::Disable);
+    }
+
+    /// Same as [`disable`](Self::disable).
+    pub fn force_closed(&self) {
+        self.disable();
+    }
+
+    /// Operator: admit every call, record outcomes and compute rates, never trip.
+    pub fn metrics_only(&self) {
+        self.operator(State::MetricsOnly, OperatorAction::MetricsOnly);
+    }
+
+    /// Operator: back to Closed with an empty window and the opening count at zero (always
+    /// a transition, even from Closed, so the action shows in the history).
+    pub fn reset(&self) {
+        self.operator(State::Closed, OperatorAction::Reset);
+    }
+
+    /// Applies the time-driven transition that needs no call: a half-open past its bound goes
+    /// back to Open. (Open → HalfOpen waits for a call, which becomes the first probe.)
+    /// Returns the state afterwards.
+    pub fn refresh(&self) -> State {
+        let mut inner = self.lock();
+        let now = self.clock.now();
+        if inner.state == State::HalfOpen && now >= inner.half_open_deadline {
+            self.transition(
+                &mut inner,
+                State::Open,
+                TransitionReason::HalfOpenTimeout,
+                now,
+            );
+        }
+        inner.state
+    }
+
+    /// Whether a call made now would be rejected because the breaker is open (and not yet due
+    /// for a probe) or forced open, and with what `retry_after`. Changes nothing; never reports
+    /// `HalfOpenFull` (a slot may free up at any moment). The pipeline uses it to stop a retry
+    /// loop at once instead of sleeping into a certain rejection.
+    pub fn peek_rejection(&self) -> Option<Rejected> {
+        match self.state() {
+            State::Open | State::ForcedOpen => {}
+            _ => return None,
+        }
+        let inner = self.lock();
+        let now = self.clock.now();
+        match inner.state {
+            State::ForcedOpen => Some(Rejected {
+                reason: RejectReason::ForcedOpen,
+                retry_after: self.config.open_duration,
+            }),
+            State::Open if now < inner.open_until => Some(Rejected {
+                reason: RejectReason::Open,
+                retry_after: at_least_1ms(inner.open_until - now),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A read-only view of the breaker; changes nothing.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        let now = self.clock.now();
+        let counts = inner.window.counts(now);
+        let enough = counts.calls >= self.config.minimum_calls;
+        let evaluated = enough && matches!(inner.state, State::Closed | State::MetricsOnly);
+        Snapshot {
+            state: inner.state,
+            since: inner.since,
+            since_unix_ms: unix_ms(inner.since_sys),
+            in_state: now.saturating_duration_since(inner.since),
+            trip_reason: inner.trip_reason,
+            failure_rate: evaluated.then(|| rate(counts.failures, counts.calls)),
+            slow_call_rate: evaluated.then(|| rate(counts.slow, counts.calls)),
+            window: counts,
+            minimum_calls: self.config.minimum_calls,
+            consecutive_failures: inner.consecutive_failures,
+            consecutive_openings: inner.consecutive_openings,
+            probes_in_flight: if inner.state == State::HalfOpen {
+                inner.probes_in_flight
+            } else {
+                0
+            },
+            probes_succeeded: if inner.state == State::HalfOpen {
+                inner.probes_succeeded + inner.probes_slow
+            } else {
+                0
+            },
+            probes_permitted: self.config.half_open_probes,
+            open_remaining: (inner.state == State::Open)
+                .then(|| inner.open_until.saturating_duration_since(now)),
+            half_open_remaining: (inner.state == State::HalfOpen)
+                .then(|| inner.half_open_deadline.saturating_duration_since(now)),
+            rejected_total: inner.rejected_total,
+        }
+    }
+
+    /// The most recent transitions, oldest first (at most `history_len`).
+    pub fn history(&self) -> Vec<Transition> {
+        self.lock().history.iter().cloned().collect()
+    }
+
+    /// A receiver of every future transition.
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.events.subscribe()
+    }
+
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The state stays consistent even if a holder panicked: every update is a few plain
+        // assignments with no early exit that could leave it half-done.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn at_least_1ms(d: Duration) -> Duration {
+    d.max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests;
