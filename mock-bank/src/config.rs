@@ -4,7 +4,11 @@ use std::net::SocketAddr;
 
 /// Command line of the `mock-bank` binary.
 #[derive(Debug, clap::Parser)]
-#[command(name = "mock-bank", version, about = "A bank double with switchable failure modes")]
+#[command(
+    name = "mock-bank",
+    version,
+    about = "A bank double with switchable failure modes"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
