@@ -1,103 +1,163 @@
-//! The bank's HTTP surface.
+//! The bank's HTTP surface: [`router`] is a pure function of the shared [`AppState`].
+//!
+//! # Layout
+//! - `charges`: `POST /v1/charges`, `GET /v1/charges/{reference}` (the only chaos-affected routes).
+//! - `ledger`: `GET /v1/ledger`.
+//! - `chaos`: `GET`/`PUT /v1/chaos`, `GET /v1/chaos/presets`.
+//! - `status`: `GET /health`, `GET /v1/status`, `GET /metrics`.
 
-use std::sync::Arc;
+mod chaos;
+mod charges;
+mod ledger;
+mod status;
+
+use std::{sync::Arc, time::Duration};
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
-    http::{HeaderMap, StatusCode},
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
-    Json, Router,
+    routing::get,
+    Router,
 };
-use payment_types::{
-    bank::{ChargeRequest, ChargeStatus},
-    headers, Problem,
-};
+use chrono::{DateTime, Utc};
+use tokio::sync::{watch, Semaphore};
 
-use crate::ledger::Ledger;
+use crate::{auth::Secret, chaos::Chaos, ledger::Ledger, metrics::Counters, server::Severer};
+
+/// Largest request body: a charge or a chaos scenario fits easily.
+const BODY_LIMIT: usize = 64 * 1024;
 
 /// Shared state of the bank's handlers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AppState {
-    ledger: Ledger,
+    /// Fresh per process: a restart (which empties the in-memory ledger) shows as a new id.
+    pub(crate) instance_id: String,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) started: tokio::time::Instant,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) chaos: Chaos,
+    pub(crate) counters: Counters,
+    pub(crate) faults: Counters,
+    pub(crate) admin_token: Option<Secret>,
+    /// Permits for connections held open by hangs and withheld answers (`--max-held`): held
+    /// requests cost a socket and a task each, so their number is bounded.
+    pub(crate) held: Arc<Semaphore>,
+    pub(crate) max_held: usize,
+    /// Becomes `true` when shutdown starts, so held connections let go at once instead of
+    /// keeping the drain waiting.
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+/// What [`AppState::new`] needs.
+#[derive(Debug)]
+pub(crate) struct StateConfig {
+    pub(crate) chaos: Chaos,
+    pub(crate) admin_token: Option<Secret>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_held: usize,
+    pub(crate) max_charges: usize,
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 impl AppState {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    pub(crate) fn new(config: StateConfig) -> Self {
+        Self {
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            started_at: Utc::now(),
+            started: tokio::time::Instant::now(),
+            ledger: Arc::new(Ledger::new(config.max_in_flight, config.max_charges)),
+            chaos: config.chaos,
+            counters: Counters::default(),
+            faults: Counters::default(),
+            admin_token: config.admin_token,
+            held: Arc::new(Semaphore::new(config.max_held)),
+            max_held: config.max_held,
+            stopping: config.stopping,
+        }
+    }
+
+    /// Connections currently held.
+    pub(crate) fn held_now(&self) -> usize {
+        self.max_held.saturating_sub(self.held.available_permits())
+    }
+
+    /// Holds the request for at most `hold` (less if shutdown starts), then severs the
+    /// connection so the client never gets an answer. Beyond `--max-held` it severs at once.
+    pub(crate) async fn hold_then_sever(
+        &self,
+        severer: Option<Severer>,
+        hold: Duration,
+    ) -> Response {
+        match Arc::clone(&self.held).try_acquire_owned() {
+            Ok(permit) => {
+                let mut stopping = self.stopping.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(hold) => {}
+                    _ = stopping.wait_for(|stopping| *stopping) => {}
+                }
+                drop(permit);
+            }
+            Err(_) => {
+                self.faults.incr("held_bound_reached");
+                tracing::warn!(
+                    max_held = self.max_held,
+                    "held-connection bound reached; closing at once"
+                );
+            }
+        }
+        sever(severer)
     }
 }
 
+/// Marks a response that stands for "no answer" (the connection was severed). Only in-process
+/// tests, which have no connection to sever, ever see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoAnswer;
+
+/// Severs the connection; the returned response is never written to it.
+pub(crate) fn sever(severer: Option<Severer>) -> Response {
+    if let Some(severer) = severer {
+        severer.sever();
+    }
+    let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    response.extensions_mut().insert(NoAnswer);
+    response
+}
+
+/// The bank's routes, with the request-id span outermost.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/v1/charges", post(create_charge))
-        .route("/v1/charges/{reference}", get(get_charge))
+        .route("/health", get(status::health))
+        .route("/metrics", get(status::metrics))
+        .route("/v1/status", get(status::status))
+        .route("/v1/charges", axum::routing::post(charges::create))
+        .route("/v1/charges/{reference}", get(charges::lookup))
+        .route("/v1/ledger", get(ledger::page))
+        .route("/v1/chaos", get(chaos::show).put(chaos::replace))
+        .route("/v1/chaos/presets", get(chaos::presets))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
 
-async fn create_charge(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<ChargeRequest>, JsonRejection>,
-) -> Response {
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return Problem::new(400, "invalid_body", "Invalid body", rejection.body_text())
-                .into_response()
-        }
-    };
-    let key = headers
-        .get(headers::IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok());
-    if key != Some(request.reference.as_str()) {
-        return Problem::new(
-            400,
-            "idempotency_key_mismatch",
-            "Idempotency-Key must equal reference",
-            "Send the charge's reference as its Idempotency-Key header.",
-        )
-        .into_response();
-    }
-    let (charge, created) = state.ledger.charge(&request);
-    tracing::info!(reference = %charge.reference, created, status = ?charge.status, "charge");
-    match charge.status {
-        ChargeStatus::Succeeded => {
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            (status, Json(charge)).into_response()
-        }
-        ChargeStatus::Declined => {
-            let code = charge.decline_code.clone().unwrap_or_default();
-            Problem::new(
-                402,
-                "card_declined",
-                "Card declined",
-                "The card was declined.",
-            )
-            .with("decline_code", code)
-            .with("charge", serde_json::to_value(&charge).unwrap_or_default())
-            .into_response()
-        }
-    }
-}
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! An in-process router for `oneshot` tests.
 
-async fn get_charge(State(state): State<Arc<AppState>>, Path(reference): Path<String>) -> Response {
-    match state.ledger.get(&reference) {
-        Some(charge) => Json(charge).into_response(),
-        None => Problem::new(
-            404,
-            "charge_not_found",
-            "No such charge",
-            "The bank never received it.",
-        )
-        .into_response(),
+    use super::*;
+    use payment_types::bank::Preset;
+
+    pub(crate) fn state_with(admin_token: Option<&str>) -> Arc<AppState> {
+        let (_tx, stopping) = watch::channel(false);
+        Arc::new(AppState::new(StateConfig {
+            chaos: Chaos::new(1, Preset::Healthy),
+            admin_token: admin_token.map(|t| Secret::from(t.to_owned())),
+            max_in_flight: 16,
+            max_held: 16,
+            max_charges: 1000,
+            stopping,
+        }))
     }
 }
