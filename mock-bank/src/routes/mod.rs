@@ -161,3 +161,83 @@ pub(crate) mod test_support {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+    };
+
+    use axum::{body::Body, http::Request};
+    use tower::ServiceExt;
+
+    use super::{router, test_support::state_with};
+
+    /// Collects everything the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_request_carries_its_request_id() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_span_list(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let state = state_with(None);
+        state
+            .chaos
+            .apply(payment_types::bank::ChaosUpdate::Profile(
+                payment_types::bank::ChaosProfile {
+                    latency: payment_types::bank::Latency {
+                        base_ms: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        let request = Request::post("/v1/charges")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "ref-log")
+            .header("x-request-id", "req-log-42")
+            .body(Body::from(
+                r#"{"amount":5,"currency":"TRY","source":"tok_visa","reference":"ref-log"}"#,
+            ))
+            .unwrap();
+        let response = router(state).oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["x-request-id"], "req-log-42");
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("chaos profile applied"))
+            .collect();
+        assert!(
+            lines.iter().any(|l| l.contains("charge processed")),
+            "{text}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("request finished")),
+            "{text}"
+        );
+        for line in lines {
+            assert!(line.contains(r#""request_id":"req-log-42""#), "{line}");
+        }
+    }
+}
