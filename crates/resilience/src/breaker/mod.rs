@@ -469,16 +469,15 @@ impl CircuitBreaker {
                 inner.probes_slow = 0;
                 inner.half_open_deadline = now + self.config.half_open_timeout;
             }
-            State::Closed | State::Disabled | State::MetricsOnly => {
-                inner.trip_reason = None;
-                if matches!(
-                    reason,
-                    TransitionReason::ProbesSucceeded | TransitionReason::Operator { .. }
-                ) {
-                    inner.consecutive_openings = 0;
-                }
-            }
+            State::Closed | State::Disabled | State::MetricsOnly => inner.trip_reason = None,
             State::ForcedOpen => inner.trip_reason = Some(reason),
+        }
+        // A good half-open or any operator action starts the growth of the open wait afresh.
+        if matches!(
+            reason,
+            TransitionReason::ProbesSucceeded | TransitionReason::Operator { .. }
+        ) {
+            inner.consecutive_openings = 0;
         }
         if to != State::HalfOpen {
             inner.window.clear();

@@ -97,7 +97,11 @@ async fn an_ambiguous_attempt_is_retried_and_reported() {
     assert!(delay <= Duration::from_millis(100));
     // Tokio timers have millisecond resolution: the sleep may end up to 1 ms late.
     let expected = Duration::from_millis(60) + delay;
-    assert!(ex.elapsed >= expected && ex.elapsed <= expected + MS, "{:?}", ex.elapsed);
+    assert!(
+        ex.elapsed >= expected && ex.elapsed <= expected + MS,
+        "{:?}",
+        ex.elapsed
+    );
     assert_eq!(p.budget().snapshot().withdrawals, 1);
     let w = p.breaker().snapshot().window;
     assert_eq!((w.calls, w.failures), (2, 1));
