@@ -13,13 +13,13 @@ use crate::ser;
 pub enum WindowKind {
     /// The last `size` recorded calls (ignored outcomes are not recorded).
     CountBased {
-        /// Number of calls kept. Default 20.
+        /// Number of calls kept (1..=10000). Default 20.
         size: u32,
     },
     /// The calls of the last `seconds` seconds, kept in one bucket per second; a bucket older
     /// than the window is dropped whole, so the window slides in one-second steps.
     TimeBased {
-        /// Length of the window in seconds.
+        /// Length of the window in seconds (1..=3600).
         seconds: u32,
     },
 }
@@ -97,7 +97,7 @@ impl BreakerConfig {
         match self.window {
             WindowKind::CountBased { size } => {
                 ensure(size > 0, "window.size", "must be at least 1")?;
-                ensure(size <= 1_000_000, "window.size", "must be at most 1000000")?;
+                ensure(size <= 10_000, "window.size", "must be at most 10000")?;
             }
             WindowKind::TimeBased { seconds } => {
                 ensure(seconds > 0, "window.seconds", "must be at least 1")?;

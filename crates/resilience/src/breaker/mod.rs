@@ -17,7 +17,7 @@ mod state;
 mod window;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -35,13 +35,18 @@ pub use state::{
 };
 pub use window::WindowCounts;
 
-use window::{rate, Mark, Window};
+use window::{rate, CountWindow, Mark, TimeWindow, EMPTY};
 
 /// A circuit breaker. Share it behind an `Arc`; every method takes `&self`.
 pub struct CircuitBreaker {
     /// `epoch << 8 | state`, written under the lock at every transition and read without it:
     /// lets `try_acquire` admit calls in Closed, Disabled and MetricsOnly with one atomic load.
     word: AtomicU64,
+    /// The count-based window (`None` for a time-based one), outside the mutex: recording a
+    /// call while closed takes no lock.
+    count_window: Option<CountWindow>,
+    /// Failures in a row while closed (or metrics-only); atomic for the same reason.
+    consecutive_failures: AtomicU32,
     /// Everything else; held only for a few dozen instructions, never across an await.
     inner: Mutex<Inner>,
     config: BreakerConfig,
@@ -65,8 +70,8 @@ struct Inner {
     since: Instant,
     since_sys: SystemTime,
     trip_reason: Option<TransitionReason>,
-    window: Window,
-    consecutive_failures: u32,
+    /// The time-based window (`None` for a count-based one).
+    time_window: Option<TimeWindow>,
     consecutive_openings: u32,
     /// Open: when probes become allowed.
     open_until: Instant,
@@ -167,8 +172,10 @@ impl CircuitBreaker {
             since: now,
             since_sys: clock.system_now(),
             trip_reason: None,
-            window: Window::new(config.window, now),
-            consecutive_failures: 0,
+            time_window: match config.window {
+                WindowKind::TimeBased { seconds } => Some(TimeWindow::new(seconds, now)),
+                WindowKind::CountBased { .. } => None,
+            },
             consecutive_openings: 0,
             open_until: now,
             half_open_deadline: now,
@@ -181,6 +188,11 @@ impl CircuitBreaker {
         };
         Ok(Self {
             word: AtomicU64::new(pack(0, State::Closed)),
+            count_window: match config.window {
+                WindowKind::CountBased { size } => Some(CountWindow::new(size)),
+                WindowKind::TimeBased { .. } => None,
+            },
+            consecutive_failures: AtomicU32::new(0),
             inner: Mutex::new(inner),
             config,
             clock,
@@ -297,9 +309,22 @@ impl CircuitBreaker {
 
     fn on_outcome(&self, word: u64, probe: bool, outcome: Outcome) {
         if !probe {
-            // Nothing to record for these; skip the lock.
-            if outcome == Outcome::Ignored || unpack_state(word) == State::Disabled {
-                return;
+            let mark = match outcome {
+                Outcome::Success => Mark::Success,
+                Outcome::SlowSuccess => Mark::Slow,
+                Outcome::Failure => Mark::Failure,
+                // Nothing to record; only probes hold a slot to release.
+                Outcome::Ignored => return,
+            };
+            match unpack_state(word) {
+                State::Disabled => return,
+                State::Closed | State::MetricsOnly => {
+                    if let Some(window) = &self.count_window {
+                        self.record_closed_lock_free(word, window, mark);
+                        return;
+                    }
+                }
+                _ => {}
             }
         }
         let mut inner = self.lock();
@@ -310,26 +335,21 @@ impl CircuitBreaker {
         }
         match inner.state {
             State::Closed | State::MetricsOnly => {
+                // Time-based window (count-based ones never get here).
                 let mark = match outcome {
                     Outcome::Success => Mark::Success,
                     Outcome::SlowSuccess => Mark::Slow,
                     Outcome::Failure => Mark::Failure,
                     Outcome::Ignored => return,
                 };
-                let now = if inner.window.needs_time() {
-                    self.clock.now()
-                } else {
-                    inner.since
-                };
-                inner.window.record(mark, now);
-                if mark == Mark::Failure {
-                    inner.consecutive_failures += 1;
-                } else {
-                    inner.consecutive_failures = 0;
+                let now = self.clock.now();
+                if let Some(w) = inner.time_window.as_mut() {
+                    w.record(mark, now);
                 }
+                let consecutive = self.bump_consecutive(mark);
                 if inner.state == State::Closed {
-                    if let Some(reason) = self.trip_reason(&inner, now) {
-                        let now = self.clock.now();
+                    let counts = self.counts_locked(&inner, now);
+                    if let Some(reason) = self.trip_reason(consecutive, counts) {
                         self.transition(&mut inner, State::Open, reason, now);
                     }
                 }
@@ -388,16 +408,65 @@ impl CircuitBreaker {
         }
     }
 
+    /// The hot path: a verdict while closed (or metrics-only) on a count-based window, with no
+    /// lock unless the call trips the breaker.
+    #[inline]
+    fn record_closed_lock_free(&self, word: u64, window: &CountWindow, mark: Mark) {
+        if self.word.load(Ordering::Acquire) != word {
+            return; // admitted before a transition
+        }
+        let evicted = window.record(mark);
+        let consecutive = self.bump_consecutive(mark);
+        // A success replacing a recorded call cannot raise either rate: skip the check.
+        if unpack_state(word) == State::Closed
+            && (mark != Mark::Success || evicted == EMPTY)
+            && self.trip_reason(consecutive, window.counts()).is_some()
+        {
+            self.trip_locked(word);
+        }
+    }
+
+    #[cold]
+    fn trip_locked(&self, word: u64) {
+        let mut inner = self.lock();
+        if pack(inner.epoch, inner.state) != word {
+            return; // another thread got there first
+        }
+        let now = self.clock.now();
+        let consecutive = self.consecutive_failures.load(Ordering::Acquire);
+        if let Some(reason) = self.trip_reason(consecutive, self.counts_locked(&inner, now)) {
+            self.transition(&mut inner, State::Open, reason, now);
+        }
+    }
+
+    /// Updates the run of failures; returns its new length.
+    #[inline]
+    fn bump_consecutive(&self, mark: Mark) -> u32 {
+        if mark == Mark::Failure {
+            self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Release);
+            }
+            0
+        }
+    }
+
+    fn counts_locked(&self, inner: &Inner, now: Instant) -> WindowCounts {
+        match (&self.count_window, &inner.time_window) {
+            (Some(w), _) => w.counts(),
+            (None, Some(w)) => w.counts(now),
+            (None, None) => WindowCounts::default(),
+        }
+    }
+
     /// Whether the window (or the run of failures) calls for opening.
     #[inline]
-    fn trip_reason(&self, inner: &Inner, now: Instant) -> Option<TransitionReason> {
+    fn trip_reason(&self, consecutive: u32, counts: WindowCounts) -> Option<TransitionReason> {
         let c = &self.config;
-        if c.consecutive_failures > 0 && inner.consecutive_failures >= c.consecutive_failures {
-            return Some(TransitionReason::ConsecutiveFailures {
-                count: inner.consecutive_failures,
-            });
+        if c.consecutive_failures > 0 && consecutive >= c.consecutive_failures {
+            return Some(TransitionReason::ConsecutiveFailures { count: consecutive });
         }
-        let counts = inner.window.counts(now);
         if counts.calls < c.minimum_calls {
             return None;
         }
@@ -480,8 +549,13 @@ impl CircuitBreaker {
             inner.consecutive_openings = 0;
         }
         if to != State::HalfOpen {
-            inner.window.clear();
-            inner.consecutive_failures = 0;
+            if let Some(w) = &self.count_window {
+                w.clear();
+            }
+            if let Some(w) = inner.time_window.as_mut() {
+                w.clear();
+            }
+            self.consecutive_failures.store(0, Ordering::Release);
         }
         self.word.store(pack(inner.epoch, to), Ordering::Release);
         let t = Transition {
@@ -623,7 +697,7 @@ impl CircuitBreaker {
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
         let now = self.clock.now();
-        let counts = inner.window.counts(now);
+        let counts = self.counts_locked(&inner, now);
         let enough = counts.calls >= self.config.minimum_calls;
         let evaluated = enough && matches!(inner.state, State::Closed | State::MetricsOnly);
         Snapshot {
@@ -636,7 +710,7 @@ impl CircuitBreaker {
             slow_call_rate: evaluated.then(|| rate(counts.slow, counts.calls)),
             window: counts,
             minimum_calls: self.config.minimum_calls,
-            consecutive_failures: inner.consecutive_failures,
+            consecutive_failures: self.consecutive_failures.load(Ordering::Acquire),
             consecutive_openings: inner.consecutive_openings,
             probes_in_flight: if inner.state == State::HalfOpen {
                 inner.probes_in_flight

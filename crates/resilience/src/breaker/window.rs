@@ -1,19 +1,28 @@
-//! The sliding window of recorded calls: count-based (a ring buffer of the last N outcomes) or
-//! time-based (one bucket per second for the last N seconds). Both keep running counts so that
-//! recording and reading are O(1) (count-based) or O(N buckets) with N small (time-based).
+//! The sliding windows of recorded calls.
+//!
+//! - [`CountWindow`]: the last N outcomes in a lock-free ring of atomic bytes. Recording is one
+//!   `fetch_add` on the cursor and one `swap` of a slot; counts are computed by scanning the
+//!   ring, which is only needed when a call could trip the breaker (a failure, a slow call, or a
+//!   call while the window is filling) and for snapshots. This keeps the breaker's hot path
+//!   (a success while closed) free of any lock.
+//! - [`TimeWindow`]: one bucket per second for the last N seconds, behind the breaker's mutex
+//!   (it needs the clock anyway); a bucket older than the window is dropped whole.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::config::WindowKind;
-
 /// What a recorded call counts as in the window (ignored outcomes are never recorded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mark {
-    Success = 0,
-    Failure = 1,
-    Slow = 2,
+    Success = 1,
+    Failure = 2,
+    Slow = 3,
 }
+
+/// A ring slot that holds no call yet.
+pub(crate) const EMPTY: u8 = 0;
 
 /// Counts of the calls the window currently holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -35,135 +44,109 @@ impl WindowCounts {
             Mark::Slow => self.slow += 1,
         }
     }
+}
 
-    fn remove(&mut self, m: Mark) {
-        self.calls -= 1;
-        match m {
-            Mark::Success => {}
-            Mark::Failure => self.failures -= 1,
-            Mark::Slow => self.slow -= 1,
+/// The last N recorded calls, lock-free.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    /// One byte per call: `EMPTY` or a `Mark`.
+    ring: Box<[AtomicU8]>,
+    /// Monotonic count of records; `cursor % len` is the next slot.
+    cursor: AtomicUsize,
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: u32) -> Self {
+        Self {
+            ring: (0..size).map(|_| AtomicU8::new(EMPTY)).collect(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records a call; returns what its slot held before (`EMPTY` while the window fills).
+    #[inline]
+    pub(crate) fn record(&self, m: Mark) -> u8 {
+        let pos = self.cursor.fetch_add(1, Ordering::Relaxed) % self.ring.len();
+        self.ring[pos].swap(m as u8, Ordering::AcqRel)
+    }
+
+    /// Counts by scanning the ring.
+    pub(crate) fn counts(&self) -> WindowCounts {
+        let mut c = WindowCounts::default();
+        for slot in self.ring.iter() {
+            match slot.load(Ordering::Acquire) {
+                1 => c.add(Mark::Success),
+                2 => c.add(Mark::Failure),
+                3 => c.add(Mark::Slow),
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// Forgets every call. A record racing with the clear (admitted before a transition, its
+    /// epoch check passed a few nanoseconds before it) may survive in the new window.
+    pub(crate) fn clear(&self) {
+        self.cursor.store(0, Ordering::Relaxed);
+        for slot in self.ring.iter() {
+            slot.store(EMPTY, Ordering::Release);
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Bucket {
-    /// Which second (since the window's origin) this bucket holds.
+    /// Which second (1-based, since the window's origin) this bucket holds; 0 = never used.
     second: u64,
     counts: WindowCounts,
 }
 
+/// The calls of the last N seconds, one bucket per second.
 #[derive(Debug)]
-pub(crate) enum Window {
-    Count {
-        /// The last `ring.len()` marks; `next` is where the next one goes.
-        ring: Box<[Mark]>,
-        next: usize,
-        /// Whether the ring has wrapped (every slot holds a mark).
-        full: bool,
-        counts: WindowCounts,
-    },
-    Time {
-        origin: Instant,
-        buckets: Box<[Bucket]>,
-    },
+pub(crate) struct TimeWindow {
+    origin: Instant,
+    buckets: Box<[Bucket]>,
 }
 
-impl Window {
-    pub(crate) fn new(kind: WindowKind, origin: Instant) -> Self {
-        match kind {
-            WindowKind::CountBased { size } => Window::Count {
-                ring: vec![Mark::Success; size as usize].into_boxed_slice(),
-                next: 0,
-                full: false,
-                counts: WindowCounts::default(),
-            },
-            WindowKind::TimeBased { seconds } => Window::Time {
-                origin,
-                // Seconds start at 1 so that the zeroed buckets (second 0) are never "live"
-                // by accident before anything was recorded.
-                buckets: vec![Bucket::default(); seconds as usize].into_boxed_slice(),
-            },
+impl TimeWindow {
+    pub(crate) fn new(seconds: u32, origin: Instant) -> Self {
+        Self {
+            origin,
+            buckets: vec![Bucket::default(); seconds as usize].into_boxed_slice(),
         }
     }
 
-    /// Whether reading the window needs the current time (time-based windows do).
-    #[inline]
-    pub(crate) fn needs_time(&self) -> bool {
-        matches!(self, Window::Time { .. })
-    }
-
-    #[inline]
     pub(crate) fn record(&mut self, m: Mark, now: Instant) {
-        match self {
-            Window::Count {
-                ring,
-                next,
-                full,
-                counts,
-            } => {
-                if *full {
-                    counts.remove(ring[*next]);
-                }
-                ring[*next] = m;
-                counts.add(m);
-                *next += 1;
-                if *next == ring.len() {
-                    *next = 0;
-                    *full = true;
-                }
-            }
-            Window::Time { origin, buckets } => {
-                let second = second_of(*origin, now);
-                let n = buckets.len() as u64;
-                let b = &mut buckets[(second % n) as usize];
-                if b.second != second {
-                    *b = Bucket {
-                        second,
-                        counts: WindowCounts::default(),
-                    };
-                }
-                b.counts.add(m);
-            }
+        let second = second_of(self.origin, now);
+        let n = self.buckets.len() as u64;
+        let b = &mut self.buckets[(second % n) as usize];
+        if b.second != second {
+            *b = Bucket {
+                second,
+                counts: WindowCounts::default(),
+            };
         }
+        b.counts.add(m);
     }
 
-    /// The counts of the calls in the window at `now` (`now` is unused by count-based windows).
-    #[inline]
+    /// The counts of the calls in the window at `now`.
     pub(crate) fn counts(&self, now: Instant) -> WindowCounts {
-        match self {
-            Window::Count { counts, .. } => *counts,
-            Window::Time { origin, buckets } => {
-                let second = second_of(*origin, now);
-                let n = buckets.len() as u64;
-                let mut total = WindowCounts::default();
-                for b in buckets.iter() {
-                    if b.second <= second && b.second + n > second && b.second != 0 {
-                        total.calls += b.counts.calls;
-                        total.failures += b.counts.failures;
-                        total.slow += b.counts.slow;
-                    }
-                }
-                total
+        let second = second_of(self.origin, now);
+        let n = self.buckets.len() as u64;
+        let mut total = WindowCounts::default();
+        for b in self.buckets.iter() {
+            if b.second != 0 && b.second <= second && b.second + n > second {
+                total.calls += b.counts.calls;
+                total.failures += b.counts.failures;
+                total.slow += b.counts.slow;
             }
         }
+        total
     }
 
-    /// Forgets every call.
     pub(crate) fn clear(&mut self) {
-        match self {
-            Window::Count {
-                next, full, counts, ..
-            } => {
-                *next = 0;
-                *full = false;
-                *counts = WindowCounts::default();
-            }
-            Window::Time { buckets, .. } => {
-                for b in buckets.iter_mut() {
-                    *b = Bucket::default();
-                }
-            }
+        for b in self.buckets.iter_mut() {
+            *b = Bucket::default();
         }
     }
 }
@@ -189,31 +172,30 @@ mod tests {
 
     #[test]
     fn count_window_keeps_only_the_last_n_calls() {
-        let t = Instant::now();
-        let mut w = Window::new(WindowKind::CountBased { size: 3 }, t);
-        w.record(Mark::Failure, t);
-        w.record(Mark::Slow, t);
-        w.record(Mark::Success, t);
+        let w = CountWindow::new(3);
+        assert_eq!(w.record(Mark::Failure), EMPTY);
+        w.record(Mark::Slow);
+        w.record(Mark::Success);
         assert_eq!(
-            w.counts(t),
+            w.counts(),
             WindowCounts {
                 calls: 3,
                 failures: 1,
                 slow: 1
             }
         );
-        w.record(Mark::Success, t); // evicts the failure
+        assert_eq!(w.record(Mark::Success), Mark::Failure as u8); // evicts the failure
         assert_eq!(
-            w.counts(t),
+            w.counts(),
             WindowCounts {
                 calls: 3,
                 failures: 0,
                 slow: 1
             }
         );
-        w.record(Mark::Failure, t); // evicts the slow call
+        w.record(Mark::Failure); // evicts the slow call
         assert_eq!(
-            w.counts(t),
+            w.counts(),
             WindowCounts {
                 calls: 3,
                 failures: 1,
@@ -221,13 +203,14 @@ mod tests {
             }
         );
         w.clear();
-        assert_eq!(w.counts(t), WindowCounts::default());
+        assert_eq!(w.counts(), WindowCounts::default());
+        assert_eq!(w.record(Mark::Success), EMPTY);
     }
 
     #[test]
     fn time_window_drops_buckets_older_than_the_window() {
         let t = Instant::now();
-        let mut w = Window::new(WindowKind::TimeBased { seconds: 3 }, t);
+        let mut w = TimeWindow::new(3, t);
         w.record(Mark::Failure, t);
         w.record(Mark::Failure, t + Duration::from_millis(999));
         w.record(Mark::Success, t + Duration::from_secs(1));
@@ -255,6 +238,11 @@ mod tests {
         );
         assert_eq!(
             w.counts(t + Duration::from_secs(10)),
+            WindowCounts::default()
+        );
+        w.clear();
+        assert_eq!(
+            w.counts(t + Duration::from_secs(3)),
             WindowCounts::default()
         );
     }
