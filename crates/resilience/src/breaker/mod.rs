@@ -95,25 +95,25 @@ struct Inner {
 #[derive(Debug)]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
-    /// The breaker's `word` when the permit was granted.
+    /// The breaker's `word` when the permit was granted; a permit granted in HalfOpen is a
+    /// probe. (Two words in all, so that it travels in registers on the hot path.)
     word: u64,
-    /// Whether this permit holds a half-open probe slot.
-    probe: bool,
-    /// Cleared once a verdict has been recorded.
-    armed: bool,
 }
 
 impl Permit<'_> {
     /// Whether this call is a half-open probe.
+    #[inline]
     pub fn is_probe(&self) -> bool {
-        self.probe
+        unpack_state(self.word) == State::HalfOpen
     }
 
     /// Records the call's outcome as given.
     #[inline]
-    pub fn record(mut self, outcome: Outcome) {
-        self.armed = false;
-        self.breaker.on_outcome(self.word, self.probe, outcome);
+    pub fn record(self, outcome: Outcome) {
+        let (breaker, word) = (self.breaker, self.word);
+        // The verdict is given: skip `Drop` (which would record `Ignored`).
+        std::mem::forget(self);
+        breaker.on_outcome(word, outcome);
     }
 
     /// Records the outcome with the call's duration: a `Success` that took at least
@@ -128,9 +128,9 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if self.armed && self.probe {
-            self.breaker
-                .on_outcome(self.word, self.probe, Outcome::Ignored);
+        // Dropped without a verdict: only a probe has something (its slot) to give back.
+        if self.is_probe() {
+            self.breaker.on_outcome_slow(self.word, Outcome::Ignored);
         }
     }
 }
@@ -220,8 +220,6 @@ impl CircuitBreaker {
             State::Closed | State::Disabled | State::MetricsOnly => Ok(Permit {
                 breaker: self,
                 word,
-                probe: false,
-                armed: true,
             }),
             _ => self.acquire_slow(),
         }
@@ -248,8 +246,6 @@ impl CircuitBreaker {
                     return Ok(Permit {
                         breaker: self,
                         word,
-                        probe: false,
-                        armed: true,
                     });
                 }
                 State::ForcedOpen => {
@@ -293,8 +289,6 @@ impl CircuitBreaker {
                         return Ok(Permit {
                             breaker: self,
                             word,
-                            probe: true,
-                            armed: true,
                         });
                     }
                     inner.rejected_total += 1;
@@ -307,26 +301,30 @@ impl CircuitBreaker {
         }
     }
 
-    fn on_outcome(&self, word: u64, probe: bool, outcome: Outcome) {
-        if !probe {
-            let mark = match outcome {
-                Outcome::Success => Mark::Success,
-                Outcome::SlowSuccess => Mark::Slow,
-                Outcome::Failure => Mark::Failure,
-                // Nothing to record; only probes hold a slot to release.
-                Outcome::Ignored => return,
-            };
-            match unpack_state(word) {
-                State::Disabled => return,
-                State::Closed | State::MetricsOnly => {
-                    if let Some(window) = &self.count_window {
-                        self.record_closed_lock_free(word, window, mark);
-                        return;
-                    }
+    #[inline]
+    fn on_outcome(&self, word: u64, outcome: Outcome) {
+        let mark = match outcome {
+            Outcome::Success => Mark::Success,
+            Outcome::SlowSuccess => Mark::Slow,
+            Outcome::Failure => Mark::Failure,
+            Outcome::Ignored => Mark::Success, // never recorded: see below
+        };
+        match unpack_state(word) {
+            // Nothing to record, and no probe slot to release.
+            State::Disabled => {}
+            State::Closed | State::MetricsOnly if outcome == Outcome::Ignored => {}
+            State::Closed | State::MetricsOnly if self.count_window.is_some() => {
+                if let Some(window) = &self.count_window {
+                    self.record_closed_lock_free(word, window, mark);
                 }
-                _ => {}
             }
+            _ => self.on_outcome_slow(word, outcome),
         }
+    }
+
+    /// Verdicts that need the lock: probes, and closed calls on a time-based window.
+    #[inline(never)]
+    fn on_outcome_slow(&self, word: u64, outcome: Outcome) {
         let mut inner = self.lock();
         if pack(inner.epoch, inner.state) != word {
             // Admitted in an earlier state: the verdict belongs to a past the breaker has

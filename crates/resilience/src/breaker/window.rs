@@ -1,7 +1,7 @@
 //! The sliding windows of recorded calls.
 //!
 //! - [`CountWindow`]: the last N outcomes in a lock-free ring of atomic bytes. Recording is one
-//!   `fetch_add` on the cursor and one `swap` of a slot; counts are computed by scanning the
+//!   compare-and-swap on the cursor and a store into the slot it hands out; counts are computed by scanning the
 //!   ring, which is only needed when a call could trip the breaker (a failure, a slow call, or a
 //!   call while the window is filling) and for snapshots. This keeps the breaker's hot path
 //!   (a success while closed) free of any lock.
@@ -51,7 +51,7 @@ impl WindowCounts {
 pub(crate) struct CountWindow {
     /// One byte per call: `EMPTY` or a `Mark`.
     ring: Box<[AtomicU8]>,
-    /// Monotonic count of records; `cursor % len` is the next slot.
+    /// The next slot, in `0..len`.
     cursor: AtomicUsize,
 }
 
@@ -66,8 +66,23 @@ impl CountWindow {
     /// Records a call; returns what its slot held before (`EMPTY` while the window fills).
     #[inline]
     pub(crate) fn record(&self, m: Mark) -> u8 {
-        let pos = self.cursor.fetch_add(1, Ordering::Relaxed) % self.ring.len();
-        self.ring[pos].swap(m as u8, Ordering::AcqRel)
+        // A compare-and-swap that wraps the cursor, rather than a `fetch_add` and a modulo:
+        // the division of a modulo by a run-time length costs more than the atomic itself.
+        let len = self.ring.len();
+        let pos = match self
+            .cursor
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| {
+                Some(if i + 1 >= len { 0 } else { i + 1 })
+            }) {
+            Ok(i) | Err(i) => i,
+        };
+        // The cursor gave this slot to this call alone (until the ring wraps around under more
+        // concurrent writers than slots), so a plain load and store suffice: no second atomic
+        // read-modify-write. Counts are derived from the ring, so they can never drift.
+        let slot = &self.ring[pos.min(len - 1)];
+        let evicted = slot.load(Ordering::Relaxed);
+        slot.store(m as u8, Ordering::Release);
+        evicted
     }
 
     /// Counts by scanning the ring.
