@@ -1,0 +1,19 @@
+//! Store failures. The API answers every one of them with 503 `store_unavailable` (fail closed)
+//! and logs the cause; none of them is ever shown to a client.
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied at start.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored row could not be decoded (a bug or a foreign write).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The store was configured wrongly (bad URL, unwritable directory).
+    #[error("configuration: {0}")]
+    Config(String),
+}

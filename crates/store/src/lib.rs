@@ -1,0 +1,210 @@
+//! The durable store of payments and idempotency records.
+//!
+//! # Layout
+//! - [`Store`]: the trait the payment API and its reconciler use; every method is one atomic step.
+//! - [`records`]: what is stored: [`PaymentRecord`], [`KeyRecord`], [`StoredResponse`].
+//! - [`fingerprint`]: the request fingerprint (method, path, canonical JSON) that ties a key to one
+//!   request body.
+//! - [`SqliteStore`]: the embedded default backend (a file, WAL, durable commits).
+//! - [`PostgresStore`]: the shared backend for several API instances.
+//! - [`open`]: picks and opens a backend from a database URL.
+//! - `test_support` (feature `test-support`): a throwaway PostgreSQL server and temporary
+//!   directories for tests of this crate and of the crates above it.
+//!
+//! Both backends store times as milliseconds since the epoch: a time read back has
+//! sub-millisecond precision dropped.
+//!
+//! # Guarantees every backend gives
+//! - **A key is claimed once.** [`Store::claim`] inserts the key and its payment in one
+//!   transaction; a unique constraint on (tenant, key) decides between concurrent claims, never a
+//!   read-then-write.
+//! - **Work on a payment is leased.** Only the holder of an unexpired lease (an owner token) may
+//!   settle, reschedule or release a payment, so two request handlers or reconcilers never act on
+//!   one payment at once; a crashed holder's lease simply expires.
+//! - **Outcomes are recorded atomically** with the response that is replayed for the key.
+//! - **Pending and in-flight records are never reaped**; only completed keys older than the
+//!   retention are.
+
+pub mod fingerprint;
+pub mod records;
+
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+mod convert;
+mod error;
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use records::{
+    ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentQuery, PaymentRecord, Settlement,
+    StoredResponse,
+};
+pub use sqlite::SqliteStore;
+
+/// The SQLite file [`open`] uses when no database URL is given.
+pub const DEFAULT_SQLITE_FILE: &str = "payments.db";
+
+/// Opens the store a deployment is configured for, applying migrations:
+/// - `None`: SQLite at `data_dir/payments.db` (the embedded default);
+/// - `sqlite://PATH` (or `sqlite:PATH`): SQLite at `PATH` (a query string is ignored);
+/// - `postgres://...` or `postgresql://...`: PostgreSQL;
+/// - anything else: [`StoreError::Config`].
+///
+/// An unreachable PostgreSQL server is a [`StoreError::Database`] within a few seconds.
+pub async fn open(
+    database_url: Option<&str>,
+    data_dir: &Path,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match database_url.map(str::trim) {
+        None | Some("") => Ok(Arc::new(SqliteStore::open(&data_dir.join(DEFAULT_SQLITE_FILE)).await?)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PostgresStore::connect(url).await?;
+            Err(StoreError::Config(format!("{store:?}")))
+        }
+        Some(url) => match sqlite_path(url) {
+            Some(path) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
+            None => Err(StoreError::Config(format!(
+                "unsupported database URL scheme in {:?}: expected sqlite://, postgres:// or postgresql://",
+                redact(url)
+            ))),
+        },
+    }
+}
+
+/// The file path of a `sqlite:` URL, if `url` is one with a non-empty path.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty()).then_some(path)
+}
+
+/// `url` without anything that could be a password (everything before an `@`).
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+/// Which backend a store is (shown in `/v1/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// The operations the payment API needs; each is atomic. Times are passed in (never read from
+/// the wall clock inside a backend) so tests control them.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> StoreKind;
+
+    /// Succeeds when the store answers a trivial query (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Claims `new.idempotency_key` for `new.tenant` and creates its payment (status pending,
+    /// leased to `new.lease_owner` until `new.lease_expires_at`) in one transaction. If the key
+    /// exists, nothing is written and the existing record is returned for the caller to judge
+    /// (fingerprint mismatch, in flight, pending, or a completed response to replay).
+    async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError>;
+
+    /// The record of a key, with its payment's lease and status, if the key exists.
+    async fn find_key(&self, tenant: &str, key: &str) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Takes the lease on a pending payment if it is free, expired, or already `owner`'s.
+    /// Returns whether `owner` now holds it.
+    async fn acquire_lease(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a final outcome: the payment's status (and charge id or decline code), its
+    /// attempt count, and the response replayed for its key from now on (key state completed).
+    /// Only a pending payment is settled; returns `false` (and writes nothing) if it was already
+    /// final, so settling twice is harmless.
+    async fn settle(
+        &self,
+        payment_id: Uuid,
+        settlement: &Settlement,
+        attempts: u32,
+        response: &StoredResponse,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// The outcome is unknown: the payment stays pending, its key becomes `pending` (replays show
+    /// the current state), the lease is released, and the reconciler looks at it at
+    /// `next_reconcile_at`. `last_attempt_at` is when a charge was last sent to the bank (`None`
+    /// keeps the stored value). Does nothing (and still returns `Ok`) unless the payment is
+    /// pending and `owner` holds its lease.
+    async fn mark_pending(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        attempts: u32,
+        last_attempt_at: Option<DateTime<Utc>>,
+        next_reconcile_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The bank never processed the payment: deletes the payment and its key (so the key is
+    /// free to retry), provided `owner` still holds the lease and the payment is still pending.
+    /// Returns whether it did.
+    async fn release(&self, payment_id: Uuid, owner: &str) -> Result<bool, StoreError>;
+
+    /// A payment by id; `tenant` (when given) must match.
+    async fn get_payment(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+
+    /// Payments newest first, filtered and paged (see [`PaymentQuery`]).
+    async fn list_payments(&self, query: &PaymentQuery) -> Result<Vec<PaymentRecord>, StoreError>;
+
+    /// Pending payments whose `next_reconcile_at` has come and whose lease is free or expired,
+    /// oldest first (longest overdue: by `next_reconcile_at`, then `created_at`), at most
+    /// `limit`. Listing takes no lease: the caller must win [`Store::acquire_lease`] before
+    /// acting on one.
+    async fn due_for_reconcile(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, StoreError>;
+
+    /// Reconciler bookkeeping: records the attempt count and `last_attempt_at` (`None` keeps the
+    /// stored value), releases `owner`'s lease and sets when to look again. Does nothing (and
+    /// still returns `Ok`) unless the payment is pending and `owner` holds its lease.
+    async fn reschedule(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        last_attempt_at: Option<DateTime<Utc>>,
+        attempts: u32,
+        next_reconcile_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes completed keys completed before `before`; never touches pending or in-flight keys
+    /// (nor payments). Returns how many were deleted.
+    async fn reap_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// How many payments are pending.
+    async fn pending_count(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,1051 @@
+//! The store suite: every case in [`cases`] is written once and runs against both backends, as
+//! `sqlite::<case>` and `postgres::<case>`. Each test gets its own SQLite file or PostgreSQL
+//! database; one throwaway PostgreSQL server is shared by the whole binary (see
+//! `payment_store::test_support`). Without PostgreSQL binaries the `postgres::` tests print
+//! `SKIPPED` and pass, except under `CI=true`, where they fail.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use payment_store::test_support::TempDir;
+use payment_store::{NewPayment, SqliteStore, Store};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+/// A store under test and what keeps it alive.
+struct Backend {
+    store: Arc<dyn Store>,
+    /// The SQLite file's directory, removed when the test ends.
+    _dir: Option<TempDir>,
+}
+
+async fn sqlite_backend() -> Backend {
+    let dir = TempDir::new("store-suite").unwrap();
+    let store = SqliteStore::open(&dir.path().join("payments.db"))
+        .await
+        .unwrap();
+    Backend {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres_backend() -> Option<Backend> {
+    let server = payment_store::test_support::pg_or_skip()?;
+    let _ = server.new_database();
+    None
+}
+
+/// Expands each case into a `sqlite::` and a `postgres::` test.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::sqlite_backend().await;
+                    super::cases::$case(backend.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(backend) = super::postgres_backend().await else { return };
+                    super::cases::$case(backend.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    claim_stores_the_payment_as_given,
+    fifty_concurrent_claims_of_one_key_make_one_payment,
+    two_hundred_keys_claimed_three_times_concurrently_make_two_hundred_payments,
+    an_existing_key_returns_its_fingerprint_state_and_lease,
+    the_same_key_under_two_tenants_is_two_independent_claims,
+    a_lease_is_taken_only_when_free_expired_or_already_ours,
+    owners_racing_for_an_expired_lease_have_exactly_one_winner,
+    settle_records_the_outcome_and_the_exact_response_once,
+    settle_records_declines_and_failures,
+    mark_pending_hands_the_payment_to_the_reconciler_at_its_time,
+    reschedule_moves_the_next_look_and_releases_the_lease,
+    due_for_reconcile_skips_leased_and_final_payments_and_orders_oldest_first,
+    release_frees_the_key_only_for_the_lease_owner,
+    reap_keys_deletes_only_completed_keys_older_than_the_cutoff,
+    list_payments_is_newest_first_filtered_and_pages_exactly_once,
+    get_payment_is_scoped_to_its_tenant,
+    pending_count_and_ping,
+);
+
+/// A millisecond-precise instant `secs` seconds after a fixed origin (stores keep milliseconds).
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + secs * 1000).unwrap()
+}
+
+/// A payment claimed by `owner` at `now`, its lease running until `lease_until`.
+fn new_payment(
+    tenant: &str,
+    key: &str,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> NewPayment {
+    let id = Uuid::new_v4();
+    let mut metadata = Map::new();
+    metadata.insert("order".to_owned(), Value::String("o-1".to_owned()));
+    NewPayment {
+        id,
+        tenant: tenant.to_owned(),
+        idempotency_key: key.to_owned(),
+        fingerprint: format!("fp-{key}"),
+        amount: 1999,
+        currency: "TRY".to_owned(),
+        source: "tok_visa".to_owned(),
+        description: Some("tea".to_owned()),
+        metadata: Some(metadata),
+        bank_reference: format!("ref_{}", id.simple()),
+        lease_owner: owner.to_owned(),
+        lease_expires_at: lease_until,
+        now,
+    }
+}
+
+mod cases {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use payment_store::{
+        ClaimOutcome, KeyState, PaymentQuery, PaymentRecord, Settlement, Store, StoredResponse,
+    };
+    use payment_types::payment::PaymentStatus;
+    use uuid::Uuid;
+
+    use super::{at, json, new_payment};
+
+    /// Claims a fresh key and asserts it was free.
+    async fn claimed(
+        store: &Arc<dyn Store>,
+        tenant: &str,
+        key: &str,
+        owner: &str,
+        now: i64,
+        lease: i64,
+    ) -> Uuid {
+        let new = new_payment(tenant, key, owner, at(now), at(lease));
+        assert_eq!(
+            store.claim(&new).await.unwrap(),
+            ClaimOutcome::Claimed,
+            "key {key} was free"
+        );
+        new.id
+    }
+
+    fn response(status: u16, body: &[u8]) -> StoredResponse {
+        StoredResponse {
+            status,
+            headers: vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("location".to_owned(), "/v1/payments/x".to_owned()),
+                ("x-dup".to_owned(), "1".to_owned()),
+                ("x-dup".to_owned(), "ü 2".to_owned()),
+            ],
+            body: body.to_vec(),
+        }
+    }
+
+    fn succeeded(charge: &str) -> Settlement {
+        Settlement::Succeeded {
+            charge_id: charge.to_owned(),
+        }
+    }
+
+    async fn payment(store: &Arc<dyn Store>, id: Uuid) -> PaymentRecord {
+        store
+            .get_payment(None, id)
+            .await
+            .unwrap()
+            .expect("payment exists")
+    }
+
+    pub(super) async fn claim_stores_the_payment_as_given(store: Arc<dyn Store>) {
+        let mut new = new_payment("acme", "k1", "h1", at(0), at(30));
+        new.metadata
+            .as_mut()
+            .unwrap()
+            .insert("nested".to_owned(), json!({"b": [1, 2.5, null], "a": true}));
+        assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
+        assert_eq!(payment(&store, new.id).await, PaymentRecord::from_new(&new));
+
+        let mut bare = new_payment("acme", "k2", "h1", at(1), at(31));
+        bare.description = None;
+        bare.metadata = None;
+        assert_eq!(store.claim(&bare).await.unwrap(), ClaimOutcome::Claimed);
+        assert_eq!(
+            payment(&store, bare.id).await,
+            PaymentRecord::from_new(&bare)
+        );
+
+        let key = store.find_key("acme", "k1").await.unwrap().unwrap();
+        assert_eq!(key.state, KeyState::InFlight);
+        assert_eq!(key.payment_id, new.id);
+        assert_eq!(key.created_at, at(0));
+        assert_eq!(key.response, None);
+        assert_eq!(store.find_key("acme", "nope").await.unwrap(), None);
+    }
+
+    pub(super) async fn fifty_concurrent_claims_of_one_key_make_one_payment(store: Arc<dyn Store>) {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let new = new_payment("acme", "hot-key", &format!("h{i}"), at(0), at(30));
+                    (new.id, store.claim(&new).await.unwrap())
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut existing = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                (id, ClaimOutcome::Claimed) => winners.push(id),
+                (_, ClaimOutcome::Existing(record)) => existing.push(record.payment_id),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one claim wins");
+        assert_eq!(existing.len(), 49);
+        assert!(
+            existing.iter().all(|id| *id == winners[0]),
+            "every loser sees the winner's payment"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 1);
+        let all = store
+            .list_payments(&PaymentQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.iter().map(|p| p.id).collect::<Vec<_>>(), winners);
+    }
+
+    pub(super) async fn two_hundred_keys_claimed_three_times_concurrently_make_two_hundred_payments(
+        store: Arc<dyn Store>,
+    ) {
+        let tasks: Vec<_> = (0..600)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let new = new_payment(
+                        "acme",
+                        &format!("key-{}", i % 200),
+                        &format!("h{i}"),
+                        at(0),
+                        at(30),
+                    );
+                    matches!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed)
+                })
+            })
+            .collect();
+        let mut claimed = 0;
+        for task in tasks {
+            claimed += usize::from(task.await.unwrap());
+        }
+        assert_eq!(claimed, 200);
+        assert_eq!(store.pending_count().await.unwrap(), 200);
+        let all = store
+            .list_payments(&PaymentQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 200);
+        let keys: HashSet<_> = all.iter().map(|p| p.idempotency_key.clone()).collect();
+        assert_eq!(keys.len(), 200, "one payment per key");
+    }
+
+    pub(super) async fn an_existing_key_returns_its_fingerprint_state_and_lease(
+        store: Arc<dyn Store>,
+    ) {
+        let id = claimed(&store, "acme", "k", "h1", 0, 30).await;
+        let mut other_body = new_payment("acme", "k", "h2", at(1), at(31));
+        other_body.fingerprint = "another-body".to_owned();
+        let ClaimOutcome::Existing(record) = store.claim(&other_body).await.unwrap() else {
+            panic!("the key is taken")
+        };
+        assert_eq!(
+            record.fingerprint, "fp-k",
+            "the stored fingerprint, to answer 422 on mismatch"
+        );
+        assert_eq!(record.payment_id, id);
+        assert_eq!(record.state, KeyState::InFlight);
+        assert_eq!(record.payment_status, PaymentStatus::Pending);
+        assert_eq!(record.lease_owner.as_deref(), Some("h1"));
+        assert_eq!(record.lease_expires_at, Some(at(30)));
+        assert_eq!(record.response, None);
+        assert!(
+            store
+                .get_payment(None, other_body.id)
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing written"
+        );
+
+        store
+            .mark_pending(id, "h1", 1, Some(at(2)), at(60), at(3))
+            .await
+            .unwrap();
+        let ClaimOutcome::Existing(record) = store.claim(&other_body).await.unwrap() else {
+            panic!("the key is taken")
+        };
+        assert_eq!(record.state, KeyState::Pending);
+        assert_eq!(record.lease_owner, None);
+
+        store
+            .settle(id, &succeeded("ch_x"), 1, &response(201, b"{}"), at(4))
+            .await
+            .unwrap();
+        let ClaimOutcome::Existing(record) = store.claim(&other_body).await.unwrap() else {
+            panic!("the key is taken")
+        };
+        assert_eq!(record.state, KeyState::Completed);
+        assert_eq!(record.payment_status, PaymentStatus::Succeeded);
+        assert_eq!(record.response, Some(response(201, b"{}")));
+        assert_eq!(record.completed_at, Some(at(4)));
+    }
+
+    pub(super) async fn the_same_key_under_two_tenants_is_two_independent_claims(
+        store: Arc<dyn Store>,
+    ) {
+        let a = claimed(&store, "acme", "shared", "h1", 0, 30).await;
+        let b = claimed(&store, "globex", "shared", "h2", 0, 30).await;
+        assert_ne!(a, b);
+        assert_eq!(
+            store
+                .find_key("acme", "shared")
+                .await
+                .unwrap()
+                .unwrap()
+                .payment_id,
+            a
+        );
+        assert_eq!(
+            store
+                .find_key("globex", "shared")
+                .await
+                .unwrap()
+                .unwrap()
+                .payment_id,
+            b
+        );
+        // Settling one tenant's payment leaves the other's key alone.
+        assert!(store
+            .settle(a, &succeeded("ch_a"), 1, &response(201, b"a"), at(1))
+            .await
+            .unwrap());
+        let other = store.find_key("globex", "shared").await.unwrap().unwrap();
+        assert_eq!(other.state, KeyState::InFlight);
+        assert_eq!(other.response, None);
+    }
+
+    pub(super) async fn a_lease_is_taken_only_when_free_expired_or_already_ours(
+        store: Arc<dyn Store>,
+    ) {
+        let id = claimed(&store, "acme", "k", "a", 0, 30).await;
+        assert!(
+            !store.acquire_lease(id, "b", at(70), at(10)).await.unwrap(),
+            "a's lease is unexpired"
+        );
+        assert_eq!(payment(&store, id).await.lease_owner.as_deref(), Some("a"));
+        assert!(
+            store.acquire_lease(id, "a", at(60), at(10)).await.unwrap(),
+            "the owner may extend"
+        );
+        assert_eq!(payment(&store, id).await.lease_expires_at, Some(at(60)));
+        assert!(
+            !store.acquire_lease(id, "b", at(90), at(59)).await.unwrap(),
+            "still unexpired"
+        );
+        assert!(
+            store.acquire_lease(id, "b", at(90), at(60)).await.unwrap(),
+            "expired at 60"
+        );
+        let leased = payment(&store, id).await;
+        assert_eq!(
+            (leased.lease_owner.as_deref(), leased.lease_expires_at),
+            (Some("b"), Some(at(90)))
+        );
+        assert!(
+            !store.acquire_lease(id, "a", at(120), at(61)).await.unwrap(),
+            "b holds it now"
+        );
+
+        // A released lease (mark_pending) is free to anyone.
+        store
+            .mark_pending(id, "b", 1, None, at(100), at(62))
+            .await
+            .unwrap();
+        assert!(store.acquire_lease(id, "c", at(130), at(63)).await.unwrap());
+
+        // Final and unknown payments are never leased.
+        assert!(store
+            .settle(id, &succeeded("ch"), 1, &response(201, b""), at(64))
+            .await
+            .unwrap());
+        assert!(!store.acquire_lease(id, "c", at(200), at(65)).await.unwrap());
+        assert!(!store
+            .acquire_lease(Uuid::new_v4(), "c", at(200), at(65))
+            .await
+            .unwrap());
+    }
+
+    pub(super) async fn owners_racing_for_an_expired_lease_have_exactly_one_winner(
+        store: Arc<dyn Store>,
+    ) {
+        for round in 0..5 {
+            let id = claimed(&store, "acme", &format!("k{round}"), "crashed", 0, 1).await;
+            let tasks: Vec<_> = (0..12)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let owner = format!("reconciler-{i}");
+                        store
+                            .acquire_lease(id, &owner, at(40), at(10))
+                            .await
+                            .unwrap()
+                            .then_some(owner)
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for task in tasks {
+                winners.extend(task.await.unwrap());
+            }
+            assert_eq!(winners.len(), 1, "round {round}: exactly one owner wins");
+            assert_eq!(
+                payment(&store, id).await.lease_owner,
+                Some(winners[0].clone())
+            );
+        }
+    }
+
+    pub(super) async fn settle_records_the_outcome_and_the_exact_response_once(
+        store: Arc<dyn Store>,
+    ) {
+        let id = claimed(&store, "acme", "k", "h", 0, 30).await;
+        let body = [0xff, 0x00, 0xfe, b'{', 0xc3, 0x28, b'}', 0x80];
+        let stored = response(201, &body);
+        assert!(store
+            .settle(id, &succeeded("ch_1"), 2, &stored, at(5))
+            .await
+            .unwrap());
+
+        let settled = payment(&store, id).await;
+        assert_eq!(settled.status, PaymentStatus::Succeeded);
+        assert_eq!(settled.bank_charge_id.as_deref(), Some("ch_1"));
+        assert_eq!(settled.decline_code, None);
+        assert_eq!(settled.attempts, 2);
+        assert_eq!(settled.updated_at, at(5));
+        assert_eq!(
+            (settled.lease_owner.clone(), settled.next_reconcile_at),
+            (None, None)
+        );
+
+        let key = store.find_key("acme", "k").await.unwrap().unwrap();
+        assert_eq!(key.state, KeyState::Completed);
+        assert_eq!(key.payment_status, PaymentStatus::Succeeded);
+        assert_eq!(
+            key.response.as_ref(),
+            Some(&stored),
+            "byte-identical replay"
+        );
+        assert_eq!(key.completed_at, Some(at(5)));
+
+        // A second settle (say, a late reconciler) is refused and changes nothing.
+        let late = Settlement::Declined {
+            decline_code: "do_not_honor".to_owned(),
+        };
+        assert!(!store
+            .settle(id, &late, 9, &response(402, b"late"), at(9))
+            .await
+            .unwrap());
+        assert_eq!(payment(&store, id).await, settled);
+        assert_eq!(store.find_key("acme", "k").await.unwrap().unwrap(), key);
+        assert!(
+            !store
+                .settle(Uuid::new_v4(), &late, 1, &stored, at(9))
+                .await
+                .unwrap(),
+            "unknown id"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+    }
+
+    pub(super) async fn settle_records_declines_and_failures(store: Arc<dyn Store>) {
+        let declined = claimed(&store, "acme", "d", "h", 0, 30).await;
+        let failed = claimed(&store, "acme", "f", "h", 0, 30).await;
+        let decline = Settlement::Declined {
+            decline_code: "insufficient_funds".to_owned(),
+        };
+        assert!(store
+            .settle(declined, &decline, 1, &response(402, b"no"), at(1))
+            .await
+            .unwrap());
+        let failure = Settlement::Failed {
+            reason: "bank refused".to_owned(),
+        };
+        assert!(store
+            .settle(failed, &failure, 4, &response(503, b""), at(2))
+            .await
+            .unwrap());
+
+        let d = payment(&store, declined).await;
+        assert_eq!(
+            (
+                d.status,
+                d.decline_code.as_deref(),
+                d.bank_charge_id.clone()
+            ),
+            (PaymentStatus::Declined, Some("insufficient_funds"), None)
+        );
+        let f = payment(&store, failed).await;
+        assert_eq!(
+            (f.status, f.failure_reason.as_deref(), f.attempts),
+            (PaymentStatus::Failed, Some("bank refused"), 4)
+        );
+        let key = store.find_key("acme", "f").await.unwrap().unwrap();
+        assert_eq!(
+            key.response,
+            Some(response(503, b"")),
+            "an empty body is kept as empty"
+        );
+    }
+
+    pub(super) async fn mark_pending_hands_the_payment_to_the_reconciler_at_its_time(
+        store: Arc<dyn Store>,
+    ) {
+        let id = claimed(&store, "acme", "k", "h", 0, 30).await;
+        store
+            .mark_pending(id, "h", 3, Some(at(5)), at(60), at(6))
+            .await
+            .unwrap();
+
+        let key = store.find_key("acme", "k").await.unwrap().unwrap();
+        assert_eq!(
+            (key.state, key.payment_status, key.lease_owner.clone()),
+            (KeyState::Pending, PaymentStatus::Pending, None)
+        );
+        let p = payment(&store, id).await;
+        assert_eq!(
+            (p.attempts, p.last_attempt_at, p.next_reconcile_at),
+            (3, Some(at(5)), Some(at(60)))
+        );
+        assert_eq!(
+            (p.lease_owner.clone(), p.lease_expires_at, p.updated_at),
+            (None, None, at(6))
+        );
+
+        assert!(
+            store
+                .due_for_reconcile(at(59), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "not before its time"
+        );
+        let due = store.due_for_reconcile(at(60), 10).await.unwrap();
+        assert_eq!(due.iter().map(|p| p.id).collect::<Vec<_>>(), vec![id]);
+
+        // Someone without the lease cannot mark a payment pending.
+        let other = claimed(&store, "acme", "k2", "h", 0, 30).await;
+        store
+            .mark_pending(other, "intruder", 1, Some(at(5)), at(7), at(6))
+            .await
+            .unwrap();
+        let key = store.find_key("acme", "k2").await.unwrap().unwrap();
+        assert_eq!(
+            (key.state, key.lease_owner.as_deref()),
+            (KeyState::InFlight, Some("h"))
+        );
+        assert_eq!(payment(&store, other).await.attempts, 0);
+        // Nor can anyone once it is final.
+        assert!(store
+            .settle(other, &succeeded("ch"), 1, &response(201, b""), at(8))
+            .await
+            .unwrap());
+        store
+            .mark_pending(other, "h", 2, None, at(9), at(9))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.find_key("acme", "k2").await.unwrap().unwrap().state,
+            KeyState::Completed
+        );
+        assert_eq!(
+            payment(&store, other).await.status,
+            PaymentStatus::Succeeded
+        );
+    }
+
+    pub(super) async fn reschedule_moves_the_next_look_and_releases_the_lease(
+        store: Arc<dyn Store>,
+    ) {
+        let id = claimed(&store, "acme", "k", "h", 0, 30).await;
+        store
+            .mark_pending(id, "h", 1, Some(at(5)), at(60), at(6))
+            .await
+            .unwrap();
+        assert!(store.acquire_lease(id, "r", at(90), at(60)).await.unwrap());
+        assert!(
+            store
+                .due_for_reconcile(at(61), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased to r"
+        );
+
+        store
+            .reschedule(id, "other", Some(at(61)), 7, at(500), at(61))
+            .await
+            .unwrap();
+        assert_eq!(
+            payment(&store, id).await.next_reconcile_at,
+            Some(at(60)),
+            "not the lease owner"
+        );
+
+        store
+            .reschedule(id, "r", None, 2, at(200), at(62))
+            .await
+            .unwrap();
+        let p = payment(&store, id).await;
+        assert_eq!(
+            (p.next_reconcile_at, p.attempts, p.last_attempt_at),
+            (Some(at(200)), 2, Some(at(5)))
+        );
+        assert_eq!((p.lease_owner.clone(), p.lease_expires_at), (None, None));
+        assert!(store
+            .due_for_reconcile(at(199), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.due_for_reconcile(at(200), 10).await.unwrap().len(), 1);
+
+        assert!(store
+            .acquire_lease(id, "r2", at(230), at(200))
+            .await
+            .unwrap());
+        store
+            .reschedule(id, "r2", Some(at(201)), 3, at(300), at(201))
+            .await
+            .unwrap();
+        assert_eq!(payment(&store, id).await.last_attempt_at, Some(at(201)));
+    }
+
+    pub(super) async fn due_for_reconcile_skips_leased_and_final_payments_and_orders_oldest_first(
+        store: Arc<dyn Store>,
+    ) {
+        // Pending, due at 50, 20 and 40 (claimed in another order than they fall due).
+        let late = claimed(&store, "acme", "late", "h", 0, 10).await;
+        let first = claimed(&store, "acme", "first", "h", 1, 10).await;
+        let middle = claimed(&store, "globex", "middle", "h", 2, 10).await;
+        store
+            .mark_pending(late, "h", 1, None, at(50), at(3))
+            .await
+            .unwrap();
+        store
+            .mark_pending(first, "h", 1, None, at(20), at(3))
+            .await
+            .unwrap();
+        store
+            .mark_pending(middle, "h", 1, None, at(40), at(3))
+            .await
+            .unwrap();
+        // An in-flight claim whose handler died: due once its lease expired at 30.
+        let crashed = claimed(&store, "acme", "crashed", "dead", 3, 30).await;
+        // An in-flight claim with a live lease, and a pending one a reconciler holds: not due.
+        claimed(&store, "acme", "live", "h", 4, 1000).await;
+        let held = claimed(&store, "acme", "held", "h", 5, 10).await;
+        store
+            .mark_pending(held, "h", 1, None, at(10), at(6))
+            .await
+            .unwrap();
+        assert!(store
+            .acquire_lease(held, "r", at(1000), at(7))
+            .await
+            .unwrap());
+        // A final payment: never due.
+        let done = claimed(&store, "acme", "done", "h", 6, 10).await;
+        assert!(store
+            .settle(done, &succeeded("ch"), 1, &response(201, b""), at(8))
+            .await
+            .unwrap());
+
+        let ids = |due: Vec<PaymentRecord>| due.into_iter().map(|p| p.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.due_for_reconcile(at(29), 10).await.unwrap()),
+            vec![first]
+        );
+        assert_eq!(
+            ids(store.due_for_reconcile(at(100), 10).await.unwrap()),
+            vec![first, crashed, middle, late]
+        );
+        assert_eq!(
+            ids(store.due_for_reconcile(at(100), 2).await.unwrap()),
+            vec![first, crashed],
+            "limit"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 6);
+    }
+
+    pub(super) async fn release_frees_the_key_only_for_the_lease_owner(store: Arc<dyn Store>) {
+        let id = claimed(&store, "acme", "k", "a", 0, 30).await;
+        assert!(
+            !store.release(id, "b").await.unwrap(),
+            "b does not hold the lease"
+        );
+        assert!(store.find_key("acme", "k").await.unwrap().is_some());
+        assert!(store.release(id, "a").await.unwrap());
+        assert_eq!(store.find_key("acme", "k").await.unwrap(), None);
+        assert_eq!(store.get_payment(None, id).await.unwrap(), None);
+        assert!(!store.release(id, "a").await.unwrap(), "already gone");
+
+        let again = claimed(&store, "acme", "k", "c", 1, 31).await;
+        assert_ne!(again, id);
+        // A final payment is never released.
+        assert!(store
+            .settle(again, &succeeded("ch"), 1, &response(201, b""), at(2))
+            .await
+            .unwrap());
+        assert!(!store.release(again, "c").await.unwrap());
+        assert!(store.find_key("acme", "k").await.unwrap().is_some());
+        // Nor a pending one whose lease went back to the reconciler.
+        let pending = claimed(&store, "acme", "p", "c", 1, 31).await;
+        store
+            .mark_pending(pending, "c", 1, None, at(60), at(3))
+            .await
+            .unwrap();
+        assert!(!store.release(pending, "c").await.unwrap());
+        assert!(store.get_payment(None, pending).await.unwrap().is_some());
+    }
+
+    pub(super) async fn reap_keys_deletes_only_completed_keys_older_than_the_cutoff(
+        store: Arc<dyn Store>,
+    ) {
+        let old = claimed(&store, "acme", "old", "h", 0, 1000).await;
+        let boundary = claimed(&store, "acme", "boundary", "h", 0, 1000).await;
+        let fresh = claimed(&store, "acme", "fresh", "h", 0, 1000).await;
+        let pending = claimed(&store, "acme", "pending", "h", 0, 1000).await;
+        claimed(&store, "acme", "in-flight", "h", 0, 5).await;
+        assert!(store
+            .settle(old, &succeeded("c1"), 1, &response(201, b""), at(10))
+            .await
+            .unwrap());
+        assert!(store
+            .settle(boundary, &succeeded("c2"), 1, &response(201, b""), at(50))
+            .await
+            .unwrap());
+        assert!(store
+            .settle(fresh, &succeeded("c3"), 1, &response(201, b""), at(100))
+            .await
+            .unwrap());
+        store
+            .mark_pending(pending, "h", 1, None, at(20), at(1))
+            .await
+            .unwrap();
+
+        assert_eq!(store.reap_keys(at(50)).await.unwrap(), 1);
+        assert_eq!(store.find_key("acme", "old").await.unwrap(), None);
+        for key in ["boundary", "fresh", "pending", "in-flight"] {
+            assert!(
+                store.find_key("acme", key).await.unwrap().is_some(),
+                "{key} is kept"
+            );
+        }
+        assert_eq!(
+            payment(&store, old).await.status,
+            PaymentStatus::Succeeded,
+            "payments are never reaped"
+        );
+        assert_eq!(store.reap_keys(at(50)).await.unwrap(), 0);
+        // Far in the future: the completed keys go, the pending and in-flight ones never do.
+        assert_eq!(store.reap_keys(at(1_000_000)).await.unwrap(), 2);
+        assert!(store.find_key("acme", "pending").await.unwrap().is_some());
+        assert!(store.find_key("acme", "in-flight").await.unwrap().is_some());
+        assert_eq!(
+            store
+                .list_payments(&PaymentQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
+        // A reaped key can be claimed again (a new payment).
+        claimed(&store, "acme", "old", "h", 2000, 2030).await;
+    }
+
+    pub(super) async fn list_payments_is_newest_first_filtered_and_pages_exactly_once(
+        store: Arc<dyn Store>,
+    ) {
+        // 23 payments for acme, several sharing a created_at (the cursor must break ties by id),
+        // and 5 for globex.
+        let mut acme = Vec::new();
+        for i in 0..23 {
+            acme.push(claimed(&store, "acme", &format!("a{i}"), "h", i / 3, 1000).await);
+        }
+        for i in 0..5 {
+            claimed(&store, "globex", &format!("g{i}"), "h", i, 1000).await;
+        }
+        for id in acme.iter().step_by(4) {
+            assert!(store
+                .settle(*id, &succeeded("ch"), 1, &response(201, b""), at(50))
+                .await
+                .unwrap());
+        }
+
+        let query = |status, before, limit| PaymentQuery {
+            tenant: Some("acme".to_owned()),
+            status,
+            before,
+            limit,
+        };
+        let all = store.list_payments(&query(None, None, 1000)).await.unwrap();
+        assert_eq!(all.len(), 23);
+        assert!(all.iter().all(|p| p.tenant == "acme"));
+        assert!(
+            all.windows(2)
+                .all(|w| (w[0].created_at, w[0].id) > (w[1].created_at, w[1].id)),
+            "newest first, ties by id"
+        );
+
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.list_payments(&query(None, before, 4)).await.unwrap();
+            assert!(page.len() <= 4);
+            let Some(last) = page.last() else { break };
+            before = Some((last.created_at, last.id));
+            paged.extend(page.iter().map(|p| p.id));
+        }
+        assert_eq!(
+            paged,
+            all.iter().map(|p| p.id).collect::<Vec<_>>(),
+            "every payment exactly once, in order"
+        );
+
+        let succeeded = store
+            .list_payments(&query(Some(PaymentStatus::Succeeded), None, 1000))
+            .await
+            .unwrap();
+        assert_eq!(succeeded.len(), 6);
+        assert!(succeeded
+            .iter()
+            .all(|p| p.status == PaymentStatus::Succeeded));
+        let pending = store
+            .list_payments(&query(Some(PaymentStatus::Pending), None, 1000))
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 17);
+        let cursor = Some((pending[4].created_at, pending[4].id));
+        let rest = store
+            .list_payments(&query(Some(PaymentStatus::Pending), cursor, 1000))
+            .await
+            .unwrap();
+        assert_eq!(
+            rest,
+            pending[5..].to_vec(),
+            "status filter and cursor together"
+        );
+
+        let everyone = store
+            .list_payments(&PaymentQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(everyone.len(), 28, "no tenant filter: all tenants");
+        let globex = PaymentQuery {
+            tenant: Some("globex".to_owned()),
+            limit: 1000,
+            ..Default::default()
+        };
+        assert_eq!(store.list_payments(&globex).await.unwrap().len(), 5);
+        let nobody = PaymentQuery {
+            tenant: Some("initech".to_owned()),
+            limit: 1000,
+            ..Default::default()
+        };
+        assert!(store.list_payments(&nobody).await.unwrap().is_empty());
+    }
+
+    pub(super) async fn get_payment_is_scoped_to_its_tenant(store: Arc<dyn Store>) {
+        let id = claimed(&store, "acme", "k", "h", 0, 30).await;
+        assert_eq!(
+            store
+                .get_payment(Some("acme"), id)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            id
+        );
+        assert_eq!(store.get_payment(Some("globex"), id).await.unwrap(), None);
+        assert_eq!(
+            store.get_payment(None, id).await.unwrap().unwrap().tenant,
+            "acme"
+        );
+        assert_eq!(
+            store
+                .get_payment(Some("acme"), Uuid::new_v4())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    pub(super) async fn pending_count_and_ping(store: Arc<dyn Store>) {
+        store.ping().await.unwrap();
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+        let ids = [
+            claimed(&store, "acme", "a", "h", 0, 30).await,
+            claimed(&store, "acme", "b", "h", 0, 30).await,
+            claimed(&store, "globex", "a", "h", 0, 30).await,
+        ];
+        assert_eq!(store.pending_count().await.unwrap(), 3);
+        assert!(store
+            .settle(ids[0], &succeeded("ch"), 1, &response(201, b""), at(1))
+            .await
+            .unwrap());
+        assert_eq!(store.pending_count().await.unwrap(), 2);
+    }
+}
+
+mod sqlite_only {
+    //! What only the embedded backend promises: a file that survives restarts.
+
+    use std::time::{Duration, Instant};
+
+    use payment_store::test_support::TempDir;
+    use payment_store::{
+        ClaimOutcome, KeyState, SqliteStore, Store, StoreError, StoreKind, StoredResponse,
+    };
+    use payment_types::payment::PaymentStatus;
+
+    use super::{at, new_payment};
+
+    #[tokio::test]
+    async fn data_survives_closing_and_reopening_the_file_under_a_created_directory() {
+        let dir = TempDir::new("store-durable").unwrap();
+        let path = dir
+            .path()
+            .join("missing")
+            .join("nested")
+            .join("payments.db");
+        let new = new_payment("acme", "k", "h", at(0), at(30));
+        let stored = StoredResponse {
+            status: 201,
+            headers: vec![("a".into(), "b".into())],
+            body: vec![0xff, 0],
+        };
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
+            let settlement = payment_store::Settlement::Succeeded {
+                charge_id: "ch".into(),
+            };
+            assert!(store
+                .settle(new.id, &settlement, 1, &stored, at(1))
+                .await
+                .unwrap());
+            store.close().await;
+        }
+        assert!(path.is_file());
+        let store = SqliteStore::open(&path).await.unwrap();
+        let key = store.find_key("acme", "k").await.unwrap().unwrap();
+        assert_eq!(
+            (key.state, key.response),
+            (KeyState::Completed, Some(stored))
+        );
+        assert_eq!(
+            store
+                .get_payment(None, new.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            PaymentStatus::Succeeded
+        );
+        // Migrations are not re-applied destructively on reopen.
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn open_without_a_url_uses_payments_db_in_the_data_dir() {
+        let dir = TempDir::new("store-open").unwrap();
+        let data_dir = dir.path().join("data");
+        let store = payment_store::open(None, &data_dir).await.unwrap();
+        assert_eq!(store.kind(), StoreKind::Sqlite);
+        store.ping().await.unwrap();
+        assert!(data_dir.join("payments.db").is_file());
+    }
+
+    #[tokio::test]
+    async fn open_with_a_sqlite_url_uses_that_file() {
+        let dir = TempDir::new("store-open").unwrap();
+        let file = dir.path().join("elsewhere").join("x.db");
+        let url = format!("sqlite://{}", file.display());
+        let store = payment_store::open(Some(&url), &dir.path().join("unused"))
+            .await
+            .unwrap();
+        assert_eq!(store.kind(), StoreKind::Sqlite);
+        assert!(file.is_file());
+        assert!(!dir.path().join("unused").exists());
+    }
+
+    #[tokio::test]
+    async fn open_rejects_an_unknown_scheme() {
+        let dir = TempDir::new("store-open").unwrap();
+        for url in [
+            "mysql://u:secret@localhost/db",
+            "payments.db",
+            "sqlite://",
+            "http://x",
+        ] {
+            match payment_store::open(Some(url), dir.path()).await {
+                Err(StoreError::Config(message)) => {
+                    assert!(!message.contains("secret"), "{message}")
+                }
+                other => panic!("{url}: expected a configuration error, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "until the PostgreSQL backend lands"]
+    async fn open_fails_fast_when_postgres_is_unreachable() {
+        // Port 1 on loopback: nothing listens there.
+        let dir = TempDir::new("store-open").unwrap();
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            payment_store::open(Some("postgres://postgres@127.0.0.1:1/payments"), dir.path()),
+        )
+        .await
+        .expect("open does not hang");
+        assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
