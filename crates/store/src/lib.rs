@@ -68,8 +68,7 @@ pub async fn open(
     match database_url.map(str::trim) {
         None | Some("") => Ok(Arc::new(SqliteStore::open(&data_dir.join(DEFAULT_SQLITE_FILE)).await?)),
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PostgresStore::connect(url).await?;
-            Err(StoreError::Config(format!("{store:?}")))
+            Ok(Arc::new(PostgresStore::connect(url).await?))
         }
         Some(url) => match sqlite_path(url) {
             Some(path) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
@@ -87,7 +86,8 @@ fn sqlite_path(url: &str) -> Option<&str> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty()).then_some(path)
+    // An in-memory database would lose every record at restart (and differ per connection).
+    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 /// `url` without anything that could be a password (everything before an `@`).

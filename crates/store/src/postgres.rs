@@ -1,16 +1,466 @@
-//! The PostgreSQL backend (being written).
+//! The PostgreSQL backend: one database shared by several API instances.
+//!
+//! Correctness between instances comes from single statements, not from locks held across
+//! round trips: the primary key on (tenant, key) decides concurrent claims, and a lease changes
+//! hands only through the compare-and-set `UPDATE` in [`Store::acquire_lease`], which PostgreSQL
+//! re-checks against the latest row version when two instances race (READ COMMITTED). Times
+//! are BIGINT milliseconds since the epoch (as in SQLite), uuids UUID, metadata and response
+//! headers JSONB, response bodies BYTEA.
 
-use crate::StoreError;
+use std::str::FromStr;
+use std::time::Duration;
 
-/// The PostgreSQL store (not implemented yet).
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::convert::{self, SettlementColumns};
+use crate::{
+    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, Settlement, Store,
+    StoreError, StoreKind, StoredResponse,
+};
+
+/// Connections per instance; several instances share the server's `max_connections`.
+const POOL_SIZE: u32 = 16;
+/// An unreachable or saturated database fails a request fast (the API answers 503) instead of
+/// holding it.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A claim retries when the key it collided with vanished before it could be read (released
+/// or reaped in between); more than a couple of rounds means something is badly wrong.
+const CLAIM_ROUNDS: usize = 3;
+
+const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, amount, currency, source, \
+     description, metadata, bank_reference, bank_charge_id, decline_code, failure_reason, \
+     attempts, lease_owner, lease_expires_at, next_reconcile_at, last_attempt_at, created_at, \
+     updated_at";
+
+const KEY_SELECT: &str = "SELECT k.tenant, k.idempotency_key, k.fingerprint, k.payment_id, \
+     k.state, k.response_status, k.response_headers, k.response_body, k.created_at, \
+     k.completed_at, p.status, p.lease_owner, p.lease_expires_at \
+     FROM idempotency_keys k JOIN payments p ON p.id = k.payment_id \
+     WHERE k.tenant = $1 AND k.idempotency_key = $2";
+
+/// The PostgreSQL store. Cloning shares the pool.
 #[derive(Debug, Clone)]
-pub struct PostgresStore {}
+pub struct PostgresStore {
+    pool: PgPool,
+}
 
 impl PostgresStore {
-    /// Connects to `url` (not implemented yet: always a configuration error).
-    pub async fn connect(_url: &str) -> Result<Self, StoreError> {
-        Err(StoreError::Config(
-            "the PostgreSQL backend is not implemented yet".to_owned(),
-        ))
+    /// Connects to `url` (`postgres://` or `postgresql://`), checking that the server answers,
+    /// and applies pending migrations (serialised between instances by an advisory lock).
+    /// An unreachable server is a [`StoreError::Database`] after at most a few seconds; a
+    /// malformed URL is a [`StoreError::Config`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        tracing::debug!("postgres store connected");
+        Ok(Self { pool })
+    }
+
+    /// Waits for in-use connections to come back and closes them all.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, StoreError> {
+    let metadata: Option<Json<Map<String, Value>>> = row.try_get("metadata")?;
+    Ok(PaymentRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        status: convert::parse_status(row.try_get("status")?)?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        source: row.try_get("source")?,
+        description: row.try_get("description")?,
+        metadata: metadata.map(|Json(map)| map),
+        bank_reference: row.try_get("bank_reference")?,
+        bank_charge_id: row.try_get("bank_charge_id")?,
+        decline_code: row.try_get("decline_code")?,
+        failure_reason: row.try_get("failure_reason")?,
+        attempts: convert::attempts(row.try_get("attempts")?)?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: convert::from_ms_opt(row.try_get("lease_expires_at")?)?,
+        next_reconcile_at: convert::from_ms_opt(row.try_get("next_reconcile_at")?)?,
+        last_attempt_at: convert::from_ms_opt(row.try_get("last_attempt_at")?)?,
+        created_at: convert::from_ms(row.try_get("created_at")?)?,
+        updated_at: convert::from_ms(row.try_get("updated_at")?)?,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    let state = convert::parse_state(row.try_get("state")?)?;
+    let status: Option<i32> = row.try_get("response_status")?;
+    let response = match status {
+        Some(status) => {
+            let headers: Option<Json<Value>> = row.try_get("response_headers")?;
+            let body: Option<Vec<u8>> = row.try_get("response_body")?;
+            Some(StoredResponse {
+                status: convert::http_status(i64::from(status))?,
+                headers: headers
+                    .map(|Json(value)| convert::headers_from_json(value))
+                    .transpose()?
+                    .unwrap_or_default(),
+                body: body.unwrap_or_default(),
+            })
+        }
+        None => None,
+    };
+    Ok(KeyRecord {
+        tenant: row.try_get("tenant")?,
+        key: row.try_get("idempotency_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        payment_id: row.try_get("payment_id")?,
+        state,
+        response,
+        payment_status: convert::parse_status(row.try_get("status")?)?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: convert::from_ms_opt(row.try_get("lease_expires_at")?)?,
+        created_at: convert::from_ms(row.try_get("created_at")?)?,
+        completed_at: convert::from_ms_opt(row.try_get("completed_at")?)?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %new.id, tenant = %new.tenant))]
+    async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError> {
+        let now = convert::to_ms(new.now);
+        let lease_until = convert::to_ms(new.lease_expires_at);
+        for _ in 0..CLAIM_ROUNDS {
+            let mut tx = self.pool.begin().await?;
+            // A concurrent claim of the same key makes this insert wait for that transaction:
+            // if it commits, ours does nothing; if it rolls back, ours inserts.
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys \
+                 (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
+                 VALUES ($1, $2, $3, $4, 'in_flight', $5) \
+                 ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+            )
+            .bind(&new.tenant)
+            .bind(&new.idempotency_key)
+            .bind(&new.fingerprint)
+            .bind(new.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                sqlx::query(
+                    "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
+                     source, description, metadata, bank_reference, attempts, lease_owner, \
+                     lease_expires_at, next_reconcile_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $12, $12)",
+                )
+                .bind(new.id)
+                .bind(&new.tenant)
+                .bind(&new.idempotency_key)
+                .bind(new.amount)
+                .bind(&new.currency)
+                .bind(&new.source)
+                .bind(&new.description)
+                .bind(new.metadata.as_ref().map(Json))
+                .bind(&new.bank_reference)
+                .bind(&new.lease_owner)
+                .bind(lease_until)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(ClaimOutcome::Claimed);
+            }
+            // READ COMMITTED: this statement sees the winner's committed key.
+            let existing = sqlx::query(KEY_SELECT)
+                .bind(&new.tenant)
+                .bind(&new.idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            if let Some(row) = existing {
+                return Ok(ClaimOutcome::Existing(key_from_row(&row)?));
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "claim of a key kept colliding with a key that vanished ({CLAIM_ROUNDS} rounds)"
+        )))
+    }
+
+    async fn find_key(&self, tenant: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(KEY_SELECT)
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    async fn acquire_lease(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // The compare-and-set: a racing instance's UPDATE waits for ours and then re-evaluates
+        // the WHERE clause against our new lease, which no longer matches.
+        let updated = sqlx::query(
+            "UPDATE payments SET lease_owner = $1, lease_expires_at = $2 \
+             WHERE id = $3 AND status = 'pending' \
+             AND (lease_owner IS NULL OR lease_expires_at <= $4 OR lease_owner = $1)",
+        )
+        .bind(owner)
+        .bind(convert::to_ms(until))
+        .bind(payment_id)
+        .bind(convert::to_ms(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    async fn settle(
+        &self,
+        payment_id: Uuid,
+        settlement: &Settlement,
+        attempts: u32,
+        response: &StoredResponse,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let now = convert::to_ms(now);
+        let columns = SettlementColumns::of(settlement);
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE payments SET status = $1, bank_charge_id = $2, decline_code = $3, \
+             failure_reason = $4, attempts = $5, lease_owner = NULL, lease_expires_at = NULL, \
+             next_reconcile_at = NULL, updated_at = $6 \
+             WHERE id = $7 AND status = 'pending'",
+        )
+        .bind(columns.status)
+        .bind(columns.charge_id)
+        .bind(columns.decline_code)
+        .bind(columns.failure_reason)
+        .bind(i64::from(attempts))
+        .bind(now)
+        .bind(payment_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', response_status = $1, \
+             response_headers = $2, response_body = $3, completed_at = $4 WHERE payment_id = $5",
+        )
+        .bind(i32::from(response.status))
+        .bind(Json(convert::headers_to_json(&response.headers)))
+        .bind(&response.body)
+        .bind(now)
+        .bind(payment_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    async fn mark_pending(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        attempts: u32,
+        last_attempt_at: Option<DateTime<Utc>>,
+        next_reconcile_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE payments SET attempts = $1, last_attempt_at = COALESCE($2, last_attempt_at), \
+             next_reconcile_at = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+             WHERE id = $5 AND status = 'pending' AND lease_owner = $6",
+        )
+        .bind(i64::from(attempts))
+        .bind(last_attempt_at.map(convert::to_ms))
+        .bind(convert::to_ms(next_reconcile_at))
+        .bind(convert::to_ms(now))
+        .bind(payment_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            tracing::debug!("mark_pending skipped: lease not held or payment final");
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'pending' \
+             WHERE payment_id = $1 AND state = 'in_flight'",
+        )
+        .bind(payment_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    async fn release(&self, payment_id: Uuid, owner: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The key's foreign key is deferred, so deleting the payment first is fine: both are
+        // gone by the commit. The delete locks the row, so no lease can change hands meanwhile.
+        let deleted = sqlx::query(
+            "DELETE FROM payments WHERE id = $1 AND status = 'pending' AND lease_owner = $2",
+        )
+        .bind(payment_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM idempotency_keys WHERE payment_id = $1")
+            .bind(payment_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn get_payment(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+        query
+            .push(PAYMENT_COLUMNS)
+            .push(" FROM payments WHERE id = ")
+            .push_bind(id);
+        if let Some(tenant) = tenant {
+            query.push(" AND tenant = ").push_bind(tenant);
+        }
+        let row = query.build().fetch_optional(&self.pool).await?;
+        row.as_ref().map(payment_from_row).transpose()
+    }
+
+    async fn list_payments(&self, q: &PaymentQuery) -> Result<Vec<PaymentRecord>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+        query
+            .push(PAYMENT_COLUMNS)
+            .push(" FROM payments WHERE TRUE");
+        if let Some(tenant) = &q.tenant {
+            query.push(" AND tenant = ").push_bind(tenant);
+        }
+        if let Some(status) = q.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some((at, id)) = q.before {
+            query
+                .push(" AND (created_at, id) < (")
+                .push_bind(convert::to_ms(at))
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(convert::page_limit(q.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(payment_from_row).collect()
+    }
+
+    async fn due_for_reconcile(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments \
+             WHERE status = 'pending' AND next_reconcile_at <= $1 \
+             AND (lease_owner IS NULL OR lease_expires_at <= $1) \
+             ORDER BY next_reconcile_at ASC, created_at ASC, id ASC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(convert::to_ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(payment_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    async fn reschedule(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        last_attempt_at: Option<DateTime<Utc>>,
+        attempts: u32,
+        next_reconcile_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE payments SET attempts = $1, last_attempt_at = COALESCE($2, last_attempt_at), \
+             next_reconcile_at = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+             WHERE id = $5 AND status = 'pending' AND lease_owner = $6",
+        )
+        .bind(i64::from(attempts))
+        .bind(last_attempt_at.map(convert::to_ms))
+        .bind(convert::to_ms(next_reconcile_at))
+        .bind(convert::to_ms(now))
+        .bind(payment_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tracing::debug!("reschedule skipped: lease not held or payment final");
+        }
+        Ok(())
+    }
+
+    async fn reap_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE state = 'completed' AND completed_at < $1",
+        )
+        .bind(convert::to_ms(before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }

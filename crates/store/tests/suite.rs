@@ -32,8 +32,12 @@ async fn sqlite_backend() -> Backend {
 
 async fn postgres_backend() -> Option<Backend> {
     let server = payment_store::test_support::pg_or_skip()?;
-    let _ = server.new_database();
-    None
+    let url = server.new_database().unwrap();
+    let store = payment_store::PostgresStore::connect(&url).await.unwrap();
+    Some(Backend {
+        store: Arc::new(store),
+        _dir: None,
+    })
 }
 
 /// Expands each case into a `sqlite::` and a `postgres::` test.
@@ -1030,7 +1034,6 @@ mod sqlite_only {
     }
 
     #[tokio::test]
-    #[ignore = "until the PostgreSQL backend lands"]
     async fn open_fails_fast_when_postgres_is_unreachable() {
         // Port 1 on loopback: nothing listens there.
         let dir = TempDir::new("store-open").unwrap();
@@ -1046,6 +1049,89 @@ mod sqlite_only {
             started.elapsed() < Duration::from_secs(5),
             "took {:?}",
             started.elapsed()
+        );
+    }
+}
+
+mod postgres_only {
+    //! What only the shared backend promises: several API instances on one database.
+
+    use std::sync::Arc;
+
+    use payment_store::{ClaimOutcome, PostgresStore, Store, StoreKind};
+
+    use super::{at, new_payment};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_on_one_database_claim_and_lease_each_payment_once() {
+        let Some(server) = payment_store::test_support::pg_or_skip() else {
+            return;
+        };
+        let url = server.new_database().unwrap();
+        // Two pools, as two API processes would have; both run the migrations concurrently.
+        let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+        let instances: [Arc<dyn Store>; 2] = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = instances[i % 2].clone();
+                tokio::spawn(async move {
+                    let new = new_payment(
+                        "acme",
+                        &format!("k{}", i % 10),
+                        &format!("h{i}"),
+                        at(0),
+                        at(5),
+                    );
+                    matches!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed)
+                })
+            })
+            .collect();
+        let mut claimed = 0;
+        for task in tasks {
+            claimed += usize::from(task.await.unwrap());
+        }
+        assert_eq!(claimed, 10);
+
+        // Both instances' reconcilers see the same expired leases; each payment goes to one.
+        let due = instances[0].due_for_reconcile(at(10), 100).await.unwrap();
+        assert_eq!(due.len(), 10);
+        let tasks: Vec<_> = due
+            .iter()
+            .flat_map(|p| (0..2).map(move |i| (p.id, i)))
+            .map(|(id, i)| {
+                let store = instances[i].clone();
+                tokio::spawn(async move {
+                    store
+                        .acquire_lease(id, &format!("reconciler-{i}"), at(40), at(10))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            won += usize::from(task.await.unwrap());
+        }
+        assert_eq!(won, 10, "every payment leased exactly once");
+    }
+
+    #[tokio::test]
+    async fn open_with_a_postgres_url_connects_and_migrates() {
+        let Some(server) = payment_store::test_support::pg_or_skip() else {
+            return;
+        };
+        let dir = payment_store::test_support::TempDir::new("store-open").unwrap();
+        let url = server.new_database().unwrap();
+        let postgresql = url.replacen("postgres://", "postgresql://", 1);
+        for url in [url.as_str(), postgresql.as_str()] {
+            let store = payment_store::open(Some(url), dir.path()).await.unwrap();
+            assert_eq!(store.kind(), StoreKind::Postgres);
+            assert_eq!(store.pending_count().await.unwrap(), 0);
+        }
+        assert!(
+            !dir.path().join("payments.db").exists(),
+            "no SQLite file was made"
         );
     }
 }
