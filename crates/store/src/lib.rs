@@ -73,7 +73,7 @@ pub async fn open(
         Some(url) => match sqlite_path(url) {
             Some(path) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
             None => Err(StoreError::Config(format!(
-                "unsupported database URL scheme in {:?}: expected sqlite://, postgres:// or postgresql://",
+                "unsupported database URL {:?}: expected sqlite://PATH, postgres://... or postgresql://...",
                 redact(url)
             ))),
         },

@@ -104,6 +104,8 @@ impl TempPostgres {
                 .arg("postgres:postgres")
                 .arg(&server.dir))?;
         }
+        // Before anything runs: whatever happens to this process, the server goes with it.
+        server.watchdog = Some(server.spawn_watchdog()?);
         let data = server.data_dir().display().to_string();
         let initdb_args = [
             "-D",
@@ -134,7 +136,6 @@ impl TempPostgres {
             let started = run(&mut server.server_command("pg_ctl", &args.map(str::to_owned)));
             match started {
                 Ok(()) => {
-                    server.watchdog = server.spawn_watchdog().ok();
                     server.url = server.new_database()?;
                     return Ok(server);
                 }

@@ -1022,6 +1022,7 @@ mod sqlite_only {
             "mysql://u:secret@localhost/db",
             "payments.db",
             "sqlite://",
+            "sqlite::memory:",
             "http://x",
         ] {
             match payment_store::open(Some(url), dir.path()).await {
