@@ -6,11 +6,12 @@
 //! the breaker (success / slow success / failure / ignored) and the retry policy (retry only
 //! what was definitely not processed or is ambiguous).
 //!
-//! A `Retry-After` on a "not processed" answer (429/503) does two things: it lengthens the next
-//! retry delay (up to `retry.max_retry_after`), and, when `open_breaker_on_retry_after` is set
-//! (the default), it holds the breaker open for the same capped wait — the bank asked *us* to
-//! back off, not just this request. Because the retry delay is at least that wait, this call's
-//! own retry then arrives just as the breaker admits probes, and becomes one of them.
+//! A `Retry-After` on a "not processed" answer (429/503) lengthens the next retry delay (up to
+//! `retry.max_retry_after`). By default (`retry_after_lengthens_open`) it also lengthens the
+//! breaker's wait when the breaker is open after that answer (it just tripped, or was already
+//! open): an opening lasts at least as long as the bank asked. A single `Retry-After` does not
+//! open a closed breaker unless `open_breaker_on_retry_after` is set: a flaky bank that sheds a
+//! share of its load with 429s must not stop all traffic for a second each time.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -47,9 +48,12 @@ pub struct PipelineConfig {
     /// Default 10 s.
     #[serde(rename = "deadline_ms", serialize_with = "ser::ms")]
     pub deadline: Duration,
-    /// Hold the breaker open for a `Retry-After` received with a "not processed" answer.
-    /// Default true.
+    /// Open the breaker (from any state) for a `Retry-After` received with a "not processed"
+    /// answer. Default false.
     pub open_breaker_on_retry_after: bool,
+    /// When the breaker is open after a "not processed" answer with a `Retry-After`, keep it
+    /// open for at least that (capped) wait. Default true.
+    pub retry_after_lengthens_open: bool,
 }
 
 impl Default for PipelineConfig {
@@ -61,7 +65,8 @@ impl Default for PipelineConfig {
             bulkhead: BulkheadConfig::default(),
             attempt_timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(10),
-            open_breaker_on_retry_after: true,
+            open_breaker_on_retry_after: false,
+            retry_after_lengthens_open: true,
         }
     }
 }
@@ -409,9 +414,14 @@ impl Pipeline {
                 Classification::NotProcessed { retry_after } => retry_after,
                 _ => None,
             };
-            if let Some(ra) = retry_after.filter(|_| self.config.open_breaker_on_retry_after) {
-                self.breaker
-                    .open_for(ra.min(self.config.retry.max_retry_after));
+            if let Some(ra) = retry_after {
+                let open = self.breaker.state() == crate::breaker::State::Open;
+                if self.config.open_breaker_on_retry_after
+                    || (open && self.config.retry_after_lengthens_open)
+                {
+                    self.breaker
+                        .open_for(ra.min(self.config.retry.max_retry_after));
+                }
             }
             any_ambiguous |= matches!(classification, Classification::Ambiguous { .. });
             attempts.push(AttemptRecord {

@@ -25,7 +25,8 @@ fn defaults_match_the_design() {
     let c = PipelineConfig::default();
     assert_eq!(c.attempt_timeout, Duration::from_secs(2));
     assert_eq!(c.deadline, Duration::from_secs(10));
-    assert!(c.open_breaker_on_retry_after);
+    assert!(!c.open_breaker_on_retry_after);
+    assert!(c.retry_after_lengthens_open);
     let v = serde_json::to_value(&c).unwrap();
     assert_eq!(v["attempt_timeout_ms"], 2000);
     assert_eq!(v["deadline_ms"], 10000);
@@ -236,8 +237,11 @@ async fn an_explicit_deadline_in_the_past_makes_no_attempt() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retry_after_lengthens_the_delay_and_holds_the_breaker_open() {
-    let p = default_pipeline();
+async fn retry_after_lengthens_the_delay_and_holds_the_breaker_open_when_asked_to() {
+    let p = pipeline(PipelineConfig {
+        open_breaker_on_retry_after: true,
+        ..Default::default()
+    });
     let mut rx = p.breaker().subscribe();
     let ex = p
         .execute(|n| async move {
@@ -267,6 +271,62 @@ async fn retry_after_lengthens_the_delay_and_holds_the_breaker_open() {
         }
     );
     assert_eq!(rx.try_recv().unwrap().to, State::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_one_retry_after_leaves_a_closed_breaker_closed() {
+    let p = default_pipeline();
+    let ex = p
+        .execute(|n| async move {
+            if n == 1 {
+                AttemptResult::NotProcessed {
+                    retry_after: Some(Duration::from_secs(1)),
+                }
+            } else {
+                AttemptResult::Success(())
+            }
+        })
+        .await;
+    assert_eq!(ex.outcome, ExecutionOutcome::Success(()));
+    assert_eq!(
+        ex.attempts[0].delay_before_next,
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(p.breaker().history().len(), 0, "no transition");
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_retry_after_lengthens_an_opening_it_coincides_with() {
+    // Consecutive-failure rule trips on the first failure; the bank says "wait 4 s", longer than
+    // the 100 ms open duration: the breaker stays open for the 4 s.
+    let p = pipeline(PipelineConfig {
+        breaker: BreakerConfig {
+            consecutive_failures: 1,
+            open_duration: Duration::from_millis(100),
+            open_jitter: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let ex = p
+        .execute(|_| async move {
+            AttemptResult::<()>::NotProcessed {
+                retry_after: Some(Duration::from_secs(4)),
+            }
+        })
+        .await;
+    assert!(
+        matches!(ex.outcome, ExecutionOutcome::BreakerRejected(_))
+            || matches!(ex.outcome, ExecutionOutcome::GaveUp { .. })
+    );
+    let Err(rejected) = p.breaker().try_acquire() else {
+        panic!("the breaker should still be open")
+    };
+    assert!(
+        rejected.retry_after > Duration::from_secs(3),
+        "{:?}",
+        rejected.retry_after
+    );
 }
 
 #[tokio::test(start_paused = true)]
