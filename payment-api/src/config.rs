@@ -1,7 +1,14 @@
 //! The payment API's flags; each has an environment variable, and `--help` lists both.
+//! Defaults are DESIGN.md §3's; the effective values are published in `/v1/status`.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use resilience::{
+    breaker::{BreakerConfig, WindowKind},
+    bulkhead::BulkheadConfig,
+    pipeline::PipelineConfig,
+    retry::RetryConfig,
+};
 use secrecy::SecretString;
 
 /// Command line of the `payment-api` binary.
@@ -37,13 +44,137 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
 
-    /// Directory for the embedded store and log files.
+    /// Directory for the embedded SQLite store (`payments.db`).
     #[arg(long, env = "PAYMENT_API_DATA_DIR", default_value = "./.data")]
     pub data_dir: PathBuf,
 
+    /// Store URL: `postgres://...` to share one store between instances, or `sqlite://PATH`.
+    /// Unset: SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    #[command(flatten)]
+    pub resilience: ResilienceArgs,
+
+    #[command(flatten)]
+    pub reconciler: ReconcilerArgs,
+}
+
+/// The bank pipeline: timeouts, retries, breaker, bulkhead.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResilienceArgs {
     /// Timeout of one bank attempt, in milliseconds.
     #[arg(long, env = "PAYMENT_API_ATTEMPT_TIMEOUT_MS", default_value_t = 2000)]
     pub attempt_timeout_ms: u64,
+    /// Deadline of a whole payment (all attempts and delays), in milliseconds.
+    #[arg(long, env = "PAYMENT_API_DEADLINE_MS", default_value_t = 10_000)]
+    pub deadline_ms: u64,
+    /// Attempts per payment, the first included.
+    #[arg(long, env = "PAYMENT_API_MAX_ATTEMPTS", default_value_t = 4)]
+    pub max_attempts: u32,
+    /// Base of the exponential backoff (full jitter), in milliseconds.
+    #[arg(long, env = "PAYMENT_API_BACKOFF_BASE_MS", default_value_t = 100)]
+    pub backoff_base_ms: u64,
+    /// Cap of the backoff, in milliseconds.
+    #[arg(long, env = "PAYMENT_API_BACKOFF_MAX_MS", default_value_t = 2000)]
+    pub backoff_max_ms: u64,
+    /// Breaker: calls in the sliding window.
+    #[arg(long, env = "PAYMENT_API_BREAKER_WINDOW", default_value_t = 20)]
+    pub breaker_window: u32,
+    /// Breaker: calls the window must hold before rates count.
+    #[arg(long, env = "PAYMENT_API_BREAKER_MINIMUM_CALLS", default_value_t = 10)]
+    pub breaker_minimum_calls: u32,
+    /// Breaker: failure rate (0-1] that opens it.
+    #[arg(long, env = "PAYMENT_API_BREAKER_FAILURE_RATE", default_value_t = 0.5)]
+    pub breaker_failure_rate: f64,
+    /// Breaker: a success at least this slow (ms) is a slow call.
+    #[arg(long, env = "PAYMENT_API_BREAKER_SLOW_CALL_MS", default_value_t = 1000)]
+    pub breaker_slow_call_ms: u64,
+    /// Breaker: slow-call rate (0-1] that opens it.
+    #[arg(long, env = "PAYMENT_API_BREAKER_SLOW_RATE", default_value_t = 0.8)]
+    pub breaker_slow_rate: f64,
+    /// Breaker: consecutive failures that open it at once (0 disables).
+    #[arg(
+        long,
+        env = "PAYMENT_API_BREAKER_CONSECUTIVE_FAILURES",
+        default_value_t = 5
+    )]
+    pub breaker_consecutive_failures: u32,
+    /// Breaker: first open wait, in milliseconds (grows on repeated openings).
+    #[arg(long, env = "PAYMENT_API_BREAKER_OPEN_MS", default_value_t = 5000)]
+    pub breaker_open_ms: u64,
+    /// Breaker: cap of the open wait, in milliseconds.
+    #[arg(
+        long,
+        env = "PAYMENT_API_BREAKER_MAX_OPEN_MS",
+        default_value_t = 60_000
+    )]
+    pub breaker_max_open_ms: u64,
+    /// Breaker: probes admitted in half-open.
+    #[arg(
+        long,
+        env = "PAYMENT_API_BREAKER_HALF_OPEN_PROBES",
+        default_value_t = 3
+    )]
+    pub breaker_half_open_probes: u32,
+    /// Bulkhead: concurrent bank calls.
+    #[arg(long, env = "PAYMENT_API_BULKHEAD", default_value_t = 64)]
+    pub bulkhead: u32,
+}
+
+/// The reconciler and the key store's bookkeeping.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReconcilerArgs {
+    /// How often the reconciler looks for pending payments, in milliseconds.
+    #[arg(
+        long,
+        env = "PAYMENT_API_RECONCILE_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub reconcile_interval_ms: u64,
+    /// How long after the last charge attempt a charge the bank has no record of is re-sent.
+    #[arg(long, env = "PAYMENT_API_RECONCILE_GRACE_MS", default_value_t = 5000)]
+    pub reconcile_grace_ms: u64,
+    /// Lease of a request on its payment; a crashed handler's payment is resumed after it.
+    /// Must exceed the payment deadline.
+    #[arg(long, env = "PAYMENT_API_LEASE_MS", default_value_t = 15_000)]
+    pub lease_ms: u64,
+    /// How long completed idempotency keys are kept, in hours.
+    #[arg(long, env = "PAYMENT_API_KEY_RETENTION_HOURS", default_value_t = 72)]
+    pub key_retention_hours: u64,
+}
+
+impl Default for ResilienceArgs {
+    fn default() -> Self {
+        Self {
+            attempt_timeout_ms: 2000,
+            deadline_ms: 10_000,
+            max_attempts: 4,
+            backoff_base_ms: 100,
+            backoff_max_ms: 2000,
+            breaker_window: 20,
+            breaker_minimum_calls: 10,
+            breaker_failure_rate: 0.5,
+            breaker_slow_call_ms: 1000,
+            breaker_slow_rate: 0.8,
+            breaker_consecutive_failures: 5,
+            breaker_open_ms: 5000,
+            breaker_max_open_ms: 60_000,
+            breaker_half_open_probes: 3,
+            bulkhead: 64,
+        }
+    }
+}
+
+impl Default for ReconcilerArgs {
+    fn default() -> Self {
+        Self {
+            reconcile_interval_ms: 1000,
+            reconcile_grace_ms: 5000,
+            lease_ms: 15_000,
+            key_retention_hours: 72,
+        }
+    }
 }
 
 impl Config {
@@ -55,11 +186,64 @@ impl Config {
             api_keys: Some(SecretString::from(api_keys.to_owned())),
             api_keys_file: None,
             data_dir,
-            attempt_timeout_ms: 2000,
+            database_url: None,
+            resilience: ResilienceArgs::default(),
+            reconciler: ReconcilerArgs::default(),
         }
     }
 
     pub(crate) fn attempt_timeout(&self) -> Duration {
-        Duration::from_millis(self.attempt_timeout_ms)
+        Duration::from_millis(self.resilience.attempt_timeout_ms)
+    }
+
+    pub(crate) fn lease(&self) -> Duration {
+        Duration::from_millis(self.reconciler.lease_ms)
+    }
+
+    pub(crate) fn reconcile_interval(&self) -> Duration {
+        Duration::from_millis(self.reconciler.reconcile_interval_ms.max(10))
+    }
+
+    pub(crate) fn reconcile_grace(&self) -> Duration {
+        Duration::from_millis(self.reconciler.reconcile_grace_ms)
+    }
+
+    pub(crate) fn key_retention(&self) -> Duration {
+        Duration::from_secs(self.reconciler.key_retention_hours * 3600)
+    }
+
+    /// The bank pipeline's settings.
+    pub(crate) fn pipeline(&self) -> PipelineConfig {
+        let r = &self.resilience;
+        let ms = Duration::from_millis;
+        PipelineConfig {
+            breaker: BreakerConfig {
+                window: WindowKind::CountBased {
+                    size: r.breaker_window,
+                },
+                minimum_calls: r.breaker_minimum_calls,
+                failure_rate_threshold: r.breaker_failure_rate,
+                slow_call_duration: ms(r.breaker_slow_call_ms),
+                slow_call_rate_threshold: r.breaker_slow_rate,
+                consecutive_failures: r.breaker_consecutive_failures,
+                open_duration: ms(r.breaker_open_ms),
+                max_open_duration: ms(r.breaker_max_open_ms),
+                half_open_probes: r.breaker_half_open_probes,
+                ..BreakerConfig::default()
+            },
+            retry: RetryConfig {
+                max_attempts: r.max_attempts,
+                base_delay: ms(r.backoff_base_ms),
+                max_delay: ms(r.backoff_max_ms),
+                ..RetryConfig::default()
+            },
+            bulkhead: BulkheadConfig {
+                max_concurrent: r.bulkhead,
+                ..BulkheadConfig::default()
+            },
+            attempt_timeout: ms(r.attempt_timeout_ms),
+            deadline: ms(r.deadline_ms),
+            ..PipelineConfig::default()
+        }
     }
 }

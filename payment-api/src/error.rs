@@ -27,12 +27,22 @@ pub(crate) enum ApiError {
     Body(#[from] JsonRejection),
     #[error(transparent)]
     Validation(#[from] ValidationError),
+    #[error("the Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in flight")]
+    IdempotencyKeyInUse { retry_after: Duration },
+    #[error("the circuit breaker is open")]
+    BreakerOpen { retry_after: Duration },
+    #[error("too many concurrent bank calls")]
+    BulkheadFull { retry_after: Duration },
     #[error("the bank did not process the payment")]
     BankUnavailable { retry_after: Duration },
-    #[error("the bank's answer was lost: {reason}")]
-    BankOutcomeUnknown { reason: String },
-    #[error("the bank refused our request with {status} {code}")]
-    BankRefused { status: u16, code: String },
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(#[source] payment_store::StoreError),
+    #[error("no such payment")]
+    PaymentNotFound,
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("no such route")]
     NotFound,
 }
@@ -58,17 +68,36 @@ impl ApiError {
                 Problem::new(422, error.code, "Invalid payment", error.detail.clone()).with("field", error.field),
                 None,
             ),
-            BankUnavailable { retry_after } => (
-                Problem::new(503, "bank_unavailable", "Bank unavailable", "The bank did not process the payment; retry later with the same Idempotency-Key.")
-                    .with("retry_after_seconds", retry_after.as_secs()),
-                Some(*retry_after),
-            ),
-            BankOutcomeUnknown { .. } => (
-                Problem::new(504, "bank_outcome_unknown", "Bank outcome unknown", "The bank's answer did not arrive in time."),
+            IdempotencyKeyReused => (
+                Problem::new(422, "idempotency_key_reused", "Idempotency-Key reused", "This Idempotency-Key was already used with a different request body; use a new key for a new payment."),
                 None,
             ),
-            BankRefused { .. } => (
-                Problem::new(502, "bank_error", "Bank error", "The bank refused the request."),
+            IdempotencyKeyInUse { retry_after } => (
+                Problem::new(409, "idempotency_key_in_use", "Request in progress", "A request with this Idempotency-Key is still being processed; retry after a moment to get its outcome."),
+                Some(*retry_after),
+            ),
+            BreakerOpen { retry_after } => (
+                Problem::new(503, "breaker_open", "Bank temporarily unavailable", "The circuit breaker is open after repeated bank failures; the payment was not attempted. Retry later with the same Idempotency-Key."),
+                Some(*retry_after),
+            ),
+            BulkheadFull { retry_after } => (
+                Problem::new(503, "bulkhead_full", "Too many payments in progress", "Too many bank calls are in progress; the payment was not attempted. Retry later with the same Idempotency-Key."),
+                Some(*retry_after),
+            ),
+            BankUnavailable { retry_after } => (
+                Problem::new(503, "bank_unavailable", "Bank unavailable", "The bank did not process the payment; retry later with the same Idempotency-Key."),
+                Some(*retry_after),
+            ),
+            StoreUnavailable(_) => (
+                Problem::new(503, "store_unavailable", "Service unavailable", "The payment store is unavailable; nothing was processed. Retry later with the same Idempotency-Key."),
+                Some(Duration::from_secs(1)),
+            ),
+            PaymentNotFound => (
+                Problem::new(404, "payment_not_found", "No such payment", "No payment with this id exists for your API key."),
+                None,
+            ),
+            InvalidQuery(detail) => (
+                Problem::new(400, "invalid_query", "Invalid query", detail.clone()),
                 None,
             ),
             NotFound => (
@@ -110,7 +139,10 @@ fn body_problem(rejection: &JsonRejection) -> Problem {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (problem, retry_after) = self.problem();
+        let (mut problem, retry_after) = self.problem();
+        if let Some(retry_after) = retry_after {
+            problem = problem.with("retry_after_seconds", retry_after_seconds(retry_after));
+        }
         if problem.status >= 500 {
             tracing::warn!(error = %self, code = %problem.code, "request failed");
         } else {
@@ -125,4 +157,9 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// `Retry-After` is in whole seconds; never advertise 0 (clients would spin).
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }

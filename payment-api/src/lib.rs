@@ -1,10 +1,15 @@
-//! The payment API: takes payments idempotently and charges them through the bank.
+//! The payment API: takes payments idempotently and charges them through the bank, so that a
+//! payment is never charged twice, never lost, and never left pending forever.
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables.
 //! - `auth`: API keys (from the environment or a file), their tenants, constant-time checks.
 //! - `domain`: parsed request values (amount, currency, source token, idempotency key).
-//! - `bank`: the HTTP client for the bank and the classification of each attempt.
+//! - `bank`: the bank's HTTP client, the classification of each attempt, and the gateway that
+//!   runs every charge through the resilience pipeline (deadline, retry, breaker, bulkhead).
+//! - `payments`: the payment flow: claim, charge, record, answer, replay.
+//! - `reconciler`: the background task that settles pending payments and reaps old keys.
+//! - `stats`: counters and recent latencies for `/v1/status`.
 //! - `routes`: the HTTP surface; `error` maps every failure to a problem+json answer in one place.
 
 pub mod config;
@@ -13,9 +18,15 @@ mod auth;
 mod bank;
 mod domain;
 mod error;
+mod payments;
+mod reconciler;
 mod routes;
+mod stats;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use chrono::Utc;
+use secrecy::ExposeSecret;
 
 pub use config::{Cli, Config};
 
@@ -24,20 +35,68 @@ pub use config::{Cli, Config};
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    state: Arc<routes::AppState>,
 }
 
 impl Application {
-    /// Loads the API keys, builds the bank client, binds the listener (port 0 picks a free port).
+    /// Loads the API keys, opens (and migrates) the store, builds the bank pipeline and binds
+    /// the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = auth::ApiKeys::load(&config)?;
-        let bank = bank::BankClient::new(&config)?;
-        let state = Arc::new(routes::AppState { keys, bank });
+        let database_url = config
+            .database_url
+            .as_ref()
+            .map(|url| url.expose_secret().to_owned());
+        let store = payment_store::open(database_url.as_deref(), &config.data_dir).await?;
+        let counters = Arc::new(stats::Counters::default());
+        let pipeline = resilience::pipeline::Pipeline::new(config.pipeline())?;
+        let bank = Arc::new(bank::BankGateway::new(
+            bank::BankClient::new(&config)?,
+            pipeline,
+            counters.clone(),
+        ));
+        let instance_id = format!("api-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let service = Arc::new(payments::PaymentService {
+            store: store.clone(),
+            bank,
+            cache: payments::ReplayCache::new(10_000),
+            counters,
+            latencies: Arc::new(stats::Latencies::new(2048)),
+            settings: payments::FlowSettings {
+                lease: config.lease(),
+                reconcile_after: config.reconcile_interval(),
+            },
+            instance_id: instance_id.clone(),
+        });
+        let reconciler = reconciler::ReconcilerSettings {
+            interval: config.reconcile_interval(),
+            grace: config.reconcile_grace(),
+            lease: config.lease(),
+            key_retention: config.key_retention(),
+            batch: 100,
+        };
+        let state = Arc::new(routes::AppState {
+            keys,
+            payments: service,
+            reconciler,
+            reconciler_stats: Arc::default(),
+            effective_config: routes::effective_config(&config),
+            instance_id,
+            started_at: Utc::now(),
+        });
         let listener =
             service_runtime::bind(config.listen, "--listen (PAYMENT_API_LISTEN)").await?;
-        tracing::info!(addr = %listener.local_addr()?, bank_url = %config.bank_url, "payment API listening");
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            bank_url = %config.bank_url,
+            store = ?store.kind(),
+            instance_id = %state.instance_id,
+            "payment API listening"
+        );
         Ok(Self {
             listener,
-            router: routes::router(state),
+            router: routes::router(state.clone()),
+            state,
         })
     }
 
@@ -48,11 +107,21 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Runs the reconciler and serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        service_runtime::serve(self.listener, self.router, shutdown).await
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let reconciler = tokio::spawn(reconciler::run(
+            self.state.payments.clone(),
+            self.state.reconciler.clone(),
+            self.state.reconciler_stats.clone(),
+            stop_rx,
+        ));
+        let served = service_runtime::serve(self.listener, self.router, shutdown).await;
+        let _ = stop_tx.send(true);
+        let _ = reconciler.await;
+        served
     }
 }

@@ -44,6 +44,10 @@ pub struct UpArgs {
     #[arg(long, env = "RUN_DATA_DIR", default_value = "./.data")]
     pub data_dir: PathBuf,
 
+    /// Store of the payment API: `postgres://...` to use PostgreSQL; unset, SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
     /// How long to wait for each service to answer its health check, in seconds.
     #[arg(long, env = "RUN_READY_TIMEOUT_SECS", default_value_t = 60)]
     pub ready_timeout_secs: u64,

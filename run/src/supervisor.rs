@@ -33,6 +33,8 @@ pub(crate) struct ChildSpec {
     pub(crate) args: Vec<OsString>,
     pub(crate) health_url: reqwest::Url,
     pub(crate) ready_timeout: Duration,
+    /// Extra environment (for values that must not appear in the process list).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Restart policy: backoff doubles from `initial` to `max`; more than `max_restarts` within
@@ -266,6 +268,7 @@ fn spawn(spec: &ChildSpec) -> anyhow::Result<Child> {
     let mut command = Command::new(exe);
     command
         .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

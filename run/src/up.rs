@@ -35,6 +35,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             .parse()
             .expect("a valid URL"),
         ready_timeout,
+        env: Vec::new(),
     };
     let service = |name: &str| -> Vec<OsString> {
         [
@@ -53,6 +54,10 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut bank_args = service("mock-bank");
     bank_args.extend(os(["--listen", &bank.to_string()]));
+    bank_args.extend([
+        "--admin-token-file".into(),
+        creds.bank_token_file.clone().into_os_string(),
+    ]);
     let mut api_args = service("payment-api");
     api_args.extend(os(["--listen", &api.to_string(), "--bank-url", &bank_url]));
     api_args.extend([
@@ -80,7 +85,12 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut supervisor = Supervisor::new(RestartPolicy::default());
     let started = async {
         supervisor.start(spec("mock bank", bank, bank_args)).await?;
-        supervisor.start(spec("payment API", api, api_args)).await?;
+        let mut api_spec = spec("payment API", api, api_args);
+        // By environment, not argument: a URL may hold a password, and arguments show in `ps`.
+        if let Some(url) = &args.database_url {
+            api_spec.env.push(("DATABASE_URL".to_owned(), url.clone()));
+        }
+        supervisor.start(api_spec).await?;
         supervisor
             .start(spec("dashboard", dashboard, dashboard_args))
             .await?;

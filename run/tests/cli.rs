@@ -15,6 +15,7 @@ fn help_lists_every_flag_with_its_env_var() {
         ("--bank-port", "RUN_BANK_PORT"),
         ("--dashboard-port", "RUN_DASHBOARD_PORT"),
         ("--data-dir", "RUN_DATA_DIR"),
+        ("--database-url", "DATABASE_URL"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(help.contains(env), "{env} missing from --help:\n{help}");

@@ -141,6 +141,31 @@ impl Process {
         );
     }
 
+    /// Polls `/health` until it answers 200; fails at once, with the process's output, if the
+    /// process exits first (a bad flag, a taken port).
+    pub async fn wait_healthy(&mut self, timeout: Duration) {
+        let url = format!("{}/health", self.url());
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let output: Vec<String> = self.lines.try_iter().collect();
+                panic!(
+                    "{} exited ({status}) before it was healthy:\n{}",
+                    self.name,
+                    output.join("\n")
+                );
+            }
+            if let Ok(response) = client.get(&url).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{url} did not become healthy within {timeout:?}");
+    }
+
     /// The base URL (`http://addr`).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr.expect("the process has an address"))
@@ -184,21 +209,6 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::E
     None
 }
 
-/// Polls `url` until it answers 200, within `timeout`.
-pub async fn wait_healthy(url: &str, timeout: Duration) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(url).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{url} did not become healthy within {timeout:?}");
-}
-
 /// Starts the mock bank binary on a free port and waits for it.
 pub async fn start_bank(extra: &[&str]) -> Process {
     let port = free_port();
@@ -207,12 +217,28 @@ pub async fn start_bank(extra: &[&str]) -> Process {
     args.extend_from_slice(extra);
     let mut bank = Process::start("mock-bank", &binary("mock-bank"), &args, &[]);
     bank.addr = Some(listen.parse().unwrap());
-    wait_healthy(&format!("{}/health", bank.url()), Duration::from_secs(30)).await;
+    bank.wait_healthy(Duration::from_secs(30)).await;
     bank
 }
 
 /// Starts the payment API binary against `bank_url` on a free port and waits for it.
 pub async fn start_api(bank_url: &str, data_dir: &Path, extra: &[&str]) -> Process {
+    start_api_with_keys(
+        bank_url,
+        data_dir,
+        extra,
+        &format!("{TEST_TENANT}:{TEST_API_KEY}"),
+    )
+    .await
+}
+
+/// Like [`start_api`], with the given `tenant:key,...` list.
+pub async fn start_api_with_keys(
+    bank_url: &str,
+    data_dir: &Path,
+    extra: &[&str],
+    keys: &str,
+) -> Process {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let data = data_dir.to_str().unwrap();
@@ -227,14 +253,178 @@ pub async fn start_api(bank_url: &str, data_dir: &Path, extra: &[&str]) -> Proce
         "json",
     ];
     args.extend_from_slice(extra);
-    let keys = format!("{TEST_TENANT}:{TEST_API_KEY}");
     let mut api = Process::start(
         "payment-api",
         &binary("payment-api"),
         &args,
-        &[("PAYMENT_API_KEYS", &keys)],
+        &[("PAYMENT_API_KEYS", keys)],
     );
     api.addr = Some(listen.parse().unwrap());
-    wait_healthy(&format!("{}/health", api.url()), Duration::from_secs(30)).await;
+    api.wait_healthy(Duration::from_secs(30)).await;
     api
 }
+
+/// Typed helpers over the bank's and the API's HTTP surfaces.
+pub mod client {
+    use serde_json::{json, Value};
+
+    use super::TEST_API_KEY;
+
+    /// A reqwest client with a bounded timeout (no test can hang on a request).
+    pub fn http() -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    /// A valid payment body.
+    pub fn body(amount: i64) -> Value {
+        json!({"amount": amount, "currency": "TRY", "source": "tok_visa"})
+    }
+
+    /// `POST /v1/payments` with the test key and `key`.
+    pub async fn pay(api: &str, key: &str, body: &Value) -> reqwest::Response {
+        http()
+            .post(format!("{api}/v1/payments"))
+            .bearer_auth(TEST_API_KEY)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Status, `Idempotent-Replayed`, `Retry-After` and the raw body of a response.
+    pub async fn parts(
+        response: reqwest::Response,
+    ) -> (u16, Option<String>, Option<String>, Vec<u8>) {
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let replayed = header("idempotent-replayed");
+        let retry_after = header("retry-after");
+        (
+            status,
+            replayed,
+            retry_after,
+            response.bytes().await.unwrap().to_vec(),
+        )
+    }
+
+    /// Switches the bank to a named chaos preset.
+    pub async fn set_chaos(bank: &str, preset: &str) {
+        let response = http()
+            .put(format!("{bank}/v1/chaos"))
+            .json(&json!({"preset": preset}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "set chaos {preset}: {}",
+            response.status()
+        );
+    }
+
+    /// Every charge in the bank's ledger (all pages).
+    pub async fn ledger(bank: &str) -> Vec<Value> {
+        let mut charges = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut url = format!("{bank}/v1/ledger?limit=500");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&after={c}"));
+            }
+            let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+            charges.extend(page["charges"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return charges,
+            }
+        }
+        panic!("the ledger did not end");
+    }
+
+    /// `GET /v1/payments/{id}` with the test key.
+    pub async fn payment(api: &str, id: &str) -> Value {
+        http()
+            .get(format!("{api}/v1/payments/{id}"))
+            .bearer_auth(TEST_API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/status` of the API.
+    pub async fn status(api: &str) -> Value {
+        http()
+            .get(format!("{api}/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, within `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`FAST_API`] with some flags' values replaced (clap refuses a flag given twice).
+pub fn fast_api_with(overrides: &[(&'static str, &'static str)]) -> Vec<&'static str> {
+    let mut args = FAST_API.to_vec();
+    for (flag, value) in overrides {
+        match args.iter().position(|a| a == flag) {
+            Some(at) => args[at + 1] = value,
+            None => args.extend([*flag, *value]),
+        }
+    }
+    args
+}
+
+/// API flags that make the resilience timings test-sized (sub-second).
+pub const FAST_API: &[&str] = &[
+    "--attempt-timeout-ms",
+    "300",
+    "--deadline-ms",
+    "1500",
+    "--backoff-base-ms",
+    "20",
+    "--backoff-max-ms",
+    "100",
+    "--breaker-open-ms",
+    "400",
+    "--breaker-max-open-ms",
+    "1000",
+    "--reconcile-interval-ms",
+    "100",
+    "--reconcile-grace-ms",
+    "300",
+    "--lease-ms",
+    "2500",
+];

@@ -31,6 +31,28 @@ pub(crate) enum AttemptOutcome {
     Refused { status: u16, code: String },
 }
 
+/// What the bank knows of a reference.
+#[derive(Debug, Clone)]
+pub(crate) enum Lookup {
+    Found(Charge),
+    NotFound,
+    /// No answer we can trust (unreachable, 5xx, unreadable).
+    Unavailable,
+}
+
+impl AttemptOutcome {
+    /// A short name for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Charged(_) => "charged",
+            Self::Declined { .. } => "declined",
+            Self::NotProcessed { .. } => "not_processed",
+            Self::Ambiguous { .. } => "ambiguous",
+            Self::Refused { .. } => "refused",
+        }
+    }
+}
+
 /// The bank client; cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
 pub(crate) struct BankClient {
@@ -41,7 +63,8 @@ pub(crate) struct BankClient {
 impl BankClient {
     pub(crate) fn new(config: &Config) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(config.attempt_timeout())
+            // The pipeline cuts each attempt at the attempt timeout; this is only a backstop.
+            .timeout(config.attempt_timeout() + Duration::from_secs(1))
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
@@ -49,15 +72,40 @@ impl BankClient {
             .build()?;
         Ok(Self {
             http,
-            charges_url: config.bank_url.join("v1/charges")?,
+            charges_url: config.bank_url.join("v1/charges/")?,
         })
+    }
+
+    /// Asks the bank what became of the charge with `reference` (the reconciler's question).
+    pub(crate) async fn lookup(&self, reference: &str, request_id: &str) -> Lookup {
+        let Ok(url) = self.charges_url.join(reference) else {
+            return Lookup::Unavailable;
+        };
+        let response = match self
+            .http
+            .get(url)
+            .header(headers::REQUEST_ID, request_id)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => return Lookup::Unavailable,
+        };
+        match response.status() {
+            StatusCode::OK => match response.json::<Charge>().await {
+                Ok(charge) => Lookup::Found(charge),
+                Err(_) => Lookup::Unavailable,
+            },
+            StatusCode::NOT_FOUND => Lookup::NotFound,
+            _ => Lookup::Unavailable,
+        }
     }
 
     /// Makes one charge attempt and classifies its answer.
     pub(crate) async fn charge(&self, request: &ChargeRequest, request_id: &str) -> AttemptOutcome {
         let sent = self
             .http
-            .post(self.charges_url.clone())
+            .post(self.charges_url.as_str().trim_end_matches('/'))
             .header(headers::IDEMPOTENCY_KEY, &request.reference)
             .header(headers::REQUEST_ID, request_id)
             .json(request)

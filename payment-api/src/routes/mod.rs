@@ -1,7 +1,9 @@
 //! The API's HTTP surface: the router, its layers and its shared state.
 
 mod health;
+mod operator;
 mod payments;
+mod status;
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
+use chrono::{DateTime, Utc};
 use tower::ServiceBuilder;
 use tower_http::{
     limit::RequestBodyLimitLayer,
@@ -18,7 +21,14 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{auth::ApiKeys, bank::BankClient, error::ApiError};
+use crate::{
+    auth::ApiKeys,
+    error::ApiError,
+    payments::PaymentService,
+    reconciler::{ReconcilerSettings, ReconcilerStats},
+};
+
+pub(crate) use status::effective_config;
 
 /// Largest accepted request body; a payment is a few hundred bytes.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -28,8 +38,14 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 pub(crate) struct AppState {
     /// Configured API keys (digests) and their tenants.
     pub(crate) keys: ApiKeys,
-    /// The bank client with its warm connection pool.
-    pub(crate) bank: BankClient,
+    /// The payment flow: store, bank gateway, replay cache, counters.
+    pub(crate) payments: Arc<PaymentService>,
+    pub(crate) reconciler: ReconcilerSettings,
+    pub(crate) reconciler_stats: Arc<ReconcilerStats>,
+    /// The effective configuration, as published in `/v1/status` (no secrets).
+    pub(crate) effective_config: serde_json::Value,
+    pub(crate) instance_id: String,
+    pub(crate) started_at: DateTime<Utc>,
 }
 
 /// The router with every layer; pure, so tests drive it with `oneshot` and no socket.
@@ -46,175 +62,57 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
     Router::new()
         .route("/health", get(health::health))
-        .route("/v1/payments", post(payments::create))
+        .route("/ready", get(health::ready))
+        .route("/v1/payments", post(payments::create).get(payments::list))
+        .route("/v1/payments/{id}", get(payments::get))
+        .route("/v1/status", get(status::status))
+        .route("/v1/breaker/{action}", post(operator::breaker_action))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(layers)
 }
 
 #[cfg(test)]
-mod tests {
-    use axum::{body::Body, http::Request};
-    use http_body_util::BodyExt;
-    use serde_json::Value;
-    use tower::ServiceExt;
+mod tests;
 
-    use super::*;
-    use crate::config::Config;
-
-    const KEY: &str = "sk_test_0123456789abcdef";
-
-    fn app(bank_url: &str) -> Router {
-        let config = Config::for_tests(
-            bank_url.parse().unwrap(),
-            &format!("acme:{KEY}"),
-            std::env::temp_dir(),
-        );
-        let state = AppState {
-            keys: ApiKeys::load(&config).unwrap(),
-            bank: BankClient::new(&config).unwrap(),
-        };
-        router(Arc::new(state))
-    }
-
-    async fn send(app: Router, request: Request<Body>) -> (u16, axum::http::HeaderMap, Value) {
-        let response = app.oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            headers,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    fn post(auth: Option<&str>, key: Option<&str>, body: &str) -> Request<Body> {
-        let mut builder = Request::post("/v1/payments").header("content-type", "application/json");
-        if let Some(auth) = auth {
-            builder = builder.header("authorization", format!("Bearer {auth}"));
-        }
-        if let Some(key) = key {
-            builder = builder.header("idempotency-key", key);
-        }
-        builder.body(Body::from(body.to_owned())).unwrap()
-    }
-
-    const BODY: &str = r#"{"amount":100,"currency":"TRY","source":"tok_visa"}"#;
-
-    #[tokio::test]
-    async fn a_request_without_a_valid_key_is_401_problem_json() {
-        for auth in [None, Some("sk_wrong_0123456789abcdef")] {
-            let (status, headers, body) =
-                send(app("http://127.0.0.1:9"), post(auth, Some("k"), BODY)).await;
-            assert_eq!(status, 401);
-            assert_eq!(headers["content-type"], "application/problem+json");
-            assert_eq!(body["code"], "unauthenticated");
-        }
-    }
-
-    #[tokio::test]
-    async fn every_answer_carries_a_request_id_taken_from_the_request_or_made() {
-        let request = Request::get("/health")
-            .header("x-request-id", "abc-123")
-            .body(Body::empty())
-            .unwrap();
-        let (_, headers, _) = send(app("http://127.0.0.1:9"), request).await;
-        assert_eq!(headers["x-request-id"], "abc-123");
-        let (_, headers, _) = send(
-            app("http://127.0.0.1:9"),
-            Request::get("/health").body(Body::empty()).unwrap(),
-        )
-        .await;
-        assert!(!headers["x-request-id"].is_empty());
-    }
-
-    #[tokio::test]
-    async fn key_and_body_problems_have_stable_codes() {
-        let cases = [
-            (post(Some(KEY), None, BODY), 400, "idempotency_key_missing"),
-            (
-                post(Some(KEY), Some("a b"), BODY),
-                400,
-                "idempotency_key_invalid",
-            ),
-            (
-                post(Some(KEY), Some("k"), "{not json"),
-                400,
-                "malformed_json",
-            ),
-            (
-                post(Some(KEY), Some("k"), r#"{"amount":"1"}"#),
-                422,
-                "invalid_body",
-            ),
-            (
-                post(
-                    Some(KEY),
-                    Some("k"),
-                    r#"{"amount":0,"currency":"TRY","source":"tok_visa"}"#,
-                ),
-                422,
-                "invalid_amount",
-            ),
-            (
-                Request::post("/v1/payments")
-                    .header("authorization", format!("Bearer {KEY}"))
-                    .header("idempotency-key", "k")
-                    .body(Body::from(BODY))
-                    .unwrap(),
-                415,
-                "unsupported_media_type",
-            ),
-            (
-                post(Some(KEY), Some("k"), &"x".repeat(MAX_BODY_BYTES + 1)),
-                413,
-                "body_too_large",
-            ),
-            (
-                Request::get("/nope").body(Body::empty()).unwrap(),
-                404,
-                "not_found",
-            ),
-        ];
-        for (request, want_status, want_code) in cases {
-            let (status, headers, body) = send(app("http://127.0.0.1:9"), request).await;
-            assert_eq!(
-                (status, body["code"].as_str()),
-                (want_status, Some(want_code)),
-                "{body}"
-            );
-            assert_eq!(headers["content-type"], "application/problem+json");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_payment_against_an_in_process_bank_is_201() {
-        let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
-            .await
-            .unwrap();
-        let bank_url = format!("http://{}", bank.local_addr());
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(bank.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        let (status, headers, body) =
-            send(app(&bank_url), post(Some(KEY), Some("order-1"), BODY)).await;
-        assert_eq!(status, 201, "{body}");
-        assert_eq!(body["status"], "succeeded");
-        assert_eq!(headers["idempotent-replayed"], "false");
-        assert!(headers["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("/v1/payments/"));
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_bank_is_503_with_retry_after() {
-        let (status, headers, body) =
-            send(app("http://127.0.0.1:9"), post(Some(KEY), Some("k"), BODY)).await;
-        assert_eq!(status, 503, "{body}");
-        assert_eq!(body["code"], "bank_unavailable");
-        assert!(headers.contains_key("retry-after"));
-    }
+/// Builds the state for in-process tests, over `store`.
+#[cfg(test)]
+pub(crate) fn test_state(
+    config: &crate::config::Config,
+    store: Arc<dyn payment_store::Store>,
+) -> Arc<AppState> {
+    use crate::{bank, payments, stats};
+    let counters = Arc::new(stats::Counters::default());
+    let pipeline = resilience::pipeline::Pipeline::new(config.pipeline()).unwrap();
+    let bank = Arc::new(bank::BankGateway::new(
+        bank::BankClient::new(config).unwrap(),
+        pipeline,
+        counters.clone(),
+    ));
+    Arc::new(AppState {
+        keys: ApiKeys::load(config).unwrap(),
+        payments: Arc::new(PaymentService {
+            store,
+            bank,
+            cache: payments::ReplayCache::new(100),
+            counters,
+            latencies: Arc::new(stats::Latencies::new(64)),
+            settings: payments::FlowSettings {
+                lease: config.lease(),
+                reconcile_after: config.reconcile_interval(),
+            },
+            instance_id: "test".into(),
+        }),
+        reconciler: ReconcilerSettings {
+            interval: config.reconcile_interval(),
+            grace: config.reconcile_grace(),
+            lease: config.lease(),
+            key_retention: config.key_retention(),
+            batch: 10,
+        },
+        reconciler_stats: Arc::default(),
+        effective_config: effective_config(config),
+        instance_id: "test".into(),
+        started_at: Utc::now(),
+    })
 }

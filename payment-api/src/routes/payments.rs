@@ -1,28 +1,32 @@
-//! `POST /v1/payments`: authenticate, check the key and the body, charge through the bank.
+//! `POST /v1/payments`, `GET /v1/payments/{id}` and `GET /v1/payments`.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
-    response::{IntoResponse, Response},
+    body::Body,
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::Response,
     Json,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use payment_store::PaymentQuery;
 use payment_types::{
-    bank::ChargeRequest,
     headers,
     payment::{CreatePayment, Payment, PaymentStatus},
-    Problem,
 };
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
 use crate::{
     auth::Tenant,
-    bank::AttemptOutcome,
     domain::{IdempotencyKey, PaymentRequest},
     error::ApiError,
+    payments::Answer,
 };
 
 pub(crate) async fn create(
@@ -31,94 +35,130 @@ pub(crate) async fn create(
     request_headers: HeaderMap,
     body: Result<Json<CreatePayment>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    // Everything here is checked before the key is claimed: a rejected request never
+    // consumes its key.
     let key = request_headers
         .get(headers::IDEMPOTENCY_KEY)
         .ok_or(ApiError::IdempotencyKeyMissing)?;
     let key = IdempotencyKey::parse(key.as_bytes())?;
     let Json(body) = body?;
+    let fingerprint = payment_store::fingerprint::fingerprint(
+        "POST",
+        "/v1/payments",
+        &serde_json::to_value(&body).unwrap_or_default(),
+    );
     let request = PaymentRequest::parse(body)?;
     let request_id = request_headers
         .get(headers::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-
-    let id = Uuid::now_v7();
-    let reference = format!("pay_{}", id.simple());
-    tracing::info!(payment_id = %id, tenant = tenant.as_str(), idempotency_key = key.as_str(), "payment accepted");
-    let charge = ChargeRequest {
-        amount: request.amount,
-        currency: request.currency.clone(),
-        source: request.source.clone(),
-        reference: reference.clone(),
-    };
-    let outcome = state.bank.charge(&charge, request_id).await;
-    let now = Utc::now();
-    let mut payment = Payment {
-        id,
-        status: PaymentStatus::Pending,
-        amount: request.amount,
-        currency: request.currency,
-        source: request.source,
-        description: request.description,
-        metadata: request.metadata,
-        bank_reference: reference,
-        bank_charge_id: None,
-        decline_code: None,
-        attempts: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    let status = match outcome {
-        AttemptOutcome::Charged(charge) => {
-            payment.status = PaymentStatus::Succeeded;
-            payment.bank_charge_id = Some(charge.id);
-            StatusCode::CREATED
-        }
-        AttemptOutcome::Declined { decline_code } => {
-            payment.status = PaymentStatus::Declined;
-            payment.decline_code = Some(decline_code.clone());
-            let problem = Problem::new(
-                402,
-                "card_declined",
-                "Card declined",
-                "The bank declined the card.",
-            )
-            .with("decline_code", decline_code)
-            .with(
-                "payment",
-                serde_json::to_value(&payment).unwrap_or_default(),
-            );
-            return Ok(keyed(problem.into_response(), &payment));
-        }
-        AttemptOutcome::NotProcessed {
-            status,
-            retry_after,
-        } => {
-            tracing::warn!(payment_id = %id, bank_status = ?status, "bank did not process the charge");
-            return Err(ApiError::BankUnavailable {
-                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-            });
-        }
-        AttemptOutcome::Ambiguous { reason } => {
-            return Err(ApiError::BankOutcomeUnknown { reason })
-        }
-        AttemptOutcome::Refused { status, code } => {
-            return Err(ApiError::BankRefused { status, code })
-        }
-    };
-    tracing::info!(payment_id = %payment.id, status = payment.status.as_str(), "payment answered");
-    Ok(keyed((status, Json(&payment)).into_response(), &payment))
+    let answer = state
+        .payments
+        .create(&tenant, &key, fingerprint, request, request_id)
+        .await?;
+    Ok(into_response(answer))
 }
 
-/// Adds the headers every answer to a keyed request carries.
-fn keyed(mut response: Response, payment: &Payment) -> Response {
+/// The stored bytes, their headers, and `Idempotent-Replayed`.
+fn into_response(answer: Answer) -> Response {
+    let stored = &answer.response;
+    let mut response = Response::new(Body::from(stored.body.clone()));
+    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
+    for (name, value) in &stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.insert(name, value);
+        }
+    }
     headers.insert(
         headers::IDEMPOTENT_REPLAYED,
-        HeaderValue::from_static("false"),
+        HeaderValue::from_static(if answer.replayed { "true" } else { "false" }),
     );
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/payments/{}", payment.id)) {
-        headers.insert(header::LOCATION, location);
-    }
     response
+}
+
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::PaymentNotFound)?;
+    let payments = &state.payments;
+    let record = payments
+        .store
+        .get_payment(Some(tenant.as_str()), id)
+        .await
+        .map_err(|e| payments.store_error(e))?
+        .ok_or(ApiError::PaymentNotFound)?;
+    Ok(Json(record.to_api()))
+}
+
+/// Query of `GET /v1/payments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    status: Option<PaymentStatus>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A page of payments, newest first.
+#[derive(Debug, Serialize)]
+pub(crate) struct PaymentPage {
+    data: Vec<Payment>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+const MAX_PAGE: u32 = 100;
+
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    tenant: Tenant,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<PaymentPage>, ApiError> {
+    let Query(params) =
+        params.map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let before = params.cursor.as_deref().map(parse_cursor).transpose()?;
+    let query = PaymentQuery {
+        tenant: Some(tenant.as_str().to_owned()),
+        status: params.status,
+        before,
+        limit,
+    };
+    let payments = &state.payments;
+    let records = payments
+        .store
+        .list_payments(&query)
+        .await
+        .map_err(|e| payments.store_error(e))?;
+    let next_cursor = (records.len() == limit as usize)
+        .then(|| {
+            records
+                .last()
+                .map(|r| format!("{}_{}", r.created_at.timestamp_micros(), r.id))
+        })
+        .flatten();
+    Ok(Json(PaymentPage {
+        data: records.iter().map(|r| r.to_api()).collect(),
+        next_cursor,
+    }))
+}
+
+fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let invalid = || ApiError::InvalidQuery("cursor is not one this API returned".to_owned());
+    let (micros, id) = cursor.split_once('_').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
+    Ok((at, id))
 }

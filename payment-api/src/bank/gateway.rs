@@ -1,0 +1,130 @@
+//! The bank gateway: every charge goes through the pipeline of DESIGN.md §3, outermost first:
+//! payment deadline → retry (backoff with full jitter, `Retry-After`, retry budget) → circuit
+//! breaker → bulkhead → attempt timeout → HTTP, always with the payment's bank reference as the
+//! bank's `Idempotency-Key`, so retries and re-sends can never charge twice.
+
+use std::sync::Arc;
+
+use payment_types::bank::{Charge, ChargeRequest};
+use resilience::pipeline::{AttemptResult, Execution, Pipeline};
+
+use super::{AttemptOutcome, BankClient, Lookup};
+use crate::stats::Counters;
+
+/// A final answer from the bank.
+#[derive(Debug, Clone)]
+pub(crate) enum ChargeOutcome {
+    Charged(Charge),
+    Declined {
+        decline_code: String,
+    },
+    /// The bank refused the request itself (a 4xx that is not a decline).
+    Refused {
+        status: u16,
+        code: String,
+    },
+}
+
+/// The bank client behind the resilience pipeline; one per process, shared.
+#[derive(Debug)]
+pub(crate) struct BankGateway {
+    client: BankClient,
+    /// The breaker, retry policy, budget and bulkhead for this bank (per instance, as in
+    /// Envoy and Hystrix: each instance judges the bank by what it sees).
+    pipeline: Pipeline,
+    counters: Arc<Counters>,
+}
+
+impl BankGateway {
+    pub(crate) fn new(client: BankClient, pipeline: Pipeline, counters: Arc<Counters>) -> Self {
+        Self {
+            client,
+            pipeline,
+            counters,
+        }
+    }
+
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Charges through the whole pipeline.
+    pub(crate) async fn charge(
+        &self,
+        request: &ChargeRequest,
+        request_id: &str,
+    ) -> Execution<ChargeOutcome> {
+        let execution = self
+            .pipeline
+            .execute(|attempt| {
+                if attempt > 1 {
+                    Counters::inc(&self.counters.bank_retries);
+                }
+                Counters::inc(&self.counters.bank_attempts);
+                async move {
+                    let outcome = self.client.charge(request, request_id).await;
+                    tracing::info!(
+                        reference = %request.reference,
+                        attempt,
+                        outcome = outcome.kind(),
+                        "bank attempt"
+                    );
+                    match outcome {
+                        AttemptOutcome::Charged(charge) => AttemptResult::Success(ChargeOutcome::Charged(charge)),
+                        AttemptOutcome::Declined { decline_code } => {
+                            AttemptResult::BusinessRejection(ChargeOutcome::Declined { decline_code })
+                        }
+                        AttemptOutcome::NotProcessed { status, retry_after } => {
+                            tracing::debug!(bank_status = ?status, ?retry_after, "bank did not process the attempt");
+                            Counters::inc(&self.counters.bank_errors);
+                            AttemptResult::NotProcessed { retry_after }
+                        }
+                        AttemptOutcome::Ambiguous { reason } => {
+                            if reason == "timeout" {
+                                Counters::inc(&self.counters.bank_timeouts);
+                            } else {
+                                Counters::inc(&self.counters.bank_errors);
+                            }
+                            AttemptResult::Ambiguous
+                        }
+                        AttemptOutcome::Refused { status, code } => {
+                            AttemptResult::ClientError(ChargeOutcome::Refused { status, code })
+                        }
+                    }
+                }
+            })
+            .await;
+        let timeouts = execution
+            .attempts
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.classification,
+                    resilience::pipeline::Classification::Ambiguous { timed_out: true }
+                )
+            })
+            .count();
+        for _ in 0..timeouts {
+            Counters::inc(&self.counters.bank_timeouts);
+        }
+        execution
+    }
+
+    /// Asks the bank about a reference, through the breaker (the reconciler respects it): a
+    /// rejected permit means "not now" and nothing is sent.
+    pub(crate) async fn lookup(
+        &self,
+        reference: &str,
+        request_id: &str,
+    ) -> Result<Lookup, resilience::breaker::Rejected> {
+        let permit = self.pipeline.breaker().try_acquire()?;
+        let started = tokio::time::Instant::now();
+        let lookup = self.client.lookup(reference, request_id).await;
+        let outcome = match lookup {
+            Lookup::Found(_) | Lookup::NotFound => resilience::breaker::Outcome::Success,
+            Lookup::Unavailable => resilience::breaker::Outcome::Failure,
+        };
+        permit.record_elapsed(outcome, started.elapsed());
+        Ok(lookup)
+    }
+}

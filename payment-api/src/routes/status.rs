@@ -1,0 +1,54 @@
+//! `GET /v1/status`: everything an operator (or the dashboard) needs in one JSON document: the
+//! breaker and its recent transitions, retry budget and bulkhead, counters by outcome, recent
+//! latency percentiles, the reconciler's backlog, the store, and the effective configuration.
+//! The schema is documented in `docs/status.md`.
+
+use std::sync::Arc;
+
+use axum::{extract::State, Json};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::config::Config;
+
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let payments = &state.payments;
+    let pipeline = payments.bank.pipeline();
+    let (backlog, store_ok) = match payments.store.pending_count().await {
+        Ok(n) => (Some(n), true),
+        Err(_) => (None, false),
+    };
+    Json(json!({
+        "service": "payment-api",
+        "instance_id": state.instance_id,
+        "started_at": state.started_at,
+        "uptime_seconds": (Utc::now() - state.started_at).num_seconds(),
+        "store": { "kind": payments.store.kind(), "reachable": store_ok },
+        "breaker": pipeline.breaker().snapshot(),
+        "transitions": pipeline.breaker().history(),
+        "retry_budget": pipeline.budget().snapshot(),
+        "bulkhead": pipeline.bulkhead().snapshot(),
+        "counters": payments.counters.snapshot(),
+        "latency": payments.latencies.summary(),
+        "reconciler": {
+            "backlog": backlog,
+            "stats": state.reconciler_stats.snapshot(&state.reconciler),
+        },
+        "replay_cache_entries": payments.cache.len(),
+        "config": state.effective_config,
+    }))
+}
+
+/// The effective configuration, without secrets (no keys, no database URL).
+pub(crate) fn effective_config(config: &Config) -> Value {
+    json!({
+        "bank_url": config.bank_url.as_str(),
+        "pipeline": config.pipeline(),
+        "lease_ms": config.reconciler.lease_ms,
+        "reconcile_interval_ms": config.reconciler.reconcile_interval_ms,
+        "reconcile_grace_ms": config.reconciler.reconcile_grace_ms,
+        "key_retention_hours": config.reconciler.key_retention_hours,
+        "max_body_bytes": super::MAX_BODY_BYTES,
+    })
+}
