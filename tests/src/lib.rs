@@ -363,6 +363,20 @@ pub mod client {
             .unwrap()
     }
 
+    /// How many of the test tenant's payments are pending (a read-only look at the store).
+    pub async fn pending_payments(api: &str) -> Option<usize> {
+        let page: Value = http()
+            .get(format!("{api}/v1/payments?status=pending&limit=100"))
+            .bearer_auth(TEST_API_KEY)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(page["data"].as_array()?.len())
+    }
+
     /// `GET /v1/status` of the API.
     pub async fn status(api: &str) -> Value {
         http()

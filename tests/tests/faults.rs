@@ -179,7 +179,12 @@ async fn under_a_flaky_bank_five_hundred_payments_reconcile_with_the_ledger() {
 async fn a_payment_in_flight_when_the_api_is_killed_is_settled_after_restart() {
     let bank = start_bank(&["--chaos", "blackhole"]).await;
     let data = temp_dir("crash");
-    let mut api = start_api(&bank.url(), &data, FAST_API).await;
+    // A long deadline keeps the charge surely in flight while the API is killed.
+    let slow = e2e::fast_api_with(&[
+        ("--deadline-ms", "20000"),
+        ("--attempt-timeout-ms", "10000"),
+    ]);
+    let mut api = start_api(&bank.url(), &data, &slow).await;
     let in_flight = tokio::spawn({
         let api = api.url();
         async move {
@@ -192,10 +197,10 @@ async fn a_payment_in_flight_when_the_api_is_killed_is_settled_after_restart() {
                 .await
         }
     });
-    // Wait until the request is really in flight (a duplicate sees 409), then kill the API.
-    eventually(Duration::from_secs(5), "the payment is in flight", || {
+    // Wait until the payment is claimed and in flight (read-only check), then kill the API.
+    eventually(Duration::from_secs(10), "the payment is in flight", || {
         let api = api.url();
-        async move { (parts(pay(&api, "crash-key", &body(7777)).await).await.0 == 409).then_some(()) }
+        async move { (e2e::client::pending_payments(&api).await? == 1).then_some(()) }
     })
     .await;
     signal(api.child.id(), Signal::SIGKILL);

@@ -295,23 +295,23 @@ async fn the_same_key_with_another_body_is_422_and_the_original_is_untouched() {
 #[tokio::test]
 async fn the_same_key_while_in_flight_is_409_with_retry_after() {
     let bank = start_bank(&["--chaos", "blackhole"]).await;
-    let api = start_api(&bank.url(), &temp_dir("row7"), FAST_API).await;
+    // A deadline long enough that the first request is surely still in flight when probed.
+    let flags = e2e::fast_api_with(&[("--deadline-ms", "5000"), ("--attempt-timeout-ms", "4000")]);
+    let api = start_api(&bank.url(), &temp_dir("row7"), &flags).await;
     let first = tokio::spawn({
         let api = api.url();
         async move { parts(pay(&api, "row7", &body(100)).await).await }
     });
-    let (status, _, retry_after, problem) = eventually(
+    eventually(
         Duration::from_secs(5),
-        "a 409 while the first is in flight",
+        "the first request is in flight",
         || {
             let api = api.url();
-            async move {
-                let answer = parts(pay(&api, "row7", &body(100)).await).await;
-                (answer.0 == 409).then_some(answer)
-            }
+            async move { (e2e::client::pending_payments(&api).await? == 1).then_some(()) }
         },
     )
     .await;
+    let (status, _, retry_after, problem) = parts(pay(&api.url(), "row7", &body(100)).await).await;
     assert_eq!(status, 409);
     assert_eq!(json_of(&problem)["code"], "idempotency_key_in_use");
     assert!(retry_after.is_some());
