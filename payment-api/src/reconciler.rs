@@ -112,7 +112,7 @@ async fn pass(
     stats: &ReconcilerStats,
     owner: &str,
 ) -> Result<(), String> {
-    let now = Utc::now();
+    let now = crate::payments::responses::now_ms();
     let due = service
         .store
         .due_for_reconcile(now, settings.batch)
@@ -141,7 +141,7 @@ async fn reconcile_one(
     owner: &str,
     mut payment: PaymentRecord,
 ) -> Result<(), String> {
-    let now = Utc::now();
+    let now = crate::payments::responses::now_ms();
     let request_id = format!("reconcile-{}", Uuid::new_v4().simple());
     let reschedule =
         |next: DateTime<Utc>, last_attempt_at: Option<DateTime<Utc>>, attempts: u32| {
@@ -250,7 +250,7 @@ async fn settle(
     payment: &mut PaymentRecord,
     settlement: Settlement,
 ) -> Result<(), String> {
-    let now = Utc::now();
+    let now = crate::payments::responses::now_ms();
     payment.status = settlement.status();
     payment.updated_at = now;
     match &settlement {

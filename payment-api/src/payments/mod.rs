@@ -118,7 +118,7 @@ impl PaymentService {
         }
 
         // 3. Claim the key and create the payment with its bank reference, atomically.
-        let now = Utc::now();
+        let now = responses::now_ms();
         let id = Uuid::now_v7();
         let owner = format!("{}/{}", self.instance_id, Uuid::new_v4().simple());
         let new = NewPayment {
@@ -185,7 +185,7 @@ impl PaymentService {
         fingerprint: Option<&str>,
         execution: Execution<ChargeOutcome>,
     ) -> Result<Answer, ApiError> {
-        let now = Utc::now();
+        let now = responses::now_ms();
         let attempts = record.attempts + execution.attempts.len() as u32;
         let retry_after = execution.retry_after().unwrap_or(Duration::from_secs(1));
         let any_ambiguous = execution.any_ambiguous;
@@ -277,7 +277,7 @@ impl PaymentService {
         settlement: Settlement,
         attempts: u32,
     ) -> Result<Answer, ApiError> {
-        let now = Utc::now();
+        let now = responses::now_ms();
         record.status = settlement.status();
         record.attempts = attempts;
         record.updated_at = now;
@@ -434,6 +434,19 @@ impl PaymentService {
                         ))
                     })?;
                 Counters::inc(&self.counters.replayed);
+                // Settled between the two reads: the stored response is the one truth.
+                if payment.status.is_final() {
+                    if let Ok(Some(KeyRecord {
+                        response: Some(stored),
+                        ..
+                    })) = self.store.find_key(&record.tenant, &record.key).await
+                    {
+                        return Ok(Answer {
+                            response: Arc::new(stored),
+                            replayed: true,
+                        });
+                    }
+                }
                 Ok(Answer {
                     response: Arc::new(responses::for_payment(&payment)),
                     replayed: true,

@@ -1,7 +1,15 @@
 //! The answers a payment produces, as stored bytes: the same bytes are sent the first time and
 //! replayed for every later request with the same key, so a replay is byte-identical.
 
+use chrono::{DateTime, SubsecRound, Utc};
 use payment_store::{PaymentRecord, StoredResponse};
+
+/// The current time at the store's precision (milliseconds). Every timestamp that ends up in a
+/// response is taken with this, so a response rebuilt from the store is byte-identical to the one
+/// built in memory when the payment was created or settled.
+pub(crate) fn now_ms() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
 use payment_types::{headers, payment::PaymentStatus, Problem};
 
 /// The answer for a payment in its current state: 201 succeeded, 402 declined, 502 failed,
