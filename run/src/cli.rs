@@ -23,6 +23,12 @@ pub enum Command {
     /// Run one service in this process (how `run` starts its children).
     #[command(hide = true)]
     Service(ServiceArgs),
+    /// Send open-loop payment traffic to a running system and print throughput, outcomes and
+    /// latency percentiles.
+    Load(LoadArgs),
+    /// Start a system, drive traffic under bank chaos and API kills, then audit the API's
+    /// payments against the bank's ledger (DESIGN.md §6); exits 1 on any violation.
+    Chaos(ChaosArgs),
 }
 
 /// Flags for starting the whole system.
@@ -52,8 +58,200 @@ pub struct UpArgs {
     #[arg(long, env = "RUN_READY_TIMEOUT_SECS", default_value_t = 60)]
     pub ready_timeout_secs: u64,
 
+    /// Extra flag for the payment API child, repeatable: `--api-arg=--bulkhead --api-arg=8`, or
+    /// several words in one value: `--api-arg '--lease-ms 3000'`. Overrides `run`'s own choices.
+    #[arg(
+        long = "api-arg",
+        env = "RUN_API_ARGS",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        value_delimiter = ' '
+    )]
+    pub api_arg: Vec<String>,
+
     #[command(flatten)]
     pub log: telemetry::LogArgs,
+}
+
+/// Traffic shape shared by `run load` and `run chaos`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrafficArgs {
+    /// Payments started per second (open loop: on schedule, whatever the answers' latency).
+    #[arg(long, env = "RUN_LOAD_RATE", default_value_t = 50.0)]
+    pub rate: f64,
+
+    /// How long to send new payments: `90s`, `10m`, `1h` or plain seconds.
+    #[arg(long, env = "RUN_LOAD_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+
+    /// Payments in progress at once; a payment due while the bound is reached is shed (counted).
+    #[arg(long, env = "RUN_LOAD_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Share of payments sent twice with the same key: half at once (a double click), half
+    /// after the first answer (a user retrying after a dropped connection).
+    #[arg(long, env = "RUN_LOAD_DUPLICATE_SHARE", default_value_t = 0.1)]
+    pub duplicate_share: f64,
+
+    /// Share of payments with a card the bank declines.
+    #[arg(long, env = "RUN_LOAD_DECLINE_SHARE", default_value_t = 0.05)]
+    pub decline_share: f64,
+
+    /// Client timeout of one HTTP request, in milliseconds.
+    #[arg(long, env = "RUN_LOAD_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+
+    /// How long a client keeps retrying one payment (timeouts, 409, 429, 503) before giving up.
+    #[arg(long, env = "RUN_LOAD_GIVE_UP_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub give_up_after: std::time::Duration,
+
+    /// Seed of every random choice (amounts, cards, duplicates, chaos schedule, kill times);
+    /// random when unset and always printed, so a run can be replayed.
+    #[arg(long, env = "RUN_SEED")]
+    pub seed: Option<u64>,
+}
+
+/// `run load`: traffic against a system that is already running.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Base URL of the payment API (loopback only).
+    #[arg(
+        long,
+        env = "RUN_LOAD_API_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub api_url: String,
+
+    /// API key; prefer `--api-key-file` (arguments show in `ps`).
+    #[arg(long, env = "RUN_LOAD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// File holding the API key (what `run` writes into its data directory).
+    #[arg(
+        long,
+        env = "RUN_LOAD_API_KEY_FILE",
+        default_value = "./.data/dev-api-key"
+    )]
+    pub api_key_file: PathBuf,
+
+    /// Prefix of the idempotency keys (default: `load-<seed>-<random>`, unique per run).
+    #[arg(long, env = "RUN_LOAD_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+}
+
+/// The chaos verifier's scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScenarioName {
+    /// The `flaky` preset throughout: 500/503/429 errors and ambiguous 500s.
+    Flaky,
+    /// The `lossy` preset throughout: charges whose answers are lost.
+    Lossy,
+    /// Healthy, then the bank down, then flaky, then healthy again.
+    OutageAndRecovery,
+    /// `lossy`, and the API killed with SIGKILL at random moments.
+    Crashes,
+    /// A seeded random schedule of every preset, and API kills.
+    Everything,
+}
+
+impl ScenarioName {
+    /// The name on the command line, e.g. `outage-and-recovery`.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// `run chaos`: start a system, attack it, audit it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    /// What to do to the bank (and to the API).
+    #[arg(
+        long,
+        env = "RUN_CHAOS_SCENARIO",
+        value_enum,
+        default_value = "everything"
+    )]
+    pub scenario: ScenarioName,
+
+    /// SIGKILLs of the API at seeded random moments (default: 0 for `flaky`, `lossy` and
+    /// `outage-and-recovery`; one per 30 s, at least 2, for `crashes` and `everything`).
+    #[arg(long, env = "RUN_CHAOS_KILLS")]
+    pub kills: Option<usize>,
+
+    /// Data directory of the system under test (default: a fresh one under the temp dir,
+    /// removed after a clean run).
+    #[arg(long, env = "RUN_CHAOS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep the data directory even after a clean run.
+    #[arg(long)]
+    pub keep_data: bool,
+
+    /// How long to wait, once the bank is healthy again, for the reconciler to settle every
+    /// pending payment before auditing.
+    #[arg(long, env = "RUN_CHAOS_SETTLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub settle_timeout: std::time::Duration,
+
+    /// Store of the API: `postgres://...`; unset, SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Extra flag for the API child (see `run --help`); overrides the fast timings chaos uses.
+    #[arg(
+        long = "api-arg",
+        env = "RUN_API_ARGS",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        value_delimiter = ' '
+    )]
+    pub api_arg: Vec<String>,
+
+    /// Also start the dashboard (its URL is printed) to watch the run.
+    #[arg(long)]
+    pub dashboard: bool,
+
+    /// Show the children's info-level logs (by default only their errors).
+    #[arg(long)]
+    pub verbose: bool,
+
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+
+    /// Log flags of the children.
+    #[command(flatten)]
+    pub log: telemetry::LogArgs,
+}
+
+/// Parses `500ms`, `90s`, `10m`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 10m or 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`; use ms, s, m or h"
+            ))
+        }
+    };
+    if !(0.0..=7.0 * 86_400.0).contains(&seconds) {
+        return Err(format!("`{text}` is out of range (0 to 7 days)"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// `run service NAME ...`: the child side.
@@ -90,4 +288,46 @@ pub enum ServiceKind {
         #[command(flatten)]
         log: telemetry::LogArgs,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ten minutes").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn the_chaos_command_parses_its_flags() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "run",
+            "chaos",
+            "--scenario",
+            "outage-and-recovery",
+            "--duration",
+            "2m",
+            "--seed",
+            "7",
+            "--api-arg=--bulkhead 8",
+        ])
+        .unwrap();
+        let Some(Command::Chaos(chaos)) = cli.command else {
+            panic!("not chaos");
+        };
+        assert_eq!(chaos.scenario, ScenarioName::OutageAndRecovery);
+        assert_eq!(chaos.traffic.duration, Duration::from_secs(120));
+        assert_eq!(chaos.traffic.seed, Some(7));
+        assert_eq!(chaos.api_arg, ["--bulkhead", "8"]);
+    }
 }

@@ -11,9 +11,16 @@
 //! - `ports`: checking (or picking) the ports before anything starts, with errors that name the flag.
 //! - `supervisor`: starting, watching, restarting and stopping the children.
 //! - `service`: the child side: run one service until a signal or until the parent goes away.
+//! - `up`: the start-up of the whole system, as `run` and `run chaos` use it.
+//! - [`load`]: the traffic generator (`run load`), also a library function.
+//! - `chaos`: the chaos verifier (`run chaos`): scenarios, kills, settling, the audit's inputs.
+//! - [`audit`]: the pure audit of payments against the bank ledger (DESIGN.md §6, 1–5).
 
+pub mod audit;
+mod chaos;
 pub mod cli;
 mod credentials;
+pub mod load;
 mod ports;
 mod service;
 mod supervisor;
@@ -27,6 +34,8 @@ pub use cli::Cli;
 pub async fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::Service(service)) => service::run(service).await,
+        Some(cli::Command::Load(load)) => load::command(load).await,
+        Some(cli::Command::Chaos(chaos)) => chaos::command(chaos).await,
         None => up::run(cli.up).await,
     };
     match result {

@@ -12,7 +12,7 @@ use std::{
     ffi::OsString,
     process::Stdio,
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
         Arc,
     },
     time::Duration,
@@ -67,12 +67,52 @@ pub(crate) struct Supervised {
     pub(crate) name: &'static str,
     /// The current pid; changes on restart.
     pid: Arc<AtomicU32>,
+    /// Set by [`Supervised::kill`]: the next exit was ordered (chaos), so it is restarted at
+    /// once and does not count toward giving up.
+    killed_on_purpose: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Supervised {
     pub(crate) fn pid(&self) -> u32 {
         self.pid.load(Ordering::Relaxed)
+    }
+
+    /// A handle that can kill this child as a crash would (see [`Killer::kill`]).
+    pub(crate) fn killer(&self) -> Killer {
+        Killer {
+            pid: self.pid.clone(),
+            killed_on_purpose: self.killed_on_purpose.clone(),
+        }
+    }
+}
+
+/// Kills one supervised child with SIGKILL on purpose (the chaos verifier's API kills).
+#[derive(Debug, Clone)]
+pub(crate) struct Killer {
+    pid: Arc<AtomicU32>,
+    killed_on_purpose: Arc<AtomicBool>,
+}
+
+impl Killer {
+    /// Sends SIGKILL to the child's current process. The supervisor restarts it without backoff
+    /// and without counting it toward its cap. Returns the pid killed, or `None` when no process
+    /// was running (e.g. it is being restarted).
+    pub(crate) fn kill(&self) -> Option<u32> {
+        let pid = self.pid.load(Ordering::Relaxed);
+        if pid == 0 {
+            return None;
+        }
+        self.killed_on_purpose.store(true, Ordering::SeqCst);
+        #[cfg(unix)]
+        {
+            use nix::{sys::signal, unistd::Pid};
+            if signal::kill(Pid::from_raw(pid as i32), signal::Signal::SIGKILL).is_err() {
+                self.killed_on_purpose.store(false, Ordering::SeqCst);
+                return None;
+            }
+        }
+        Some(pid)
     }
 }
 
@@ -103,6 +143,7 @@ impl Supervisor {
     pub(crate) async fn start(&mut self, spec: ChildSpec) -> anyhow::Result<&Supervised> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let pid = Arc::new(AtomicU32::new(0));
+        let killed_on_purpose = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(supervise(
             spec.clone(),
             self.policy,
@@ -110,10 +151,12 @@ impl Supervisor {
             ready_tx,
             self.fatal_tx.clone(),
             pid.clone(),
+            killed_on_purpose.clone(),
         ));
         self.children.push(Supervised {
             name: spec.name,
             pid,
+            killed_on_purpose,
             task,
         });
         ready_rx
@@ -124,6 +167,11 @@ impl Supervisor {
 
     pub(crate) fn children(&self) -> &[Supervised] {
         &self.children
+    }
+
+    /// The child called `name`, if it was started.
+    pub(crate) fn child(&self, name: &str) -> Option<&Supervised> {
+        self.children.iter().find(|c| c.name == name)
     }
 
     /// Resolves with the reason when a child gives up.
@@ -150,6 +198,7 @@ async fn supervise(
     ready_tx: oneshot::Sender<anyhow::Result<()>>,
     fatal_tx: mpsc::UnboundedSender<String>,
     pid_slot: Arc<AtomicU32>,
+    killed_on_purpose: Arc<AtomicBool>,
 ) {
     let mut ready_tx = Some(ready_tx);
     let mut backoff = policy.initial_backoff;
@@ -167,8 +216,10 @@ async fn supervise(
             }
         };
         let pid = child.id().unwrap_or(0);
+        killed_on_purpose.store(false, Ordering::SeqCst);
         pid_slot.store(pid, Ordering::Relaxed);
-        let _stdin = child.stdin.take();
+        // Held while the child lives (`Child::wait` would close it), closed by `terminate`.
+        let mut stdin = child.stdin.take();
         let started = Instant::now();
 
         let readiness = tokio::select! {
@@ -182,7 +233,7 @@ async fn supervise(
                 eprintln!("[run] {error}");
                 None
             }
-            _ = stop.changed() => { terminate(spec.name, &mut child).await; return; }
+            _ = stop.changed() => { terminate(spec.name, &mut child, &mut stdin).await; return; }
         };
         match readiness {
             Some(Ok(())) => match ready_tx.take() {
@@ -192,7 +243,7 @@ async fn supervise(
                 None => println!("[run] {} is back (pid {pid})", spec.name),
             },
             Some(Err(error)) => {
-                terminate(spec.name, &mut child).await;
+                terminate(spec.name, &mut child, &mut stdin).await;
                 report_failure(&mut ready_tx, &fatal_tx, error);
                 return;
             }
@@ -203,10 +254,19 @@ async fn supervise(
                 status = child.wait() => {
                     eprintln!("[run] {} (pid {pid}) exited: {}", spec.name, describe(status));
                 }
-                _ = stop.changed() => { terminate(spec.name, &mut child).await; return; }
+                _ = stop.changed() => { terminate(spec.name, &mut child, &mut stdin).await; return; }
             }
         }
 
+        pid_slot.store(0, Ordering::Relaxed);
+        // An ordered kill is not a sign of a broken child: restart at once, uncounted.
+        if killed_on_purpose.swap(false, Ordering::SeqCst) {
+            eprintln!(
+                "[run] the {} was killed on purpose; restarting it now (not counted toward the cap)",
+                spec.name
+            );
+            continue;
+        }
         // A child that stayed up a while earns a fresh backoff.
         if started.elapsed() > policy.window {
             backoff = policy.initial_backoff;
@@ -327,13 +387,16 @@ async fn wait_ready(spec: &ChildSpec) -> anyhow::Result<()> {
 }
 
 /// SIGTERM, then SIGKILL if the child is still there after [`STOP_GRACE`].
-async fn terminate(name: &str, child: &mut Child) {
+async fn terminate(name: &str, child: &mut Child, stdin: &mut Option<tokio::process::ChildStdin>) {
     if let Some(pid) = child.id() {
         #[cfg(unix)]
         {
             use nix::{sys::signal, unistd::Pid};
             let _ = signal::kill(Pid::from_raw(pid as i32), signal::Signal::SIGTERM);
         }
+        // Close its stdin too: the child's watcher of that pipe is a blocking read that would
+        // otherwise keep its runtime from shutting down after the server stopped.
+        drop(stdin.take());
         match tokio::time::timeout(STOP_GRACE, child.wait()).await {
             Ok(_) => println!("[run] stopped the {name} (pid {pid})"),
             Err(_) => {

@@ -1,7 +1,16 @@
 //! `run` with no subcommand: reserve the ports, create the dev credentials, start the bank, the
 //! API and the dashboard in that order, print where they are, and stop them all on a signal.
+//!
+//! [`start`] is the start-up alone, returning the running [`System`]: the chaos verifier starts
+//! its own system with it.
 
-use std::{ffi::OsString, io::IsTerminal, net::SocketAddr, time::Duration};
+use std::{
+    ffi::OsString,
+    io::IsTerminal,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 
@@ -12,7 +21,48 @@ use crate::{
     supervisor::{ChildSpec, RestartPolicy, Supervisor},
 };
 
-pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
+/// Names of the children, as the supervisor and the banner know them.
+pub(crate) const BANK: &str = "mock bank";
+pub(crate) const API: &str = "payment API";
+pub(crate) const DASHBOARD: &str = "dashboard";
+
+/// How [`start`] starts the system, beyond the flags of `run`.
+#[derive(Debug, Clone)]
+pub(crate) struct StartOptions {
+    pub(crate) policy: RestartPolicy,
+    /// Start the dashboard too.
+    pub(crate) dashboard: bool,
+    /// Flags passed to the API before `--api-arg` ones (which override them).
+    pub(crate) api_defaults: Vec<(String, String)>,
+    /// Extra environment for every child (e.g. `RUST_LOG`).
+    pub(crate) child_env: Vec<(String, String)>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            policy: RestartPolicy::default(),
+            dashboard: true,
+            api_defaults: Vec::new(),
+            child_env: Vec::new(),
+        }
+    }
+}
+
+/// A started system: its supervisor and where everything is.
+#[derive(Debug)]
+pub(crate) struct System {
+    pub(crate) supervisor: Supervisor,
+    pub(crate) api_url: String,
+    pub(crate) bank_url: String,
+    pub(crate) dashboard_url: String,
+    pub(crate) creds: DevCredentials,
+    pub(crate) data_dir: PathBuf,
+}
+
+/// Reserves the ports, creates the credentials and starts the children, each ready before the
+/// next. `None` when a signal arrived during start-up (whatever started was stopped).
+pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Result<Option<System>> {
     // Reserve every port first: a taken port is one clear error before anything starts.
     let bank = ports::reserve(args.bank_port, "mock bank", "--bank-port")?;
     let api = ports::reserve(args.api_port, "payment API", "--api-port")?;
@@ -35,7 +85,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             .parse()
             .expect("a valid URL"),
         ready_timeout,
-        env: Vec::new(),
+        env: options.child_env.clone(),
     };
     let service = |name: &str| -> Vec<OsString> {
         [
@@ -66,6 +116,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         "--data-dir".into(),
         data_dir.clone().into_os_string(),
     ]);
+    api_args.extend(api_flags(&options.api_defaults, &args.api_arg));
     let mut dashboard_args = service("dashboard");
     dashboard_args.extend(os([
         "--listen",
@@ -82,18 +133,20 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         creds.bank_token_file.clone().into_os_string(),
     ]);
 
-    let mut supervisor = Supervisor::new(RestartPolicy::default());
+    let mut supervisor = Supervisor::new(options.policy);
     let started = async {
-        supervisor.start(spec("mock bank", bank, bank_args)).await?;
-        let mut api_spec = spec("payment API", api, api_args);
+        supervisor.start(spec(BANK, bank, bank_args)).await?;
+        let mut api_spec = spec(API, api, api_args);
         // By environment, not argument: a URL may hold a password, and arguments show in `ps`.
         if let Some(url) = &args.database_url {
             api_spec.env.push(("DATABASE_URL".to_owned(), url.clone()));
         }
         supervisor.start(api_spec).await?;
-        supervisor
-            .start(spec("dashboard", dashboard, dashboard_args))
-            .await?;
+        if options.dashboard {
+            supervisor
+                .start(spec(DASHBOARD, dashboard, dashboard_args))
+                .await?;
+        }
         anyhow::Ok(())
     };
     // A signal during start-up still stops whatever already started.
@@ -105,19 +158,41 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         Ok(true) => {}
         Ok(false) => {
             supervisor.stop().await;
-            return Ok(());
+            return Ok(None);
         }
         Err(error) => {
             supervisor.stop().await;
             return Err(error).context("start-up failed; everything that started was stopped");
         }
     }
+    Ok(Some(System {
+        supervisor,
+        api_url,
+        bank_url,
+        dashboard_url: format!("http://{dashboard}"),
+        creds,
+        data_dir,
+    }))
+}
 
+/// `run`: start everything, print the banner, run until a signal or a child gives up.
+pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let Some(System {
+        mut supervisor,
+        api_url,
+        bank_url,
+        dashboard_url,
+        creds,
+        data_dir,
+    }) = start(&args, StartOptions::default()).await?
+    else {
+        return Ok(());
+    };
     print_banner(
         &supervisor,
         &api_url,
         &bank_url,
-        &format!("http://{dashboard}"),
+        &dashboard_url,
         &creds,
         &data_dir,
     );
@@ -135,6 +210,23 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The API's extra flags: `defaults` (flag, value) pairs unless `overrides` names the same flag
+/// (as `--flag value` or `--flag=value`; clap refuses a flag given twice), then `overrides`.
+fn api_flags(defaults: &[(String, String)], overrides: &[String]) -> Vec<OsString> {
+    let overridden = |flag: &str| {
+        overrides
+            .iter()
+            .any(|o| o == flag || o.starts_with(&format!("{flag}=")))
+    };
+    defaults
+        .iter()
+        .filter(|(flag, _)| !overridden(flag))
+        .flat_map(|(flag, value)| [flag.clone(), value.clone()])
+        .chain(overrides.iter().cloned())
+        .map(OsString::from)
+        .collect()
+}
+
 fn os<const N: usize>(args: [&str; N]) -> impl Iterator<Item = OsString> + '_ {
     args.into_iter().map(OsString::from)
 }
@@ -145,11 +237,11 @@ fn print_banner(
     bank_url: &str,
     dashboard_url: &str,
     creds: &DevCredentials,
-    data_dir: &std::path::Path,
+    data_dir: &Path,
 ) {
     let url_of = |name: &str| match name {
-        "mock bank" => bank_url,
-        "payment API" => api_url,
+        BANK => bank_url,
+        API => api_url,
         _ => dashboard_url,
     };
     println!();
@@ -179,4 +271,36 @@ fn print_banner(
     println!();
     println!("Open the dashboard at {dashboard_url}. Press Ctrl-C to stop everything.");
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_arg_overrides_a_default_flag_and_adds_new_ones() {
+        let defaults = vec![
+            ("--lease-ms".to_owned(), "3000".to_owned()),
+            ("--deadline-ms".to_owned(), "2000".to_owned()),
+        ];
+        let overrides = vec![
+            "--deadline-ms=5000".to_owned(),
+            "--bulkhead".to_owned(),
+            "8".to_owned(),
+        ];
+        let flags: Vec<String> = api_flags(&defaults, &overrides)
+            .into_iter()
+            .map(|f| f.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                "--lease-ms",
+                "3000",
+                "--deadline-ms=5000",
+                "--bulkhead",
+                "8"
+            ]
+        );
+    }
 }
