@@ -33,6 +33,9 @@ const FAST_API: &[(&str, &str)] = &[
     ("--backoff-base-ms", "20"),
     ("--backoff-max-ms", "200"),
     ("--breaker-open-ms", "1000"),
+    // A failed probe doubles the opening; under `flaky` probes often fail, and without a low
+    // cap the breaker would stay open for most of a short run.
+    ("--breaker-max-open-ms", "2000"),
     ("--reconcile-interval-ms", "200"),
     ("--reconcile-grace-ms", "500"),
     ("--lease-ms", "3000"),
@@ -202,7 +205,8 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         child_env: if args.verbose {
             Vec::new()
         } else {
-            vec![("RUST_LOG".to_owned(), "error".to_owned())]
+            // Errors only, and not the access log's line for every 5xx chaos provokes.
+            vec![("RUST_LOG".to_owned(), "error,tower_http=off".to_owned())]
         },
     };
     let Some(mut system) = up::start(&up_args, options).await? else {
