@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use anyhow::Context;
 use secrecy::SecretString;
 
 /// Command line of the `dashboard` binary.
@@ -63,5 +64,87 @@ impl Config {
             bank_admin_token: None,
             bank_admin_token_file: None,
         }
+    }
+}
+
+/// The two secrets the dashboard holds, resolved from their flag or file.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// Sent to the payment API as `Authorization: Bearer`; `None` makes payment and breaker
+    /// controls answer "no API key configured".
+    pub api_key: Option<SecretString>,
+    /// Sent to the bank's `PUT /v1/chaos`; `None` sends no token (a bank without one accepts).
+    pub bank_admin_token: Option<SecretString>,
+}
+
+impl Config {
+    /// Reads the secrets: the flag wins over the file; a file's content is trimmed.
+    pub fn secrets(&self) -> anyhow::Result<Secrets> {
+        Ok(Secrets {
+            api_key: resolve(&self.api_key, &self.api_key_file, "--api-key-file")?,
+            bank_admin_token: resolve(
+                &self.bank_admin_token,
+                &self.bank_admin_token_file,
+                "--bank-admin-token-file",
+            )?,
+        })
+    }
+}
+
+fn resolve(
+    value: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    flag: &str,
+) -> anyhow::Result<Option<SecretString>> {
+    if let Some(value) = value {
+        return Ok(Some(value.clone()));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {flag} {}", path.display()))?;
+    let text = text.trim();
+    anyhow::ensure!(!text.is_empty(), "{flag} {} is empty", path.display());
+    Ok(Some(SecretString::from(text.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config::for_tests(
+            "http://127.0.0.1:1".parse().unwrap(),
+            "http://127.0.0.1:2".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_secret_file_is_read_and_trimmed_and_the_flag_wins() {
+        let path = std::env::temp_dir().join(format!("dash-key-{}", std::process::id()));
+        std::fs::write(&path, "  sk_from_file_0123456789\n").unwrap();
+        let mut config = config();
+        config.api_key_file = Some(path.clone());
+        let secrets = config.secrets().unwrap();
+        assert_eq!(
+            secrets.api_key.unwrap().expose_secret(),
+            "sk_from_file_0123456789"
+        );
+        config.api_key = Some(SecretString::from("sk_from_flag_0123456789".to_owned()));
+        let secrets = config.secrets().unwrap();
+        assert_eq!(
+            secrets.api_key.unwrap().expose_secret(),
+            "sk_from_flag_0123456789"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_missing_secret_file_is_an_error_naming_the_flag() {
+        let mut config = config();
+        config.bank_admin_token_file = Some("/nonexistent/token".into());
+        let error = config.secrets().unwrap_err().to_string();
+        assert!(error.contains("--bank-admin-token-file"), "{error}");
     }
 }

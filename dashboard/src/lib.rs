@@ -3,30 +3,70 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables (the API key and bank token stay server-side).
-//! - `routes`: the page, its assets with security headers, and `/health`.
+//! - `routes`: the page, its assets with security headers, `/health`, and the page's same-origin
+//!   JSON API (`/api/*`) with its cross-site checks.
+//! - `upstream`: the client of the API and the bank; adds the secrets, redacts them from answers.
+//! - `shape`: turns the upstream statuses into the overview the page draws (pure, unit-tested).
+//! - `history`: the last ten minutes of once-a-second samples, for the charts.
+//! - `traffic`: one payment, a burst, a replay, steady traffic; all bounded.
 
 pub mod config;
+mod history;
 mod routes;
+mod shape;
+mod traffic;
+mod upstream;
 
-use std::{future::Future, net::SocketAddr};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Config, Secrets};
+
+/// How often the server samples the API's status into the history.
+pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A bound, not yet serving, dashboard.
 #[derive(Debug)]
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    state: Arc<routes::AppState>,
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free port) and builds the router.
+    /// Reads the secrets, binds the listener (port 0 picks a free port) and builds the router.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let secrets = config.secrets()?;
+        Self::build_with_secrets(config, secrets).await
+    }
+
+    /// Like [`Self::build`] with the secrets given (tests pass them without files).
+    pub async fn build_with_secrets(config: Config, secrets: Secrets) -> anyhow::Result<Self> {
+        if secrets.api_key.is_none() {
+            tracing::warn!(
+                "no API key (--api-key-file): the page can watch but not send payments or move the breaker"
+            );
+        }
         let listener = service_runtime::bind(config.listen, "--listen (DASHBOARD_LISTEN)").await?;
-        tracing::info!(addr = %listener.local_addr()?, api_url = %config.api_url, "dashboard listening");
+        tracing::info!(addr = %listener.local_addr()?, api_url = %config.api_url, bank_url = %config.bank_url, "dashboard listening");
+        let upstream = Arc::new(upstream::Upstream::new(
+            config.api_url.clone(),
+            config.bank_url.clone(),
+            secrets,
+        ));
+        let state = Arc::new(routes::AppState {
+            traffic: Arc::new(traffic::Traffic::new(Arc::clone(&upstream))),
+            history: Arc::new(history::History::default()),
+            upstream,
+        });
         Ok(Self {
             listener,
-            router: routes::router(&config),
+            router: routes::router(Arc::clone(&state)),
+            state,
         })
     }
 
@@ -37,11 +77,39 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// Serves until `shutdown` resolves, then drains. Samples the API's status once a second
+    /// meanwhile; the sampler and any steady traffic stop with the server.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        service_runtime::serve(self.listener, self.router, shutdown).await
+        let sampler = tokio::spawn(sample_forever(Arc::clone(&self.state)));
+        let served = service_runtime::serve(self.listener, self.router, shutdown).await;
+        sampler.abort();
+        self.state.traffic.stop_steady();
+        served
     }
+}
+
+/// Polls the API's and the bank's status into the history, once per [`SAMPLE_INTERVAL`].
+async fn sample_forever(state: Arc<routes::AppState>) {
+    let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        let (api, bank) = tokio::join!(
+            state.upstream.api_get("/v1/status", false),
+            state.upstream.bank_get("/v1/chaos"),
+        );
+        let api = routes::ok_json(api).ok();
+        let bank = routes::ok_json(bank).ok();
+        state.history.record(now_ms(), api.as_ref(), bank.as_ref());
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,31 +1,90 @@
-//! The dashboard's HTTP surface: the page (embedded at compile time) and `/health`.
+//! The dashboard's HTTP surface: the page and its assets (embedded at compile time), `/health`,
+//! and the small same-origin JSON API the page uses (`/api/*`).
 //!
-//! Every page answer carries a content security policy that allows only this origin, so the page
-//! can load nothing from elsewhere even if a payment description contained markup.
+//! The page talks only to this server; this server adds the API key and the bank token. Every
+//! `/api/*` request must name this server by an IP literal or `localhost` (so a DNS-rebinding
+//! page cannot reach it under its own name), and every mutating one must carry `X-Dashboard: 1`
+//! and, when the browser sends them, a same-origin `Origin` and `Sec-Fetch-Site`: a cross-site
+//! form or script cannot send payments, change chaos or move the breaker.
+//!
+//! Every answer carries a content security policy that allows only this origin, with no inline
+//! script or style, so the page can load nothing from elsewhere even if a payment description
+//! contained markup.
+
+use std::sync::Arc;
 
 use axum::{
-    http::{header, HeaderName, HeaderValue},
-    response::Html,
-    routing::get,
+    extract::{Path, Query, Request, State},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
     Json, Router,
 };
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::config::Config;
+use crate::{
+    history::History,
+    shape,
+    traffic::{PaymentSpec, SteadyRequest, Traffic, MAX_BURST},
+    upstream::{Upstream, UpstreamError},
+};
 
 const INDEX: &str = include_str!("assets/index.html");
-const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-pub(crate) fn router(config: &Config) -> Router {
-    let links = json!({ "api_url": config.api_url.as_str(), "bank_url": config.bank_url.as_str() });
+/// The header every mutating `/api/*` request must carry. A cross-origin page cannot add it
+/// without a CORS preflight, which this server never approves.
+pub(crate) const CSRF_HEADER: &str = "x-dashboard";
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) history: Arc<History>,
+    pub(crate) traffic: Arc<Traffic>,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// The router with every layer; pure, so tests drive it with `oneshot`.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/overview", get(overview))
+        .route("/logs", get(logs))
+        .route("/payments", get(list_payments))
+        .route("/payments/{id}", get(payment_details))
+        .route("/payments/one", post(send_one))
+        .route("/payments/burst", post(burst))
+        .route("/payments/replay-last", post(replay_last))
+        .route(
+            "/traffic",
+            get(traffic_state).post(start_traffic).delete(stop_traffic),
+        )
+        .route("/chaos", get(chaos).put(put_chaos))
+        .route("/breaker/{action}", post(breaker))
+        .fallback(|| async { DashError::NotFound })
+        .layer(middleware::from_fn(guard))
+        .with_state(state);
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
+        .route(
+            "/app.js",
+            get(|| asset(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/app.css",
+            get(|| asset(APP_CSS, "text/css; charset=utf-8")),
+        )
         .route(
             "/health",
             get(|| async { Json(json!({ "status": "ok", "service": "dashboard" })) }),
         )
-        .route("/api/links", get(move || async move { Json(links) }))
+        .nest("/api", api)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -38,53 +97,434 @@ pub(crate) fn router(config: &Config) -> Router {
             HeaderName::from_static("referrer-policy"),
             HeaderValue::from_static("no-referrer"),
         ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Every way a `/api/*` call fails, each one status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DashError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+}
+
+impl IntoResponse for DashError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            DashError::Upstream(UpstreamError::NoApiKey) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_api_key")
+            }
+            DashError::Upstream(UpstreamError::Unreachable { .. }) => {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable")
+            }
+            DashError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            DashError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            DashError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "dashboard API call failed");
+        }
+        (
+            status,
+            Json(json!({ "error": code, "detail": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// The host check for every `/api/*` call, and the cross-site checks for mutating ones.
+async fn guard(request: Request, next: Next) -> Result<Response, DashError> {
+    check_request(request.method(), request.headers())?;
+    Ok(next.run(request).await)
+}
+
+pub(crate) fn check_request(method: &Method, headers: &HeaderMap) -> Result<(), DashError> {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST).unwrap_or("");
+    if !host_is_local_name(host) {
+        return Err(DashError::Forbidden(
+            "open the dashboard by IP address or localhost",
+        ));
+    }
+    if matches!(*method, Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    if headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
+        return Err(DashError::Forbidden("missing X-Dashboard: 1"));
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let expected = format!("http://{host}");
+        if !origin.eq_ignore_ascii_case(&expected) {
+            return Err(DashError::Forbidden("cross-origin request refused"));
+        }
+    }
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return Err(DashError::Forbidden("cross-site request refused"));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost` or an IP literal, with an optional port: names a rebinding attack cannot use.
+fn host_is_local_name(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+#[derive(Debug, Deserialize)]
+struct OverviewQuery {
+    /// The last history sample the page has; only newer ones are sent.
+    since: Option<u64>,
+}
+
+/// `GET /api/overview`: API status and bank status, shaped, with history and traffic.
+async fn overview(State(state): Shared, Query(query): Query<OverviewQuery>) -> Json<Value> {
+    let (api, bank) = tokio::join!(
+        state.upstream.api_get("/v1/status", false),
+        state.upstream.bank_get("/v1/status"),
+    );
+    let now = crate::now_ms();
+    let api = ok_json(api);
+    let bank = ok_json(bank);
+    let mut out = shape::overview(
+        api.as_ref().map_err(Clone::clone),
+        bank.as_ref().map_err(Clone::clone),
+        &state.history.rolling(now, 10_000),
+        &state.history.rolling(now, 60_000),
+        now,
+    );
+    // A page that knows a newer sample than exists saw an earlier dashboard process: it gets
+    // everything again, and `reset` tells it to drop what it had.
+    let latest = state.history.latest_seq();
+    let since = query.since.filter(|s| latest.is_some_and(|l| *s <= l));
+    out["history"] = json!({
+        "interval_ms": crate::SAMPLE_INTERVAL.as_millis() as u64,
+        "capacity": crate::history::CAPACITY,
+        "reset": query.since.is_some() && since.is_none(),
+        "samples": state.history.after(since),
+    });
+    out["traffic"] = json!(state.traffic.steady_state());
+    out["sent"] = json!(state.traffic.recent());
+    Json(out)
+}
+
+/// The JSON of a 2xx answer, or why there is none.
+pub(crate) fn ok_json(
+    answer: Result<crate::upstream::Answer, UpstreamError>,
+) -> Result<Value, String> {
+    match answer {
+        Ok(a) if (200..300).contains(&a.status) => Ok(a.body),
+        Ok(a) => Err(format!("answered {}", a.status)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+    level: Option<String>,
+    payment_id: Option<String>,
+    request_id: Option<String>,
+}
+
+/// An id the page may filter by: short and plain, so it cannot smuggle query syntax.
+fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The query string for `/v1/logs`, with every parameter checked.
+pub(crate) fn logs_query(
+    after: Option<u64>,
+    limit: Option<u32>,
+    level: Option<&str>,
+    payment_id: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<String, DashError> {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    if let Some(after) = after {
+        pairs.push(("after", after.to_string()));
+    }
+    pairs.push(("limit", limit.unwrap_or(200).clamp(1, 500).to_string()));
+    if let Some(level) = level.filter(|l| !l.is_empty()) {
+        let level = level.to_ascii_uppercase();
+        if !["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level.as_str()) {
+            return Err(DashError::BadRequest(format!("unknown level {level}")));
+        }
+        pairs.push(("level", level));
+    }
+    for (name, id) in [("payment_id", payment_id), ("request_id", request_id)] {
+        if let Some(id) = id.map(str::trim).filter(|id| !id.is_empty()) {
+            if !valid_id(id) {
+                return Err(DashError::BadRequest(format!("{name} is not a valid id")));
+            }
+            pairs.push((name, id.to_owned()));
+        }
+    }
+    Ok(pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&"))
+}
+
+/// The API's log page, or `available: false` when the API has no log endpoint (yet).
+async fn fetch_logs(upstream: &Upstream, query: &str) -> Result<Value, DashError> {
+    let answer = upstream.api_get(&format!("/v1/logs?{query}"), true).await?;
+    Ok(match answer.status {
+        200..=299 => {
+            let mut body = answer.body;
+            if let Some(o) = body.as_object_mut() {
+                o.insert("available".into(), json!(true));
+            }
+            body
+        }
+        404 => json!({"available": false, "reason": "this API has no /v1/logs endpoint"}),
+        status => json!({"available": false, "reason": format!("/v1/logs answered {status}")}),
+    })
+}
+
+/// `GET /api/logs`: the API's log records, with the same cursor.
+async fn logs(State(state): Shared, Query(q): Query<LogsQuery>) -> Result<Json<Value>, DashError> {
+    let query = logs_query(
+        q.after,
+        q.limit,
+        q.level.as_deref(),
+        q.payment_id.as_deref(),
+        q.request_id.as_deref(),
+    )?;
+    Ok(Json(fetch_logs(&state.upstream, &query).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentsQuery {
+    limit: Option<u32>,
+    status: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/payments`: the newest payments.
+async fn list_payments(
+    State(state): Shared,
+    Query(q): Query<PaymentsQuery>,
+) -> Result<Response, DashError> {
+    let mut query = format!("limit={}", q.limit.unwrap_or(20).clamp(1, 100));
+    for (name, value) in [("status", &q.status), ("cursor", &q.cursor)] {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            if !valid_id(value) {
+                return Err(DashError::BadRequest(format!("invalid {name}")));
+            }
+            query.push_str(&format!("&{name}={value}"));
+        }
+    }
+    let answer = state
+        .upstream
+        .api_get(&format!("/v1/payments?{query}"), true)
+        .await?;
+    Ok(pass_through(answer))
+}
+
+/// `GET /api/payments/{id}`: the payment and its log lines.
+async fn payment_details(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, DashError> {
+    if !valid_id(&id) {
+        return Err(DashError::BadRequest("invalid payment id".into()));
+    }
+    let query = logs_query(None, Some(500), None, Some(&id), None)?;
+    let path = format!("/v1/payments/{id}");
+    let (payment, logs) = tokio::join!(
+        state.upstream.api_get(&path, true),
+        fetch_logs(&state.upstream, &query),
+    );
+    let payment = payment?;
+    Ok(Json(json!({
+        "status": payment.status,
+        "payment": payment.body,
+        "logs": logs.unwrap_or_else(|e| json!({"available": false, "reason": e.to_string()})),
+    })))
+}
+
+/// An upstream answer passed on with its status and (redacted) JSON body.
+fn pass_through(answer: crate::upstream::Answer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    (status, Json(answer.body)).into_response()
+}
+
+/// A JSON body that may be empty (`{}` defaults).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, DashError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| DashError::BadRequest(e.to_string()))
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DashError> {
+    serde_json::from_slice(body).map_err(|e| DashError::BadRequest(e.to_string()))
+}
+
+/// `POST /api/payments/one`: one payment under a fresh key.
+async fn send_one(State(state): Shared, body: axum::body::Bytes) -> Result<Json<Value>, DashError> {
+    let spec: PaymentSpec = optional_body(&body)?;
+    Ok(Json(json!(state.traffic.send_one(&spec).await?)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BurstRequest {
+    count: Option<u32>,
+    #[serde(flatten)]
+    spec: BurstSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct BurstSpec {
+    amount: Option<i64>,
+    currency: Option<String>,
+    source: Option<String>,
+}
+
+/// `POST /api/payments/burst {"count": N}`: N payments (1..=200) at once.
+async fn burst(State(state): Shared, body: axum::body::Bytes) -> Result<Json<Value>, DashError> {
+    let request: BurstRequest = optional_body(&body)?;
+    let count = request.count.unwrap_or(20);
+    if !(1..=MAX_BURST).contains(&count) {
+        return Err(DashError::BadRequest(format!(
+            "count must be in 1..={MAX_BURST}"
+        )));
+    }
+    let spec = PaymentSpec {
+        amount: request.spec.amount,
+        currency: request.spec.currency,
+        source: request.spec.source,
+    };
+    Ok(Json(json!(state.traffic.burst(count, &spec).await?)))
+}
+
+/// `POST /api/payments/replay-last`: the last payment again, same key.
+async fn replay_last(State(state): Shared) -> Result<Json<Value>, DashError> {
+    match state.traffic.replay_last().await {
+        Some(result) => Ok(Json(json!(result?))),
+        None => Err(DashError::BadRequest(
+            "no payment sent yet: send one first".into(),
+        )),
+    }
+}
+
+async fn traffic_state(State(state): Shared) -> Json<Value> {
+    Json(json!(state.traffic.steady_state()))
+}
+
+/// `POST /api/traffic {"rate_per_s": R, "duration_s": D, "decline_percent": P}`.
+async fn start_traffic(
+    State(state): Shared,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, DashError> {
+    let request: SteadyRequest = json_body(&body)?;
+    request.validate().map_err(DashError::BadRequest)?;
+    Ok(Json(json!(state.traffic.start_steady(request))))
+}
+
+async fn stop_traffic(State(state): Shared) -> Json<Value> {
+    Json(json!(state.traffic.stop_steady()))
+}
+
+/// `GET /api/chaos`: the bank's chaos and its presets.
+async fn chaos(State(state): Shared) -> Result<Json<Value>, DashError> {
+    let (chaos, presets) = tokio::join!(
+        state.upstream.bank_get("/v1/chaos"),
+        state.upstream.bank_get("/v1/chaos/presets"),
+    );
+    Ok(Json(json!({
+        "chaos": chaos?.body,
+        "presets": presets.map(|p| p.body).unwrap_or(Value::Null),
+    })))
+}
+
+/// Checks a chaos body: exactly one of a preset name, a scenario, or a profile object.
+pub(crate) fn check_chaos(body: &Value) -> Result<(), DashError> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| DashError::BadRequest("chaos must be a JSON object".into()))?;
+    match (object.get("preset"), object.get("scenario")) {
+        (Some(preset), None) if object.len() == 1 => {
+            let name = preset.as_str().unwrap_or("");
+            if name.is_empty() || name.len() > 64 || !valid_id(name) {
+                return Err(DashError::BadRequest("preset must be a name".into()));
+            }
+        }
+        (None, Some(scenario)) if object.len() == 1 => {
+            let steps = scenario.as_array().map_or(0, Vec::len);
+            if !(1..=100).contains(&steps) {
+                return Err(DashError::BadRequest(
+                    "scenario must be a list of 1 to 100 steps".into(),
+                ));
+            }
+        }
+        (None, None) => {} // a profile: the bank validates its fields
+        _ => {
+            return Err(DashError::BadRequest(
+                "give one of preset, scenario or a profile".into(),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// `PUT /api/chaos`: passed to the bank with its admin token; the bank's answer comes back.
+async fn put_chaos(State(state): Shared, body: axum::body::Bytes) -> Result<Response, DashError> {
+    let body: Value = json_body(&body)?;
+    check_chaos(&body)?;
+    let answer = state.upstream.bank_put_chaos(&body).await?;
+    tracing::info!(status = answer.status, "chaos changed from the dashboard");
+    Ok(pass_through(answer))
+}
+
+/// The operator actions the page may take on the breaker.
+const BREAKER_ACTIONS: &[&str] = &[
+    "force-open",
+    "force-closed",
+    "disable",
+    "metrics-only",
+    "reset",
+];
+
+/// `POST /api/breaker/{action}`: passed to the API with its key.
+async fn breaker(State(state): Shared, Path(action): Path<String>) -> Result<Response, DashError> {
+    if !BREAKER_ACTIONS.contains(&action.as_str()) {
+        return Err(DashError::NotFound);
+    }
+    let answer = state
+        .upstream
+        .api_post(&format!("/v1/breaker/{action}"), None, &[])
+        .await?;
+    tracing::info!(action = %action, status = answer.status, "breaker action from the dashboard");
+    Ok(pass_through(answer))
 }
 
 #[cfg(test)]
-mod tests {
-    use axum::{body::Body, http::Request};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    fn app() -> Router {
-        router(&Config::for_tests(
-            "http://127.0.0.1:1".parse().unwrap(),
-            "http://127.0.0.1:2".parse().unwrap(),
-        ))
-    }
-
-    #[tokio::test]
-    async fn the_page_is_served_with_a_same_origin_content_security_policy() {
-        let response = app()
-            .oneshot(Request::get("/").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"),
-            "{csp}"
-        );
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let html = String::from_utf8(body.to_vec()).unwrap();
-        assert!(html.contains("<title>resilient-payments dashboard</title>"));
-        assert!(
-            !html.contains("http://") && !html.contains("https://"),
-            "the page must load nothing from elsewhere"
-        );
-    }
-
-    #[tokio::test]
-    async fn health_answers_ok() {
-        let response = app()
-            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-}
+mod tests;

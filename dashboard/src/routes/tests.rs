@@ -1,0 +1,555 @@
+//! The page's API over fake upstreams on real loopback ports: what reaches the API and the bank
+//! (the secrets, the keys, the paths), what comes back to the page (never a secret), and the
+//! cross-site checks.
+
+use std::sync::{Arc, Mutex};
+
+use axum::{
+    body::Body,
+    extract::{OriginalUri, State},
+    http::{HeaderMap, Method, Request},
+    routing::any,
+    Router,
+};
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::*;
+use crate::{config::Secrets, history::History, traffic::Traffic, upstream::Upstream};
+
+const KEY: &str = "sk_test_dashboard_0123456789";
+const TOKEN: &str = "bank-admin-token-0123456789";
+
+/// One request a fake upstream received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    headers: HeaderMap,
+    body: String,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// A fake API and bank in one: answers by path, records every request.
+async fn fake_upstream(logs_endpoint: bool) -> (reqwest::Url, Log) {
+    let log: Log = Arc::default();
+    async fn handle(
+        State((log, logs_endpoint)): State<(Log, bool)>,
+        method: Method,
+        OriginalUri(uri): OriginalUri,
+        headers: HeaderMap,
+        body: String,
+    ) -> Response {
+        log.lock().unwrap().push(Seen {
+            method: method.clone(),
+            uri: uri.to_string(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        match (method.as_str(), uri.path()) {
+            ("GET", "/v1/status") => Json(json!({
+                "instance_id": "api-1",
+                "breaker": {"state": "closed", "failure_rate": null, "minimum_calls": 10,
+                            "in_state_ms": 5, "open_remaining_ms": null},
+                "transitions": [],
+                "counters": {"succeeded": 1, "bank_attempts": 1, "bank_retries": 0},
+                "latency": {"p50_ms": 3},
+                "config": {"pipeline": {"breaker": {"failure_rate_threshold": 0.5}}},
+                // An upstream that (wrongly) echoed a secret must not leak it to the page.
+                "echo": auth,
+            }))
+            .into_response(),
+            ("GET", "/v1/chaos") => Json(json!({"preset": "healthy", "seed": 1})).into_response(),
+            ("PUT", "/v1/chaos") => {
+                if auth != format!("Bearer {TOKEN}") {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        Json(json!({"code": "unauthorized"})),
+                    )
+                        .into_response();
+                }
+                let body: Value = serde_json::from_str(&body).unwrap();
+                Json(json!({"preset": body["preset"], "echo": auth})).into_response()
+            }
+            ("POST", "/v1/payments") => {
+                let replay = log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s.uri == "/v1/payments" && s.method == Method::POST)
+                    .filter(|s| s.headers.get("idempotency-key") == headers.get("idempotency-key"))
+                    .count()
+                    > 1;
+                (
+                    StatusCode::CREATED,
+                    [
+                        ("idempotent-replayed", if replay { "true" } else { "false" }),
+                        ("x-request-id", "req-1"),
+                    ],
+                    Json(json!({"id": "pay-1", "status": "succeeded", "attempts": 1})),
+                )
+                    .into_response()
+            }
+            ("GET", "/v1/payments") => {
+                Json(json!({"data": [{"id": "pay-1"}], "next_cursor": null})).into_response()
+            }
+            ("GET", "/v1/payments/pay-1") => {
+                Json(json!({"id": "pay-1", "status": "succeeded"})).into_response()
+            }
+            ("GET", "/v1/logs") if logs_endpoint => Json(json!({
+                "records": [{"seq": 3, "level": "INFO", "message": "payment succeeded",
+                             "fields": {"payment_id": "pay-1"}}],
+                "next_after": 3, "oldest_seq": 1, "latest_seq": 3, "missed": 0
+            }))
+            .into_response(),
+            ("POST", path) if path.starts_with("/v1/breaker/") => {
+                Json(json!({"state": "forced_open"})).into_response()
+            }
+            _ => (StatusCode::NOT_FOUND, Json(json!({"code": "not_found"}))).into_response(),
+        }
+    }
+    let app = Router::new()
+        .fallback(any(handle))
+        .with_state((Arc::clone(&log), logs_endpoint));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url.parse().unwrap(), log)
+}
+
+struct Harness {
+    router: Router,
+    log: Log,
+}
+
+async fn harness_with(logs_endpoint: bool, api_key: Option<&str>) -> Harness {
+    let (url, log) = fake_upstream(logs_endpoint).await;
+    let secrets = Secrets {
+        api_key: api_key.map(|k| SecretString::from(k.to_owned())),
+        bank_admin_token: Some(SecretString::from(TOKEN.to_owned())),
+    };
+    let upstream = Arc::new(Upstream::new(url.clone(), url, secrets));
+    let state = Arc::new(AppState {
+        traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
+        history: Arc::new(History::default()),
+        upstream,
+    });
+    Harness {
+        router: router(state),
+        log,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(true, Some(KEY)).await
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("host", "127.0.0.1:8501")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn mutate(method: Method, uri: &str, body: Value) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:8501")
+        .header("origin", "http://127.0.0.1:8501")
+        .header("sec-fetch-site", "same-origin")
+        .header("x-dashboard", "1")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn call(router: &Router, request: Request<Body>) -> (u16, HeaderMap, String) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn call_json(router: &Router, request: Request<Body>) -> (u16, Value) {
+    let (status, _, body) = call(router, request).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_under_a_strict_same_origin_policy() {
+    let h = harness().await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/app.css", "text/css"),
+    ] {
+        let (status, headers, body) = call(&h.router, get(path)).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        // Nothing is loaded from elsewhere (the SVG namespace is a name, not a load).
+        let without_svg_ns = body.replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !without_svg_ns.contains("http://") && !without_svg_ns.contains("https://"),
+            "{path} refers to another origin"
+        );
+        assert!(!body.contains(KEY) && !body.contains(TOKEN));
+    }
+    let (_, _, html) = call(&h.router, get("/")).await;
+    assert!(html.contains("<title>resilient-payments dashboard</title>"));
+    assert!(html.contains(r#"<script src="/app.js" defer></script>"#));
+    assert!(!html.contains("<script>"), "no inline script");
+}
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let h = harness().await;
+    let (status, _, _) = call(&h.router, get("/health")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_overview_combines_api_and_bank_and_never_carries_a_secret() {
+    let h = harness().await;
+    let (status, _, body) = call(&h.router, get("/api/overview")).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains(KEY) && !body.contains(TOKEN), "{body}");
+    let o: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(o["api"]["reachable"], true);
+    assert_eq!(o["breaker"]["state"], "closed");
+    assert_eq!(o["breaker"]["enough_calls"], false);
+    assert_eq!(o["breaker"]["failure_rate_threshold"], 0.5);
+    assert_eq!(o["bank"]["reachable"], true);
+    assert_eq!(o["history"]["interval_ms"], 1000);
+    assert_eq!(o["traffic"]["running"], false);
+    // The status is read without the key: it is public.
+    let seen = h.log.lock().unwrap().clone();
+    let status_read = seen.iter().find(|s| s.uri == "/v1/status").unwrap();
+    assert!(status_read.headers.get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn an_unreachable_api_is_reported_not_an_error() {
+    let secrets = Secrets::default();
+    let dead: reqwest::Url = "http://127.0.0.1:1".parse().unwrap();
+    let upstream = Arc::new(Upstream::new(dead.clone(), dead, secrets));
+    let state = Arc::new(AppState {
+        traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
+        history: Arc::new(History::default()),
+        upstream,
+    });
+    let (status, o) = call_json(&router(state), get("/api/overview")).await;
+    assert_eq!(status, 200);
+    assert_eq!(o["api"]["reachable"], false);
+    assert_eq!(o["bank"]["reachable"], false);
+    assert!(o["api"]["error"].as_str().unwrap().contains("payment API"));
+}
+
+#[tokio::test]
+async fn a_payment_goes_out_with_the_key_and_a_fresh_idempotency_key_and_replays_with_the_same() {
+    let h = harness().await;
+    let (status, one) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/payments/one", json!({"amount": 500})),
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["status"], 201);
+    assert_eq!(one["replayed"], "false");
+    assert_eq!(one["payment_id"], "pay-1");
+    assert_eq!(one["request_id"], "req-1");
+    let (status, replay) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/payments/replay-last", json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(replay["replayed"], "true");
+    assert_eq!(replay["idempotency_key"], one["idempotency_key"]);
+
+    let seen = h.log.lock().unwrap().clone();
+    let posts: Vec<_> = seen.iter().filter(|s| s.uri == "/v1/payments").collect();
+    assert_eq!(posts.len(), 2);
+    for post in &posts {
+        assert_eq!(post.headers["authorization"], format!("Bearer {KEY}"));
+        let body: Value = serde_json::from_str(&post.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"amount": 500, "currency": "TRY", "source": "tok_visa"})
+        );
+    }
+    assert_eq!(
+        posts[0].headers["idempotency-key"],
+        posts[1].headers["idempotency-key"]
+    );
+}
+
+#[tokio::test]
+async fn replay_before_any_payment_says_what_to_do() {
+    let h = harness().await;
+    let (status, body) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/payments/replay-last", json!({})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("send one first"));
+}
+
+#[tokio::test]
+async fn a_burst_sends_distinct_keys_and_is_bounded() {
+    let h = harness().await;
+    let (status, summary) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/payments/burst", json!({"count": 7})),
+    )
+    .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["count"], 7);
+    assert_eq!(summary["by_status"]["201"], 7);
+    let seen = h.log.lock().unwrap().clone();
+    let mut keys: Vec<_> = seen
+        .iter()
+        .filter(|s| s.uri == "/v1/payments")
+        .map(|s| s.headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 7);
+    for count in [0, 201] {
+        let (status, _) = call_json(
+            &h.router,
+            mutate(Method::POST, "/api/payments/burst", json!({"count": count})),
+        )
+        .await;
+        assert_eq!(status, 400, "count {count}");
+    }
+}
+
+#[tokio::test]
+async fn without_an_api_key_sending_is_refused_with_a_reason() {
+    let h = harness_with(true, None).await;
+    let (status, body) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/payments/one", json!({})),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], "no_api_key");
+}
+
+#[tokio::test]
+async fn mutating_calls_need_the_dashboard_header_a_same_origin_and_a_local_host_name() {
+    let h = harness().await;
+    let mut no_header = mutate(Method::POST, "/api/breaker/reset", json!({}));
+    no_header.headers_mut().remove("x-dashboard");
+    let mut cross_origin = mutate(Method::POST, "/api/breaker/reset", json!({}));
+    cross_origin
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    let mut cross_site = mutate(Method::PUT, "/api/chaos", json!({"preset": "down"}));
+    cross_site
+        .headers_mut()
+        .insert("sec-fetch-site", "cross-site".parse().unwrap());
+    let mut rebound = mutate(Method::PUT, "/api/chaos", json!({"preset": "down"}));
+    rebound
+        .headers_mut()
+        .insert("host", "evil.example:8501".parse().unwrap());
+    rebound
+        .headers_mut()
+        .insert("origin", "http://evil.example:8501".parse().unwrap());
+    for request in [no_header, cross_origin, cross_site, rebound] {
+        let (status, body) = call_json(&h.router, request).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let mut rebound_read = get("/api/overview");
+    rebound_read
+        .headers_mut()
+        .insert("host", "evil.example".parse().unwrap());
+    assert_eq!(call(&h.router, rebound_read).await.0, 403);
+    assert!(
+        h.log.lock().unwrap().is_empty(),
+        "nothing reached the upstreams"
+    );
+}
+
+#[test]
+fn local_host_names_are_ip_literals_or_localhost() {
+    for ok in [
+        "127.0.0.1:8501",
+        "127.0.0.1",
+        "localhost:8501",
+        "[::1]:8501",
+        "10.0.0.5:80",
+    ] {
+        assert!(host_is_local_name(ok), "{ok}");
+    }
+    for bad in [
+        "evil.example",
+        "evil.example:8501",
+        "",
+        "[zz]:1",
+        "127.0.0.1.nip.io",
+    ] {
+        assert!(!host_is_local_name(bad), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn chaos_goes_to_the_bank_with_its_token_and_bad_bodies_stop_here() {
+    let h = harness().await;
+    let (status, _, body) = call(
+        &h.router,
+        mutate(Method::PUT, "/api/chaos", json!({"preset": "down"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains(TOKEN),
+        "the token echoed by the bank is redacted: {body}"
+    );
+    assert!(body.contains("[redacted]"));
+    let seen = h.log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(seen[0].body, r#"{"preset":"down"}"#);
+
+    for bad in [
+        json!("down"),
+        json!({"preset": "down", "scenario": []}),
+        json!({"scenario": []}),
+        json!({"preset": "a&b=c"}),
+    ] {
+        let (status, _) =
+            call_json(&h.router, mutate(Method::PUT, "/api/chaos", bad.clone())).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let scenario =
+        json!({"scenario": [{"at_ms": 0, "preset": "down"}, {"at_ms": 5000, "preset": "healthy"}]});
+    let (status, _) = call_json(&h.router, mutate(Method::PUT, "/api/chaos", scenario)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn breaker_actions_are_passed_with_the_key_and_unknown_ones_refused() {
+    let h = harness().await;
+    let (status, body) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/breaker/force-open", json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["state"], "forced_open");
+    let (status, _) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/breaker/explode", json!({})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let seen = h.log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/v1/breaker/force-open");
+    assert_eq!(seen[0].headers["authorization"], format!("Bearer {KEY}"));
+}
+
+#[tokio::test]
+async fn logs_are_proxied_with_checked_filters() {
+    let h = harness().await;
+    let (status, body) = call_json(
+        &h.router,
+        get("/api/logs?after=2&limit=9999&level=warn&payment_id=pay-1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["available"], true);
+    assert_eq!(body["records"][0]["seq"], 3);
+    let seen = h.log.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].uri,
+        "/v1/logs?after=2&limit=500&level=WARN&payment_id=pay-1"
+    );
+    assert_eq!(seen[0].headers["authorization"], format!("Bearer {KEY}"));
+    for bad in ["/api/logs?level=loud", "/api/logs?payment_id=a%26b%3Dc"] {
+        assert_eq!(call(&h.router, get(bad)).await.0, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn logs_from_an_api_without_a_log_endpoint_are_unavailable_not_an_error() {
+    let h = harness_with(false, Some(KEY)).await;
+    let (status, body) = call_json(&h.router, get("/api/logs")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["available"], false);
+    assert!(body["reason"].as_str().unwrap().contains("/v1/logs"));
+}
+
+#[tokio::test]
+async fn a_payments_details_come_with_its_log_lines() {
+    let h = harness().await;
+    let (status, body) = call_json(&h.router, get("/api/payments/pay-1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["payment"]["status"], "succeeded");
+    assert_eq!(body["logs"]["records"][0]["fields"]["payment_id"], "pay-1");
+    let (status, list) = call_json(&h.router, get("/api/payments?limit=5&status=succeeded")).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"][0]["id"], "pay-1");
+    let seen = h.log.lock().unwrap().clone();
+    assert!(seen
+        .iter()
+        .any(|s| s.uri == "/v1/payments?limit=5&status=succeeded"));
+}
+
+#[tokio::test]
+async fn steady_traffic_starts_bounded_and_stops() {
+    let h = harness().await;
+    let (status, _) = call_json(
+        &h.router,
+        mutate(Method::POST, "/api/traffic", json!({"rate_per_s": 1000})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, state) = call_json(
+        &h.router,
+        mutate(
+            Method::POST,
+            "/api/traffic",
+            json!({"rate_per_s": 50, "duration_s": 30}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["running"], true);
+    // Wait (bounded) until the generator has sent something.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, state) = call_json(&h.router, get("/api/traffic")).await;
+        if state["by_status"]["201"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no traffic: {state}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, state) = call_json(
+        &h.router,
+        mutate(Method::DELETE, "/api/traffic", Value::Null),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["running"], false);
+}

@@ -1,0 +1,265 @@
+//! The dashboard's client of the payment API and the bank. The API key and the bank's chaos token
+//! are attached here and nowhere else, and both are redacted from every body this module hands
+//! back, so nothing the browser receives can carry them even if an upstream echoed one.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{header::HeaderMap, Method, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::config::Secrets;
+
+/// How long a read of status, logs or payments may take: the page polls every second.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a payment may take: longer than the API's default payment deadline (10 s).
+const PAYMENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upstream bodies larger than this are refused rather than buffered (a log page is ~100 KiB).
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Which upstream a request went to, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Service {
+    Api,
+    Bank,
+}
+
+impl Service {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Service::Api => "payment API",
+            Service::Bank => "mock bank",
+        }
+    }
+}
+
+/// Why an upstream call produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("the {} is unreachable: {detail}", service.name())]
+    Unreachable { service: Service, detail: String },
+    #[error("the dashboard has no API key (start it with --api-key-file)")]
+    NoApiKey,
+}
+
+/// An upstream answer with its body parsed (JSON, or `{"text": ...}` when it is not JSON).
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
+    pub(crate) latency: Duration,
+}
+
+impl Answer {
+    /// A header's value as text, if present and printable.
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// The two upstreams and the secrets for them.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    http: reqwest::Client,
+    api: Url,
+    bank: Url,
+    secrets: Secrets,
+}
+
+impl Upstream {
+    pub(crate) fn new(api: Url, bank: Url, secrets: Secrets) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a reqwest client with rustls builds");
+        Self {
+            http,
+            api,
+            bank,
+            secrets,
+        }
+    }
+
+    /// `GET` on the API; `auth` adds the API key.
+    pub(crate) async fn api_get(&self, path: &str, auth: bool) -> Result<Answer, UpstreamError> {
+        self.send(
+            Service::Api,
+            Method::GET,
+            path,
+            None,
+            &[],
+            auth,
+            READ_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST` on the API with the API key, a JSON body (or none) and extra headers.
+    pub(crate) async fn api_post(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, UpstreamError> {
+        self.send(
+            Service::Api,
+            Method::POST,
+            path,
+            body,
+            headers,
+            true,
+            PAYMENT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `GET` on the bank (its read endpoints are open).
+    pub(crate) async fn bank_get(&self, path: &str) -> Result<Answer, UpstreamError> {
+        self.send(
+            Service::Bank,
+            Method::GET,
+            path,
+            None,
+            &[],
+            false,
+            READ_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `PUT /v1/chaos` on the bank with the admin token (when one is configured).
+    pub(crate) async fn bank_put_chaos(&self, body: &Value) -> Result<Answer, UpstreamError> {
+        self.send(
+            Service::Bank,
+            Method::PUT,
+            "/v1/chaos",
+            Some(body),
+            &[],
+            true,
+            READ_TIMEOUT,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        service: Service,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        auth: bool,
+        timeout: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let (base, secret) = match service {
+            Service::Api => (&self.api, &self.secrets.api_key),
+            Service::Bank => (&self.bank, &self.secrets.bank_admin_token),
+        };
+        let url = format!("{}{path}", base.as_str().trim_end_matches('/'));
+        let mut request = self.http.request(method, url).timeout(timeout);
+        if auth {
+            match (service, secret) {
+                (_, Some(secret)) => request = request.bearer_auth(secret.expose_secret()),
+                (Service::Api, None) => return Err(UpstreamError::NoApiKey),
+                (Service::Bank, None) => {}
+            }
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let unreachable = |e: reqwest::Error| UpstreamError::Unreachable {
+            service,
+            detail: self.redact(&error_chain(&e)),
+        };
+        let started = Instant::now();
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
+            return Err(UpstreamError::Unreachable {
+                service,
+                detail: "answer too large".to_owned(),
+            });
+        }
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let latency = started.elapsed();
+        let text = self.redact(&String::from_utf8_lossy(&bytes));
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "text": text }));
+        Ok(Answer {
+            status,
+            headers,
+            body,
+            latency,
+        })
+    }
+
+    /// `text` with every occurrence of either secret replaced by `[redacted]`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        redact(
+            text,
+            [&self.secrets.api_key, &self.secrets.bank_admin_token]
+                .into_iter()
+                .flatten(),
+        )
+    }
+}
+
+fn redact<'a>(text: &str, secrets: impl Iterator<Item = &'a SecretString>) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        let secret = secret.expose_secret();
+        if !secret.is_empty() && text.contains(secret) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    text
+}
+
+/// An error and its causes on one line ("error sending request: connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_secrets_are_redacted_wherever_they_appear() {
+        let key = SecretString::from("sk_dev_abcdef0123456789".to_owned());
+        let token = SecretString::from("bank-token-xyz".to_owned());
+        let text =
+            r#"{"echo":"Bearer sk_dev_abcdef0123456789","t":"bank-token-xyz bank-token-xyz"}"#;
+        let out = redact(text, [&key, &token].into_iter());
+        assert_eq!(
+            out,
+            r#"{"echo":"Bearer [redacted]","t":"[redacted] [redacted]"}"#
+        );
+    }
+
+    #[test]
+    fn an_empty_secret_redacts_nothing() {
+        let empty = SecretString::from(String::new());
+        assert_eq!(redact("abc", [&empty].into_iter()), "abc");
+    }
+}
