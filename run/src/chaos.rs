@@ -349,9 +349,10 @@ async fn verify(
     let charges = whole_ledger(&http, &system.bank_url).await?;
     let audit = audit::audit(&payments, &charges, &report.records);
     println!("{audit}");
-    let answered = report.payments.values().sum::<u64>();
+    let gave_up = report.payments.get("gave_up").copied().unwrap_or(0);
+    let answered = report.payments.values().sum::<u64>() - gave_up;
     println!(
-        "chaos result: scenario {}, seed {seed}, {:.0}s, {} payments offered, {answered} answered, {} payments, {} charges, {kills} kills, {} violations",
+        "chaos result: scenario {}, seed {seed}, {:.0}s, {} payments offered, {answered} answered, {gave_up} gave up, {} payments, {} charges, {kills} kills, {} violations",
         args.scenario.name(),
         args.traffic.duration.as_secs_f64(),
         report.offered,
