@@ -45,6 +45,8 @@ pub(crate) enum ApiError {
     InvalidQuery(String),
     #[error("no such route")]
     NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -102,6 +104,15 @@ impl ApiError {
             ),
             NotFound => (
                 Problem::new(404, "not_found", "Not found", "No such resource."),
+                None,
+            ),
+            MethodNotAllowed => (
+                Problem::new(
+                    405,
+                    "method_not_allowed",
+                    "Method not allowed",
+                    "This route does not accept this HTTP method.",
+                ),
                 None,
             ),
         }

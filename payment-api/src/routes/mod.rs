@@ -68,6 +68,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/status", get(status::status))
         .route("/v1/breaker/{action}", post(operator::breaker_action))
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(layers)
 }

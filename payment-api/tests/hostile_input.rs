@@ -1,0 +1,278 @@
+//! Hostile input against the real API (in-process, over a real socket, with a real mock bank):
+//! arbitrary methods, paths, headers, keys, content types and bodies. Every answer must be a
+//! well-formed 4xx problem or a documented success — never a 5xx, never a hang — and a rejected
+//! request must leave the store unchanged.
+
+use std::time::Duration;
+
+use proptest::{prelude::*, test_runner::TestRunner};
+use serde_json::Value;
+
+const KEY: &str = "sk_test_hostile_0123456789abcdef";
+
+struct System {
+    api: String,
+    client: reqwest::Client,
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn start() -> System {
+    let mut stops = Vec::new();
+    let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
+        .await
+        .unwrap();
+    let bank_url = format!("http://{}", bank.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    stops.push(tx);
+    tokio::spawn(bank.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let dir = std::env::temp_dir().join(format!("hostile-{}", uuid::Uuid::new_v4().simple()));
+    let config =
+        payment_api::Config::for_tests(bank_url.parse().unwrap(), &format!("acme:{KEY}"), dir);
+    let api = payment_api::Application::build(config).await.unwrap();
+    let api_url = format!("http://{}", api.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    stops.push(tx);
+    tokio::spawn(api.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    System {
+        api: api_url,
+        client,
+        _stop: stops,
+    }
+}
+
+/// How many payments the tenant has (every page).
+async fn payment_count(system: &System) -> usize {
+    let mut count = 0;
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut url = format!("{}/v1/payments?limit=100", system.api);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = system
+            .client
+            .get(url)
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        count += page["data"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return count,
+        }
+    }
+    panic!("paging did not end")
+}
+
+#[derive(Clone)]
+struct Hostile {
+    method: &'static str,
+    path: String,
+    auth: Option<String>,
+    key: Option<Vec<u8>>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Hostile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        let body: String = body.chars().take(200).collect();
+        f.debug_struct("Hostile")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("auth", &self.auth)
+            .field(
+                "key",
+                &self
+                    .key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+            )
+            .field("content_type", &self.content_type)
+            .field("body", &body)
+            .finish()
+    }
+}
+
+fn valid_body() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![
+            6 => (1i64..100_000).prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => Just(Value::from("12")),
+            1 => Just(Value::Null),
+            1 => any::<f64>().prop_map(Value::from),
+        ],
+        prop_oneof![6 => Just("TRY".to_owned()), 1 => "[A-Za-z0-9]{0,5}", 1 => ".{0,8}"],
+        prop_oneof![
+            6 => Just("tok_visa".to_owned()),
+            1 => Just("tok_decline".to_owned()),
+            1 => ".{0,80}",
+        ],
+        proptest::option::weighted(0.15, ".{0,600}"),
+        proptest::option::weighted(
+            0.15,
+            proptest::collection::btree_map(
+                ".{0,50}",
+                prop_oneof![
+                    ".{0,600}".prop_map(Value::from),
+                    any::<i64>().prop_map(Value::from)
+                ],
+                0..25,
+            ),
+        ),
+        proptest::option::weighted(0.05, (".{1,10}", any::<bool>())),
+    )
+        .prop_map(|(amount, currency, source, description, metadata, extra)| {
+            let mut body =
+                serde_json::json!({"amount": amount, "currency": currency, "source": source});
+            if let Some(d) = description {
+                body["description"] = Value::from(d);
+            }
+            if let Some(m) = metadata {
+                body["metadata"] = Value::Object(m.into_iter().collect());
+            }
+            if let Some((k, v)) = extra {
+                body[k] = Value::from(v);
+            }
+            serde_json::to_vec(&body).unwrap()
+        })
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    (
+        prop_oneof![6 => Just("POST"), 1 => Just("GET"), 1 => Just("PUT"), 1 => Just("DELETE"), 1 => Just("PATCH")],
+        prop_oneof![
+            10 => Just("/v1/payments".to_owned()),
+            1 => "/v1/payments/[a-z0-9-]{0,40}",
+            1 => Just("/v1/payments?limit=0&status=nope".to_owned()),
+            1 => "/v1/payments\\?[a-z=&%0-9]{0,30}",
+            1 => "/v1/breaker/[a-z-]{0,15}",
+            1 => "/[a-zA-Z0-9/_.-]{0,30}",
+        ],
+        prop_oneof![
+            8 => Just(Some(format!("Bearer {KEY}"))),
+            1 => Just(None),
+            1 => "[ -~]{0,80}".prop_map(Some),
+        ],
+        prop_oneof![
+            8 => "[!-~]{1,40}".prop_map(|k| Some(k.into_bytes())),
+            1 => Just(None),
+            1 => proptest::collection::vec(32u8..127, 0..300).prop_map(Some),
+            1 => "\"[ -~]{0,20}\"".prop_map(|k| Some(k.into_bytes())),
+        ],
+        prop_oneof![
+            8 => Just(Some("application/json".to_owned())),
+            1 => Just(None),
+            1 => "[a-z/+;= -]{0,30}".prop_map(Some),
+        ],
+        prop_oneof![
+            8 => valid_body(),
+            1 => proptest::collection::vec(any::<u8>(), 0..200),
+            1 => "\\PC{0,100}".prop_map(String::into_bytes),
+        ],
+    )
+        .prop_map(|(method, path, auth, key, content_type, body)| Hostile { method, path, auth, key, content_type, body })
+}
+
+#[test]
+fn no_input_produces_a_5xx_and_rejected_input_changes_nothing() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let system = runtime.block_on(start());
+    let mut runner = TestRunner::new(proptest::test_runner::Config {
+        cases: 300,
+        ..Default::default()
+    });
+    let seen = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
+    runner
+        .run(&hostile(), |case| {
+            let (status, body, before, after) = runtime.block_on(async {
+                let before = payment_count(&system).await;
+                let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
+                let mut request = system
+                    .client
+                    .request(method, format!("{}{}", system.api, case.path));
+                if let Some(auth) = &case.auth {
+                    if let Ok(value) = reqwest::header::HeaderValue::from_str(auth) {
+                        request = request.header("authorization", value);
+                    }
+                }
+                if let Some(key) = &case.key {
+                    if let Ok(value) = reqwest::header::HeaderValue::from_bytes(key) {
+                        request = request.header("idempotency-key", value);
+                    }
+                }
+                if let Some(content_type) = &case.content_type {
+                    if let Ok(value) = reqwest::header::HeaderValue::from_str(content_type) {
+                        request = request.header("content-type", value);
+                    }
+                }
+                let response = request
+                    .body(case.body.clone())
+                    .send()
+                    .await
+                    .expect("an answer, never a hang");
+                let status = response.status().as_u16();
+                let content_type = response
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap_or("").to_owned());
+                let body = response.bytes().await.unwrap();
+                let after = payment_count(&system).await;
+                if status >= 400 {
+                    assert_eq!(
+                        content_type.as_deref(),
+                        Some("application/problem+json"),
+                        "{status} for {case:?}"
+                    );
+                }
+                (status, body, before, after)
+            });
+            *seen.lock().unwrap().entry(status).or_default() += 1;
+            prop_assert!(
+                status < 500,
+                "{} answered {}: {}",
+                case.path,
+                status,
+                String::from_utf8_lossy(&body)
+            );
+            if status >= 400 && status != 402 {
+                let problem: Value = serde_json::from_slice(&body).unwrap();
+                prop_assert!(
+                    problem["code"].as_str().is_some_and(|c| !c.is_empty()),
+                    "{problem}"
+                );
+                prop_assert_eq!(
+                    before,
+                    after,
+                    "a rejected request changed the store: {:?}",
+                    case
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    let seen = seen.into_inner().unwrap();
+    println!("hostile inputs by answer: {seen:?}");
+    assert!(
+        seen.keys().any(|s| *s >= 400),
+        "the generator must reach rejections"
+    );
+    assert!(
+        seen.contains_key(&201),
+        "the generator must reach successes too: {seen:?}"
+    );
+}
