@@ -236,15 +236,23 @@ function frame(node) {
   return { w, h, left: 38, right: w - 8, top: 8, bottom: h - 18 };
 }
 
+// The charts' time axis: the history collected so far, at least 2 and at most 10 minutes.
 function timeRange() {
   const now = state.overview ? state.overview.now_ms : Date.now();
-  return { t0: now - HISTORY_MAX * 1000, t1: now };
+  const first = state.samples.length ? state.samples[0].t_ms : now;
+  const span = Math.min(HISTORY_MAX * 1000, Math.max(120000, now - first));
+  let step = 30000;
+  for (const s of [30000, 60000, 120000]) { step = s; if (span / s <= 5) break; }
+  const ticks = [];
+  for (let t = 0; t <= span; t += step) ticks.push({ t: now - t, label: t === 0 ? 'now' : '-' + (t % 60000 ? t / 1000 + ' s' : t / 60000 + ' min') });
+  return { t0: now - span, t1: now, ticks };
 }
 
 // A line or area chart of the samples. series: {name, color, value(sample), area?}
 function chart(node, series, opts) {
   const f = frame(node);
-  const { t0, t1 } = timeRange();
+  const range = timeRange();
+  const { t0, t1 } = range;
   const x = (t) => f.left + (f.right - f.left) * (t - t0) / (t1 - t0);
   let max = opts.max || 0;
   const stacked = opts.stacked;
@@ -268,10 +276,9 @@ function chart(node, series, opts) {
     label.textContent = opts.format ? opts.format(v) : fmtAxis(v);
     node.append(label);
   }
-  for (let m = 0; m <= 10; m += 2) {
-    const t = t1 - m * 60000;
-    const lbl = svg('text', { x: x(t), y: f.h - 4, 'text-anchor': m === 0 ? 'end' : 'middle' });
-    lbl.textContent = m === 0 ? 'now' : '-' + m + ' min';
+  for (const tick of range.ticks) {
+    const lbl = svg('text', { x: x(tick.t), y: f.h - 4, 'text-anchor': tick.t === t1 ? 'end' : 'middle' });
+    lbl.textContent = tick.label;
     node.append(lbl);
   }
   if (!rows.length) {
@@ -370,7 +377,8 @@ function drawRates(b) {
 function drawTimeline(transitions) {
   const node = $('timeline');
   const f = frame(node);
-  const { t0, t1 } = timeRange();
+  const range = timeRange();
+  const { t0, t1 } = range;
   const x = (t) => f.left + (f.right - f.left) * Math.max(0, t - t0) / (t1 - t0);
   const top = 6, height = 26;
   // Runs of the same state, from the samples (1 s resolution).
@@ -404,9 +412,9 @@ function drawTimeline(transitions) {
     const info = STATES[tr.to];
     node.append(svg('line', { x1: x(tr.at_ms), x2: x(tr.at_ms), y1: top - 4, y2: top + height + 4, stroke: info ? info.color : '#24292f', 'stroke-width': 2 }));
   }
-  for (let m = 0; m <= 10; m += 1) {
-    const t = svg('text', { x: x(t1 - m * 60000), y: f.h - 4, 'text-anchor': m === 0 ? 'end' : 'middle' });
-    t.textContent = m === 0 ? 'now' : '-' + m + 'm';
+  for (const tick of range.ticks) {
+    const t = svg('text', { x: x(tick.t), y: f.h - 4, 'text-anchor': tick.t === t1 ? 'end' : 'middle' });
+    t.textContent = tick.label;
     node.append(t);
   }
   if (!runs.length) {
@@ -469,7 +477,7 @@ async function openPayment(id) {
   try {
     const d = await api('GET', '/api/payments/' + encodeURIComponent(id));
     const p = d.payment || {};
-    const facts = el('dl', { class: 'facts two' });
+    const facts = el('dl', { class: 'facts' });
     for (const [k, v] of [['id', p.id], ['status', p.status], ['amount', p.amount + ' ' + p.currency], ['card', p.source], ['attempts', p.attempts], ['bank reference', p.bank_reference], ['bank charge', p.bank_charge_id || '–'], ['decline', p.decline_code || '–'], ['created', p.created_at], ['updated', p.updated_at]]) {
       facts.append(el('dt', { text: k }), el('dd', { text: v === undefined ? '–' : String(v) }));
     }
@@ -545,6 +553,8 @@ async function pollLogs() {
       if (!page.available) {
         setText('log-status', 'logs unavailable' + (page.reason ? ' (' + page.reason + ')' : ''));
         $('log-status').dataset.available = 'false';
+        $('log-list').replaceChildren(el('li', { class: 'note', text: 'logs unavailable: ' + (page.reason || 'the API did not answer') }));
+        state.logAfter = null;
       } else {
         $('log-status').dataset.available = 'true';
         const list = $('log-list');

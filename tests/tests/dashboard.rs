@@ -1,0 +1,548 @@
+//! The dashboard in a real headless browser (Debian's Chromium driven through ChromeDriver's
+//! WebDriver protocol) against the real bank, API and dashboard processes: the page shows the
+//! breaker closed, the operator switches the bank to `down` and fires a burst from the page, the
+//! page shows it open, the operator heals the bank and runs traffic, the page shows it closed.
+//! Neither the page nor any answer it received contains the API key or the bank token.
+//!
+//! Without Chromium and ChromeDriver the test prints `SKIPPED: ...` and passes, except under CI
+//! (`CI=true`), where that is a failure. `CHROMIUM` and `CHROMEDRIVER` override the paths.
+//! The screenshot goes to `target/artifacts/dashboard.png`; with `UPDATE_DOCS_SCREENSHOT=1` it is
+//! also copied to `docs/dashboard.png` for the README.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use e2e::{fast_api_with, free_port, start_api, start_bank, temp_dir, Process, TEST_API_KEY};
+use serde_json::{json, Value};
+
+const BANK_TOKEN: &str = "bank-admin-token-for-the-browser-test";
+/// How long the page may take to show a change (it polls every second).
+const UI_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn tool(env: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    path.exists().then_some(path)
+}
+
+#[tokio::test]
+async fn the_operator_watches_the_breaker_open_and_close_while_driving_chaos_from_the_page() {
+    let (Some(chromium), Some(chromedriver)) = (
+        tool("CHROMIUM", "/usr/bin/chromium"),
+        tool("CHROMEDRIVER", "/usr/bin/chromedriver"),
+    ) else {
+        let reason = "Chromium or ChromeDriver not installed (/usr/bin/chromium, /usr/bin/chromedriver; `sudo bash .ci/setup` installs them)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the browser test cannot run under CI: {reason}"
+        );
+        println!("SKIPPED: {reason}");
+        return;
+    };
+
+    // The real services, with breaker timings sized for a test.
+    let bank = start_bank(&["--admin-token", BANK_TOKEN]).await;
+    let data_dir = temp_dir("dashboard");
+    let api_args = fast_api_with(&[
+        ("--breaker-open-ms", "2000"),
+        ("--breaker-max-open-ms", "4000"),
+    ]);
+    let api = start_api(&bank.url(), &data_dir, &api_args).await;
+    let dashboard = start_dashboard(&api.url(), &bank.url()).await;
+    let page_url = dashboard.url();
+
+    let driver = WebDriver::start(&chromedriver, &chromium).await;
+    driver.goto(&page_url).await;
+    driver.record_responses().await;
+
+    // 1. The breaker is closed.
+    driver.wait_text("#breaker-state", "closed").await;
+
+    // 2. The bank goes down, from the page; the page shows the bank's answer.
+    driver.click("#chaos-down").await;
+    driver
+        .wait_until("the bank pill says down", |d| async move {
+            d.text("#bank-pill").await.contains("down")
+        })
+        .await;
+
+    // 3. A burst from the page opens the breaker within a few seconds.
+    driver.click("#send-burst").await;
+    let opened = Instant::now();
+    driver.wait_text("#breaker-state", "open").await;
+    println!("breaker shown open {:?} after the burst", opened.elapsed());
+    let reason = driver.text("#breaker-reason").await;
+    assert_ne!(reason, "–", "a trip reason is shown");
+    driver
+        .screenshot(&artifacts_dir().join("dashboard-open.png"))
+        .await;
+
+    // 4. The bank heals; steady traffic from the page lets the breaker probe and close.
+    driver.click("#chaos-healthy").await;
+    driver
+        .wait_until("the bank pill says healthy", |d| async move {
+            d.text("#bank-pill").await.contains("healthy")
+        })
+        .await;
+    driver.set_value("#traffic-rate", "10").await;
+    driver.click("#traffic-start").await;
+    driver.wait_text("#breaker-state", "closed").await;
+    driver.click("#traffic-stop").await;
+    driver
+        .wait_until("the traffic stopped", |d| async move {
+            d.text("#traffic-status").await.starts_with("stopped")
+        })
+        .await;
+
+    // 5. One payment and a replay of its key: the replay header is shown.
+    driver.click("#send-one").await;
+    driver
+        .wait_until("the first answer is shown", |d| async move {
+            d.attr("#replayed-header", "data-replayed").await.as_deref() == Some("false")
+        })
+        .await;
+    driver.click("#replay-last").await;
+    driver
+        .wait_until("the replay is shown as replayed", |d| async move {
+            d.attr("#replayed-header", "data-replayed").await.as_deref() == Some("true")
+        })
+        .await;
+
+    // 6. A recent payment opens its details.
+    driver
+        .wait_until("a payment is listed", |d| async move {
+            d.count("#payments-body tr.payment").await > 0
+        })
+        .await;
+    driver.click("#payments-body tr.payment").await;
+    driver
+        .wait_until("the payment's details are shown", |d| async move {
+            d.text("#payment-details").await.contains("bank reference")
+        })
+        .await;
+    println!("log stream: {}", driver.text("#log-status").await);
+    let transitions = driver.text("#transitions").await;
+    assert!(
+        transitions.contains("open") && transitions.contains("closed"),
+        "the timeline lists the transitions: {transitions}"
+    );
+
+    // Let one more second of charts land, then the screenshot the README shows.
+    let seq = driver.samples().await;
+    driver
+        .wait_until("another history sample", |d| async move {
+            d.samples().await > seq
+        })
+        .await;
+    let shot = artifacts_dir().join("dashboard.png");
+    driver.screenshot(&shot).await;
+    if std::env::var("UPDATE_DOCS_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
+        std::fs::copy(&shot, docs).unwrap();
+    }
+
+    // 7. No secret anywhere: the page, its assets, and every answer it received.
+    let source = driver.source().await;
+    let recorded = driver.recorded_responses().await;
+    assert!(
+        recorded.len() > 10,
+        "the page's requests were recorded: {}",
+        recorded.len()
+    );
+    let urls = driver.resource_urls().await;
+    let mut bodies = vec![("page source".to_owned(), source)];
+    for r in &recorded {
+        bodies.push((r["url"].as_str().unwrap_or("?").to_owned(), r.to_string()));
+    }
+    let http = reqwest::Client::new();
+    for url in &urls {
+        assert!(
+            url.starts_with(&page_url),
+            "the page loaded something from elsewhere: {url}"
+        );
+        let response = http.get(url).send().await.unwrap();
+        let headers = format!("{:?}", response.headers());
+        bodies.push((url.clone(), headers + &response.text().await.unwrap()));
+    }
+    for (what, text) in &bodies {
+        assert!(!text.contains(TEST_API_KEY), "the API key is in {what}");
+        assert!(!text.contains(BANK_TOKEN), "the bank token is in {what}");
+    }
+    println!(
+        "checked {} recorded answers and {} resources for secrets; screenshot at {}",
+        recorded.len(),
+        urls.len(),
+        shot.display()
+    );
+
+    driver.quit().await;
+    drop((dashboard, api, bank));
+}
+
+async fn start_dashboard(api_url: &str, bank_url: &str) -> Process {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut dashboard = Process::start(
+        "dashboard",
+        &e2e::binary("dashboard"),
+        &[
+            "--listen",
+            &listen,
+            "--api-url",
+            api_url,
+            "--bank-url",
+            bank_url,
+            "--log-format",
+            "json",
+        ],
+        &[
+            ("DASHBOARD_API_KEY", TEST_API_KEY),
+            ("DASHBOARD_BANK_ADMIN_TOKEN", BANK_TOKEN),
+        ],
+    );
+    dashboard.addr = Some(listen.parse().unwrap());
+    dashboard.wait_healthy(Duration::from_secs(30)).await;
+    dashboard
+}
+
+/// `target/artifacts`, next to the profile directory of this test executable.
+fn artifacts_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<exe>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the test executable is under target/<profile>/deps");
+    let dir = target.join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A minimal WebDriver client: the handful of W3C endpoints this test needs, over reqwest.
+struct WebDriver {
+    http: reqwest::Client,
+    session: String,
+    _chromedriver: Process,
+    _profile: PathBuf,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl WebDriver {
+    async fn start(chromedriver: &Path, chromium: &Path) -> Self {
+        let port = free_port();
+        let port_arg = format!("--port={port}");
+        let process = Process::start("chromedriver", chromedriver, &[&port_arg], &[]);
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = match http.get(format!("{base}/status")).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .map(|v| v["value"]["ready"] == true),
+                Err(_) => None,
+            };
+            if ready == Some(true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = temp_dir("chromium-profile");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium.to_str().unwrap(),
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.display()),
+                    "--window-size=1440,1700", "--hide-scrollbars",
+                ],
+            },
+        }}});
+        let response: Value = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = response["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {response}"));
+        Self {
+            http,
+            session: format!("{base}/session/{session}"),
+            _chromedriver: process,
+            _profile: profile,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let value: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "WebDriver {path}: {status} {value}");
+        value["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    async fn script(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    async fn text(&self, selector: &str) -> String {
+        self.script(
+            "const n = document.querySelector(arguments[0]); return n ? n.textContent.trim() : '';",
+            json!([selector]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    async fn attr(&self, selector: &str, name: &str) -> Option<String> {
+        self.script(
+            "const n = document.querySelector(arguments[0]); return n ? n.getAttribute(arguments[1]) : null;",
+            json!([selector, name]),
+        )
+        .await
+        .as_str()
+        .map(str::to_owned)
+    }
+
+    async fn count(&self, selector: &str) -> u64 {
+        self.script(
+            "return document.querySelectorAll(arguments[0]).length;",
+            json!([selector]),
+        )
+        .await
+        .as_u64()
+        .unwrap_or(0)
+    }
+
+    async fn samples(&self) -> u64 {
+        // The seq of the newest history sample the page has drawn.
+        self.script(
+            "return Number(document.body.dataset.lastSeq || 0);",
+            json!([]),
+        )
+        .await
+        .as_u64()
+        .unwrap_or(0)
+    }
+
+    async fn element(&self, selector: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": selector})),
+            )
+            .await;
+        found[ELEMENT].as_str().unwrap().to_owned()
+    }
+
+    /// A real click (WebDriver scrolls the element into view and clicks it); a disabled button
+    /// (an action still running) is waited for first.
+    async fn click(&self, selector: &str) {
+        let sel = selector.to_owned();
+        self.wait_until(&format!("{selector} is enabled"), |d| {
+            let sel = sel.clone();
+            async move {
+                d.script(
+                    "const n = document.querySelector(arguments[0]); return !!n && !n.disabled;",
+                    json!([sel]),
+                )
+                .await
+                    == true
+            }
+        })
+        .await;
+        let id = self.element(selector).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn set_value(&self, selector: &str, value: &str) {
+        let id = self.element(selector).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": value })),
+        )
+        .await;
+    }
+
+    /// Polls `check` every 50 ms until it holds, within [`UI_TIMEOUT`].
+    async fn wait_until<'a, F, Fut>(&'a self, what: &str, check: F)
+    where
+        F: Fn(&'a Self) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        while !check(self).await {
+            if Instant::now() > deadline {
+                let state = self.text("#breaker-state").await;
+                let bank = self.text("#bank-pill").await;
+                let result = self.text("#send-result").await;
+                self.screenshot(&artifacts_dir().join("dashboard-failure.png"))
+                    .await;
+                panic!(
+                    "timed out after {UI_TIMEOUT:?} waiting for: {what} (breaker {state:?}, {bank:?}, last send {result:?})"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_text(&self, selector: &str, expected: &str) {
+        let sel = selector.to_owned();
+        let want = expected.to_owned();
+        self.wait_until(&format!("{selector} to read {expected:?}"), |d| {
+            let sel = sel.clone();
+            let want = want.clone();
+            async move { d.text(&sel).await == want }
+        })
+        .await;
+    }
+
+    /// Wraps the page's `fetch` so every answer it receives (headers and body) is kept.
+    async fn record_responses(&self) {
+        self.script(
+            r#"
+            if (!window.__recorded) {
+              window.__recorded = [];
+              const original = window.fetch;
+              window.fetch = async (...args) => {
+                const response = await original(...args);
+                const copy = response.clone();
+                copy.text().then((body) => window.__recorded.push({
+                  url: String(args[0]), status: response.status,
+                  headers: [...response.headers].map(([k, v]) => k + ': ' + v).join('\n'),
+                  body,
+                }));
+                return response;
+              };
+            }
+            return true;"#,
+            json!([]),
+        )
+        .await;
+    }
+
+    async fn recorded_responses(&self) -> Vec<Value> {
+        self.script("return window.__recorded || [];", json!([]))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every URL the page loaded (document, assets, fetches), from the resource timing buffer.
+    async fn resource_urls(&self) -> Vec<String> {
+        let urls = self
+            .script(
+                "return [location.href, ...performance.getEntriesByType('resource').map((e) => e.name)];",
+                json!([]),
+            )
+            .await;
+        let mut urls: Vec<String> = urls
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
+    async fn source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64_decode(data.as_str().unwrap());
+        std::fs::write(path, png).unwrap();
+    }
+
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+/// Standard base64 (the screenshot), without a dependency for one call.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+#[test]
+fn base64_decodes_like_the_standard() {
+    assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    assert_eq!(base64_decode("aGVsbG8hIQ=="), b"hello!!");
+    assert_eq!(base64_decode("YWJj"), b"abc");
+}
