@@ -80,7 +80,7 @@ impl History {
             .samples
             .back()
             .map_or(1000, |last| t_ms.saturating_sub(last.t_ms).max(1));
-        let counters = api.map(|status| counters(status));
+        let counters = api.map(counters);
         let instance = api.and_then(|s| s["instance_id"].as_str()).unwrap_or("");
         let counts = match (&inner.previous, &counters) {
             // Same process as last time: the increase. A restart starts again from zero.
