@@ -33,6 +33,7 @@ pub mod test_support;
 
 mod convert;
 mod error;
+mod group_commit;
 mod postgres;
 mod sqlite;
 

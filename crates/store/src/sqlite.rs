@@ -1,7 +1,9 @@
 //! The SQLite backend: the embedded default, one file under the data directory.
 //!
 //! The file is opened in WAL mode with `synchronous=FULL`, so a commit that returned is on disk
-//! and survives a crash or power loss. SQLite serialises writers; every write transaction here
+//! and survives a crash or power loss. Claims and settlements (the writes of every payment) go
+//! through one writer connection that group-commits them: concurrent ones share a transaction
+//! and its fsync ([`crate::group_commit`]). SQLite serialises writers; every write transaction here
 //! starts with its write statement (never a read first), so a busy writer waits (`busy_timeout`)
 //! instead of failing with a stale snapshot. Times are INTEGER milliseconds since the epoch,
 //! uuids lower-case TEXT, metadata and response headers JSON TEXT, response bodies BLOB.
@@ -15,10 +17,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use crate::convert::{self, SettlementColumns};
+use crate::convert;
+use crate::group_commit::{GroupCommit, Outcome, SettleWrite, Write};
 use crate::{
     ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, Settlement, Store,
     StoreError, StoreKind, StoredResponse,
@@ -30,25 +33,50 @@ const POOL_SIZE: u32 = 8;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A claim retries when the key it collided with vanished before it could be read (released
-/// or reaped in between); more than a couple of rounds means something is badly wrong.
-const CLAIM_ROUNDS: usize = 3;
 
 const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, amount, currency, source, \
      description, metadata, bank_reference, bank_charge_id, decline_code, failure_reason, \
      attempts, lease_owner, lease_expires_at, next_reconcile_at, last_attempt_at, created_at, \
      updated_at";
 
-const KEY_SELECT: &str = "SELECT k.tenant, k.idempotency_key, k.fingerprint, k.payment_id, \
+pub(crate) const KEY_SELECT: &str =
+    "SELECT k.tenant, k.idempotency_key, k.fingerprint, k.payment_id, \
      k.state, k.response_status, k.response_headers, k.response_body, k.created_at, \
      k.completed_at, p.status, p.lease_owner, p.lease_expires_at \
      FROM idempotency_keys k JOIN payments p ON p.id = k.payment_id \
      WHERE k.tenant = ?1 AND k.idempotency_key = ?2";
 
-/// The SQLite store. Cloning shares the pool.
+/// Claims the key unless it exists (the unique constraint decides).
+pub(crate) const INSERT_KEY: &str = "INSERT INTO idempotency_keys \
+     (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
+     VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5) \
+     ON CONFLICT (tenant, idempotency_key) DO NOTHING";
+
+/// Creates the claimed key's payment, pending and leased.
+pub(crate) const INSERT_PAYMENT: &str = "INSERT INTO payments (id, tenant, idempotency_key, \
+     status, amount, currency, source, description, metadata, bank_reference, attempts, \
+     lease_owner, lease_expires_at, next_reconcile_at, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12)";
+
+/// Records a final outcome, only on a pending payment.
+pub(crate) const SETTLE_PAYMENT: &str = "UPDATE payments SET status = ?1, bank_charge_id = ?2, \
+     decline_code = ?3, failure_reason = ?4, attempts = ?5, lease_owner = NULL, \
+     lease_expires_at = NULL, next_reconcile_at = NULL, updated_at = ?6 \
+     WHERE id = ?7 AND status = 'pending'";
+
+/// Stores the response replayed for a settled payment's key.
+pub(crate) const SETTLE_KEY: &str = "UPDATE idempotency_keys SET state = 'completed', \
+     response_status = ?1, response_headers = ?2, response_body = ?3, completed_at = ?4 \
+     WHERE payment_id = ?5";
+
+/// The SQLite store. Cloning shares the pool and the writer.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Reads and the rarer writes (leases, pending, release, reaping).
     pool: SqlitePool,
+    /// Claims and settlements, the writes of every payment, group-committed on their own
+    /// connection (see [`crate::group_commit`]).
+    writer: GroupCommit,
     path: PathBuf,
 }
 
@@ -71,12 +99,15 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // After the migrations: the writer's statements need the tables.
+        let writer = GroupCommit::start(options.connect().await?);
         tracing::debug!(path = %path.display(), "sqlite store open");
         Ok(Self {
             pool,
+            writer,
             path: path.to_owned(),
         })
     }
@@ -86,8 +117,10 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Waits for in-use connections to come back and closes them all (checkpointing the WAL).
+    /// Lets queued writes commit, waits for in-use connections to come back and closes them
+    /// all (checkpointing the WAL).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -117,7 +150,7 @@ fn payment_from_row(row: &SqliteRow) -> Result<PaymentRecord, StoreError> {
     })
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+pub(crate) fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
     let state = convert::parse_state(row.try_get("state")?)?;
     let status: Option<i64> = row.try_get("response_status")?;
     let response = match status {
@@ -161,66 +194,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    /// Group-committed: see [`crate::group_commit`].
     #[tracing::instrument(skip_all, fields(payment_id = %new.id, tenant = %new.tenant))]
     async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError> {
-        let id = new.id.to_string();
-        let now = convert::to_ms(new.now);
-        let lease_until = convert::to_ms(new.lease_expires_at);
-        for _ in 0..CLAIM_ROUNDS {
-            let mut tx = self.pool.begin().await?;
-            // The write comes first: it takes the file's write lock, so what we read after it
-            // in this transaction cannot change under us.
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys \
-                 (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5) \
-                 ON CONFLICT (tenant, idempotency_key) DO NOTHING",
-            )
-            .bind(&new.tenant)
-            .bind(&new.idempotency_key)
-            .bind(&new.fingerprint)
-            .bind(&id)
-            .bind(now)
-            .execute(&mut *tx)
+        match self
+            .writer
+            .submit(Write::Claim(Box::new(new.clone())))
             .await?
-            .rows_affected();
-            if inserted == 1 {
-                sqlx::query(
-                    "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
-                     source, description, metadata, bank_reference, attempts, lease_owner, \
-                     lease_expires_at, next_reconcile_at, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12)",
-                )
-                .bind(&id)
-                .bind(&new.tenant)
-                .bind(&new.idempotency_key)
-                .bind(new.amount)
-                .bind(&new.currency)
-                .bind(&new.source)
-                .bind(&new.description)
-                .bind(convert::metadata_to_text(new.metadata.as_ref()))
-                .bind(&new.bank_reference)
-                .bind(&new.lease_owner)
-                .bind(lease_until)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Ok(ClaimOutcome::Claimed);
-            }
-            let existing = sqlx::query(KEY_SELECT)
-                .bind(&new.tenant)
-                .bind(&new.idempotency_key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            tx.rollback().await?;
-            if let Some(row) = existing {
-                return Ok(ClaimOutcome::Existing(key_from_row(&row)?));
-            }
+        {
+            Outcome::Claim(outcome) => Ok(outcome),
+            Outcome::Settle(_) => unreachable!("a claim's outcome is a claim outcome"),
         }
-        Err(StoreError::Corrupt(format!(
-            "claim of a key kept colliding with a key that vanished ({CLAIM_ROUNDS} rounds)"
-        )))
     }
 
     async fn find_key(&self, tenant: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -255,6 +239,7 @@ impl Store for SqliteStore {
         Ok(updated == 1)
     }
 
+    /// Group-committed: see [`crate::group_commit`].
     #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
     async fn settle(
         &self,
@@ -264,43 +249,11 @@ impl Store for SqliteStore {
         response: &StoredResponse,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let id = payment_id.to_string();
-        let now = convert::to_ms(now);
-        let columns = SettlementColumns::of(settlement);
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE payments SET status = ?1, bank_charge_id = ?2, decline_code = ?3, \
-             failure_reason = ?4, attempts = ?5, lease_owner = NULL, lease_expires_at = NULL, \
-             next_reconcile_at = NULL, updated_at = ?6 \
-             WHERE id = ?7 AND status = 'pending'",
-        )
-        .bind(columns.status)
-        .bind(columns.charge_id)
-        .bind(columns.decline_code)
-        .bind(columns.failure_reason)
-        .bind(i64::from(attempts))
-        .bind(now)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
+        let write = SettleWrite::new(payment_id, settlement, attempts, response, now);
+        match self.writer.submit(Write::Settle(Box::new(write))).await? {
+            Outcome::Settle(settled) => Ok(settled),
+            Outcome::Claim(_) => unreachable!("a settlement's outcome is a settlement outcome"),
         }
-        sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response_status = ?1, \
-             response_headers = ?2, response_body = ?3, completed_at = ?4 WHERE payment_id = ?5",
-        )
-        .bind(i64::from(response.status))
-        .bind(convert::headers_to_json(&response.headers).to_string())
-        .bind(&response.body)
-        .bind(now)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]

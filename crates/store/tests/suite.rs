@@ -68,6 +68,8 @@ suite!(
     claim_stores_the_payment_as_given,
     fifty_concurrent_claims_of_one_key_make_one_payment,
     two_hundred_keys_claimed_three_times_concurrently_make_two_hundred_payments,
+    a_failing_claim_among_concurrent_ones_fails_alone_and_writes_nothing,
+    concurrent_settlements_each_get_their_own_answer,
     an_existing_key_returns_its_fingerprint_state_and_lease,
     the_same_key_under_two_tenants_is_two_independent_claims,
     a_lease_is_taken_only_when_free_expired_or_already_ours,
@@ -198,6 +200,104 @@ mod cases {
         assert_eq!(key.created_at, at(0));
         assert_eq!(key.response, None);
         assert_eq!(store.find_key("acme", "nope").await.unwrap(), None);
+    }
+
+    /// Group commit (SQLite) puts concurrent writes in one transaction: a write that fails must
+    /// fail alone, write nothing, and leave every other write of its batch committed.
+    pub(super) async fn a_failing_claim_among_concurrent_ones_fails_alone_and_writes_nothing(
+        store: Arc<dyn Store>,
+    ) {
+        let taken = claimed(&store, "acme", "first", "o", 0, 30).await;
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut new =
+                        new_payment("acme", &format!("k{i}"), &format!("o{i}"), at(0), at(30));
+                    if i % 10 == 3 {
+                        // A fresh key whose payment id collides with an existing payment: the
+                        // key's insert succeeds, the payment's fails, the claim must not stick.
+                        new.id = taken;
+                    }
+                    (i, store.claim(&new).await)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, outcome) = task.await.unwrap();
+            if i % 10 == 3 {
+                assert!(
+                    outcome.is_err(),
+                    "claim {i} reuses a payment id and must fail"
+                );
+                assert!(
+                    store
+                        .find_key("acme", &format!("k{i}"))
+                        .await
+                        .unwrap()
+                        .is_none(),
+                    "a failed claim leaves its key free"
+                );
+            } else {
+                assert_eq!(outcome.unwrap(), ClaimOutcome::Claimed, "claim {i}");
+                let key = store.find_key("acme", &format!("k{i}")).await.unwrap();
+                assert_eq!(
+                    key.unwrap().state,
+                    KeyState::InFlight,
+                    "claim {i} is stored"
+                );
+            }
+        }
+        assert_eq!(store.pending_count().await.unwrap(), 1 + 36);
+    }
+
+    pub(super) async fn concurrent_settlements_each_get_their_own_answer(store: Arc<dyn Store>) {
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            ids.push(claimed(&store, "acme", &format!("s{i}"), "o", 0, 30).await);
+        }
+        // Every payment is settled twice at once: exactly one settlement of each wins.
+        let tasks: Vec<_> = ids
+            .iter()
+            .chain(ids.iter())
+            .enumerate()
+            .map(|(n, id)| {
+                let (store, id) = (store.clone(), *id);
+                tokio::spawn(async move {
+                    let settled = store
+                        .settle(
+                            id,
+                            &succeeded(&format!("ch_{n}")),
+                            1,
+                            &response(201, b"{}"),
+                            at(1),
+                        )
+                        .await
+                        .unwrap();
+                    (id, settled)
+                })
+            })
+            .collect();
+        let mut wins = std::collections::HashMap::new();
+        for task in tasks {
+            let (id, settled) = task.await.unwrap();
+            *wins.entry(id).or_insert(0) += u32::from(settled);
+        }
+        assert!(
+            wins.values().all(|n| *n == 1),
+            "one settlement per payment wins"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(payment(&store, *id).await.status, PaymentStatus::Succeeded);
+            let key = store
+                .find_key("acme", &format!("s{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(key.state, KeyState::Completed);
+            assert_eq!(key.response.unwrap().status, 201);
+        }
+        assert_eq!(store.pending_count().await.unwrap(), 0);
     }
 
     pub(super) async fn fifty_concurrent_claims_of_one_key_make_one_payment(store: Arc<dyn Store>) {
