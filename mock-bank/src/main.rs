@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = mock_bank::Cli::parse();
-    telemetry::init("mock-bank", &cli.log);
+    telemetry::init("mock-bank", &cli.log)?;
     let app = mock_bank::Application::build(cli.config).await?;
     app.run_until_stopped(service_runtime::shutdown_signal())
         .await?;

@@ -9,6 +9,15 @@ use tracing::Instrument;
 /// Longest request id accepted from a caller; longer or non-printable ids are replaced.
 const MAX_LEN: usize = 200;
 
+/// Paths whose "request finished" line is DEBUG.
+const QUIET_PATHS: &[&str] = &[
+    "/health",
+    "/v1/status",
+    "/v1/logs",
+    "/metrics",
+    "/openapi.json",
+];
+
 /// The middleware: span, one summary log line per request, echo the id.
 pub(crate) async fn layer(request: Request, next: Next) -> Response {
     let id = request
@@ -25,15 +34,20 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
+    // Polled continuously (dashboard, probes, scrapers): DEBUG, so polling does not flood the
+    // log, nor `/v1/logs` with lines about reading `/v1/logs`.
+    let path = request.uri().path();
+    let quiet = QUIET_PATHS.contains(&path) || path.starts_with("/docs");
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms,
-            "request finished"
-        );
+        let status = response.status().as_u16();
+        if quiet {
+            tracing::debug!(status, latency_ms, "request finished");
+        } else {
+            tracing::info!(status, latency_ms, "request finished");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

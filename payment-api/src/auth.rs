@@ -148,7 +148,10 @@ impl FromRequestParts<Arc<AppState>> for Tenant {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or(ApiError::Unauthenticated)?;
-        state.keys.verify(key).ok_or(ApiError::Unauthenticated)
+        let tenant = state.keys.verify(key).ok_or(ApiError::Unauthenticated)?;
+        // Every later line of this request names its tenant (never its key).
+        tracing::Span::current().record("tenant", tenant.as_str());
+        Ok(tenant)
     }
 }
 

@@ -50,6 +50,11 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
+    /// The stable `code` of this error's problem body.
+    pub(crate) fn code(&self) -> String {
+        self.problem().0.code
+    }
+
     fn problem(&self) -> (Problem, Option<Duration>) {
         use ApiError::*;
         match self {
@@ -107,12 +112,7 @@ impl ApiError {
                 None,
             ),
             MethodNotAllowed => (
-                Problem::new(
-                    405,
-                    "method_not_allowed",
-                    "Method not allowed",
-                    "This route does not accept this HTTP method.",
-                ),
+                Problem::new(405, "method_not_allowed", "Method not allowed", "This route does not accept this HTTP method; see /openapi.json."),
                 None,
             ),
         }

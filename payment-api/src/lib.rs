@@ -43,6 +43,8 @@ impl Application {
     /// the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = auth::ApiKeys::load(&config)?;
+        // Metrics recorded from here on reach `/metrics`, whether or not `telemetry::init` ran.
+        let _ = telemetry::metrics::prometheus();
         let database_url = config
             .database_url
             .as_ref()
@@ -83,6 +85,7 @@ impl Application {
             effective_config: routes::effective_config(&config),
             instance_id,
             started_at: Utc::now(),
+            logs: telemetry::log_buffer(),
         });
         let listener =
             service_runtime::bind(config.listen, "--listen (PAYMENT_API_LISTEN)").await?;
@@ -119,9 +122,68 @@ impl Application {
             self.state.reconciler_stats.clone(),
             stop_rx,
         ));
+        let breaker_events = tokio::spawn(watch_breaker(
+            self.state.payments.bank.pipeline().breaker().subscribe(),
+            stop_tx.subscribe(),
+        ));
         let served = service_runtime::serve(self.listener, self.router, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = reconciler.await;
+        let _ = breaker_events.await;
         served
+    }
+}
+
+/// Logs every breaker transition (with its reason) and counts it in
+/// `breaker_transitions_total{from,to,reason}`, until `stop` fires.
+async fn watch_breaker(
+    mut events: tokio::sync::broadcast::Receiver<resilience::breaker::Transition>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let transition = tokio::select! {
+            event = events.recv() => match event {
+                Ok(transition) => transition,
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::warn!(skipped, "breaker transitions came faster than they were logged");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let reason = serde_json::to_value(transition.reason).unwrap_or_default();
+        let reason_kind = reason["kind"].as_str().unwrap_or("unknown").to_owned();
+        metrics::counter!(
+            "breaker_transitions_total",
+            "from" => transition.from.as_str(),
+            "to" => transition.to.as_str(),
+            "reason" => reason_kind.clone(),
+        )
+        .increment(1);
+        let open = matches!(
+            transition.to,
+            resilience::breaker::State::Open | resilience::breaker::State::ForcedOpen
+        );
+        let reason = reason.to_string();
+        if open {
+            tracing::warn!(
+                from = transition.from.as_str(),
+                breaker_state = transition.to.as_str(),
+                reason = %reason,
+                reason_kind = %reason_kind,
+                open_for_ms = transition.open_for.map(|d| d.as_millis() as u64),
+                "breaker transition"
+            );
+        } else {
+            tracing::info!(
+                from = transition.from.as_str(),
+                breaker_state = transition.to.as_str(),
+                reason = %reason,
+                reason_kind = %reason_kind,
+                "breaker transition"
+            );
+        }
     }
 }

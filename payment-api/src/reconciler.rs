@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use payment_store::{PaymentRecord, Settlement};
 use payment_types::bank::{ChargeRequest, ChargeStatus};
 use serde::Serialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{bank::Lookup, payments::PaymentService, stats::Counters};
@@ -127,7 +128,18 @@ async fn pass(
         if !leased {
             continue; // another instance has it
         }
-        if let Err(error) = reconcile_one(service, settings, stats, owner, payment).await {
+        // The reconciler's own request id travels to the bank like a handler's does, so the
+        // bank's lines for this settlement are found by it (and by the payment id here).
+        let request_id = format!("reconcile-{}", Uuid::new_v4().simple());
+        let span = tracing::info_span!(
+            "reconcile",
+            request_id = %request_id,
+            payment_id = %payment.id,
+        );
+        if let Err(error) = reconcile_one(service, settings, stats, owner, payment, &request_id)
+            .instrument(span)
+            .await
+        {
             tracing::warn!(%error, "reconciling a payment failed; it will be retried");
         }
     }
@@ -140,9 +152,9 @@ async fn reconcile_one(
     stats: &ReconcilerStats,
     owner: &str,
     mut payment: PaymentRecord,
+    request_id: &str,
 ) -> Result<(), String> {
     let now = crate::payments::responses::now_ms();
-    let request_id = format!("reconcile-{}", Uuid::new_v4().simple());
     let reschedule =
         |next: DateTime<Utc>, last_attempt_at: Option<DateTime<Utc>>, attempts: u32| {
             let store = service.store.clone();
@@ -157,7 +169,7 @@ async fn reconcile_one(
         };
     let lookup = match service
         .bank
-        .lookup(&payment.bank_reference, &request_id)
+        .lookup(&payment.bank_reference, request_id)
         .await
     {
         Ok(lookup) => lookup,
@@ -200,7 +212,7 @@ async fn reconcile_one(
                 source: payment.source.clone(),
                 reference: payment.bank_reference.clone(),
             };
-            let execution = service.bank.charge(&charge, &request_id).await;
+            let execution = service.bank.charge(&charge, request_id).await;
             let sent = !execution.attempts.is_empty();
             let attempts = payment.attempts + execution.attempts.len() as u32;
             match execution.outcome {

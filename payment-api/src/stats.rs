@@ -10,6 +10,23 @@ use std::sync::{
 
 use serde::Serialize;
 
+/// Records how long a store operation took (`store_operation_duration_seconds{operation}`).
+pub(crate) fn record_store_latency(operation: &'static str, elapsed: std::time::Duration) {
+    metrics::histogram!("store_operation_duration_seconds", "operation" => operation)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Runs a store operation and records its latency.
+pub(crate) async fn timed<T>(
+    operation: &'static str,
+    op: impl std::future::Future<Output = T>,
+) -> T {
+    let started = std::time::Instant::now();
+    let out = op.await;
+    record_store_latency(operation, started.elapsed());
+    out
+}
+
 /// Outcomes of `POST /v1/payments` and of the reconciler.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 /// `POST /v1/charges` body. The `Idempotency-Key` header carries the same `reference`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChargeRequest {
     /// Amount in minor units.
     pub amount: i64,
@@ -28,6 +29,7 @@ pub struct ChargeRequest {
 /// The business outcome of a charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChargeStatus {
     Succeeded,
     Declined,
@@ -45,6 +47,7 @@ impl ChargeStatus {
 
 /// A charge as the bank records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Charge {
     /// The bank's own id, `ch_...`.
     pub id: String,
@@ -64,6 +67,7 @@ pub struct Charge {
 /// `GET /v1/ledger?after=CURSOR&limit=N`: one page of charges in commit order, with totals over
 /// the whole ledger and the identity of the bank instance that holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerPage {
     /// A fresh id per bank process: a change means the bank restarted and its in-memory ledger
     /// started empty again.
@@ -85,6 +89,7 @@ pub struct LedgerPage {
 
 /// Counts and amounts over the whole ledger.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerTotals {
     /// Number of charges of any status and currency.
     pub count: u64,
@@ -94,6 +99,7 @@ pub struct LedgerTotals {
 
 /// A count of charges and the sum of their amounts (minor units).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AmountTotal {
     pub count: u64,
     pub amount: i64,
@@ -402,6 +408,7 @@ pub struct BankStatus {
 
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BankHealth {
     pub status: String,
     pub instance_id: String,

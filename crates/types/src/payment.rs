@@ -8,6 +8,7 @@ use uuid::Uuid;
 /// `POST /v1/payments` body. Unknown fields are rejected so typos never pass silently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatePayment {
     /// Amount in minor units (cents, kuruş).
     pub amount: i64,
@@ -26,6 +27,7 @@ pub struct CreatePayment {
 /// Where a payment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PaymentStatus {
     /// Created, the bank has not answered yet (or the answer was lost): the reconciler settles it.
     Pending,
@@ -56,6 +58,7 @@ impl PaymentStatus {
 
 /// A payment as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Payment {
     pub id: Uuid,
     pub status: PaymentStatus,

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 /// An `application/problem+json` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the problem type; we use `about:blank`-style relative references per code.
     #[serde(rename = "type")]

@@ -9,15 +9,31 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use payment_types::bank::{ChaosUpdate, Preset, PresetInfo};
+use payment_types::{
+    bank::{ChaosUpdate, Preset, PresetInfo},
+    Problem,
+};
 
 use super::AppState;
 use crate::{auth, chaos::presets, error::ApiError};
 
+/// The chaos in effect (profile, scenario, seed).
+#[utoipa::path(get, path = "/v1/chaos", tag = "chaos",
+    responses((status = 200, description = "The chaos state", body = Object)))]
 pub(super) async fn show(State(state): State<Arc<AppState>>) -> Response {
     Json(state.chaos.state()).into_response()
 }
 
+/// Replaces the chaos: `{"preset": NAME}`, `{"scenario": [{"at_ms", "preset"}]}` or a
+/// whole profile. Needs `Authorization: Bearer <admin token>` when one is configured.
+#[utoipa::path(put, path = "/v1/chaos", tag = "chaos",
+    request_body(content = Object, description = "A preset, a scenario or a profile"),
+    responses(
+        (status = 200, description = "The chaos state now in effect", body = Object),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid chaos", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
 pub(super) async fn replace(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -40,6 +56,9 @@ pub(super) async fn replace(
     }
 }
 
+/// Every named preset and its profile.
+#[utoipa::path(get, path = "/v1/chaos/presets", tag = "chaos",
+    responses((status = 200, description = "`[{name, profile}]`", body = Object)))]
 pub(super) async fn presets() -> Response {
     let all: Vec<PresetInfo> = Preset::ALL
         .into_iter()

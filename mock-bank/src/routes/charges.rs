@@ -35,6 +35,21 @@ pub(crate) const IN_PROGRESS_WAIT: Duration = Duration::from_secs(30);
 /// Largest amount accepted, in minor units.
 const MAX_AMOUNT: i64 = 1_000_000_000_000;
 
+/// Charges a card, idempotently by reference: the first request with a reference decides, every
+/// later one gets the same answer. Chaos applies.
+#[utoipa::path(post, path = "/v1/charges", tag = "charges",
+    request_body = ChargeRequest,
+    params(("Idempotency-Key" = String, Header, description = "The charge's reference")),
+    responses(
+        (status = 201, description = "Charged", body = Charge),
+        (status = 200, description = "A repeat of a charged reference", body = Charge),
+        (status = 402, description = "Declined (`decline_code`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The first request with this reference is still in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid charge", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Injected rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Injected server error (maybe after commit)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Injected unavailability or bank busy (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     Connection(severer): Connection,
@@ -117,6 +132,13 @@ async fn create_charge(
     }
 }
 
+/// What the bank knows of a reference. Chaos applies.
+#[utoipa::path(get, path = "/v1/charges/{reference}", tag = "charges",
+    params(("reference" = String, Path, description = "The charge's reference")),
+    responses(
+        (status = 200, description = "The charge", body = Charge),
+        (status = 404, description = "No charge with this reference", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn lookup(
     State(state): State<Arc<AppState>>,
     Connection(severer): Connection,

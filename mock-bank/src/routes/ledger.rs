@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use payment_types::bank::LedgerPage;
+use payment_types::{bank::LedgerPage, Problem};
 use serde::Deserialize;
 
 use super::AppState;
@@ -25,6 +25,16 @@ pub(super) struct PageQuery {
     limit: Option<usize>,
 }
 
+/// Every charge in commit order, paged, with totals: the ground truth of every audit.
+#[utoipa::path(get, path = "/v1/ledger", tag = "charges",
+    params(
+        ("after" = Option<String>, Query, description = "`next_cursor` or `last_cursor` of an earlier page"),
+        ("limit" = Option<u32>, Query, description = "1-1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "A page of the ledger", body = LedgerPage),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn page(
     State(state): State<Arc<AppState>>,
     query: Result<Query<PageQuery>, QueryRejection>,

@@ -5,10 +5,12 @@
 //! - `ledger`: `GET /v1/ledger`.
 //! - `chaos`: `GET`/`PUT /v1/chaos`, `GET /v1/chaos/presets`.
 //! - `status`: `GET /health`, `GET /v1/status`, `GET /metrics`.
+//! - `logs`: `GET /v1/logs`, this process's recent log records (see `telemetry::buffer`).
 
 mod chaos;
 mod charges;
 mod ledger;
+mod logs;
 mod status;
 
 use std::{sync::Arc, time::Duration};
@@ -18,11 +20,13 @@ use axum::{
     http::StatusCode,
     middleware,
     response::{IntoResponse, Response},
-    routing::get,
     Router,
 };
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Semaphore};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{auth::Secret, chaos::Chaos, ledger::Ledger, metrics::Counters, server::Severer};
 
@@ -48,6 +52,8 @@ pub(crate) struct AppState {
     /// Becomes `true` when shutdown starts, so held connections let go at once instead of
     /// keeping the drain waiting.
     pub(crate) stopping: watch::Receiver<bool>,
+    /// The recent log records behind `GET /v1/logs` (bounded; see `telemetry::buffer`).
+    pub(crate) logs: Arc<telemetry::LogBuffer>,
 }
 
 /// What [`AppState::new`] needs.
@@ -75,6 +81,7 @@ impl AppState {
             held: Arc::new(Semaphore::new(config.max_held)),
             max_held: config.max_held,
             stopping: config.stopping,
+            logs: telemetry::log_buffer(),
         }
     }
 
@@ -126,17 +133,58 @@ pub(crate) fn sever(severer: Option<Severer>) -> Response {
     response
 }
 
+/// Every route of the bank, each registered with its OpenAPI description, so `/openapi.json`
+/// lists exactly the routes served; `/docs` is Swagger UI with its assets compiled in.
+fn bank_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(BankDoc::openapi())
+        .routes(routes!(status::health))
+        .routes(routes!(status::metrics))
+        .routes(routes!(status::status))
+        .routes(routes!(logs::logs))
+        .routes(routes!(charges::create))
+        .routes(routes!(charges::lookup))
+        .routes(routes!(ledger::page))
+        .routes(routes!(chaos::show, chaos::replace))
+        .routes(routes!(chaos::presets))
+}
+
+/// The bank's OpenAPI document.
+#[cfg(test)]
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    bank_routes().into_openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "resilient-payments mock bank",
+        description = "A bank double with switchable, reproducible failure modes. Its ledger is the ground truth. Errors are application/problem+json with a stable `code`.",
+    ),
+    modifiers(&AdminToken),
+)]
+struct BankDoc;
+
+/// `PUT /v1/chaos` takes the admin token as a bearer token.
+struct AdminToken;
+
+impl utoipa::Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
 /// The bank's routes, with the request-id span outermost.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(status::health))
-        .route("/metrics", get(status::metrics))
-        .route("/v1/status", get(status::status))
-        .route("/v1/charges", axum::routing::post(charges::create))
-        .route("/v1/charges/{reference}", get(charges::lookup))
-        .route("/v1/ledger", get(ledger::page))
-        .route("/v1/chaos", get(chaos::show).put(chaos::replace))
-        .route("/v1/chaos/presets", get(chaos::presets))
+    let (routes, openapi) = bank_routes().split_for_parts();
+    routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
@@ -239,5 +287,38 @@ mod tests {
         for line in lines {
             assert!(line.contains(r#""request_id":"req-log-42""#), "{line}");
         }
+    }
+
+    #[tokio::test]
+    async fn openapi_json_is_the_document_of_the_routes_and_logs_answer_a_page() {
+        // A subscriber interested in everything: tracing caches each callsite's interest when
+        // it is first hit, and a hit with no subscriber at all would hide the request span from
+        // the capturing test above when both run at once.
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let app = router(state_with(None));
+        let response = app
+            .clone()
+            .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc, serde_json::to_value(super::openapi()).unwrap());
+        assert!(doc["paths"]["/v1/charges"]["post"].is_object());
+        assert!(doc["paths"]["/v1/chaos"]["put"].is_object());
+
+        let response = app
+            .oneshot(
+                Request::get("/v1/logs?level=nope")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
     }
 }

@@ -14,6 +14,9 @@ use payment_types::bank::{BankHealth, BankStatus};
 use super::AppState;
 use crate::metrics::{self, MetricsSnapshot};
 
+/// The process is up; names this bank instance.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive", body = BankHealth)))]
 pub(super) async fn health(State(state): State<Arc<AppState>>) -> Response {
     Json(BankHealth {
         status: "ok".to_owned(),
@@ -23,6 +26,9 @@ pub(super) async fn health(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// Counters by outcome and fault, the chaos in effect, the ledger's size.
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "The bank's status", body = Object)))]
 pub(super) async fn status(State(state): State<Arc<AppState>>) -> Response {
     Json(BankStatus {
         instance_id: state.instance_id.clone(),
@@ -39,6 +45,9 @@ pub(super) async fn status(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// Prometheus text: answers by outcome, injected faults, ledger size, held connections.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = metrics::render(&MetricsSnapshot {
         outcomes: state.counters.snapshot(),

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use payment_types::bank::{Charge, ChargeRequest};
-use resilience::pipeline::{AttemptResult, Execution, Pipeline};
+use resilience::pipeline::{AttemptResult, Classification, Execution, Pipeline};
+use tracing::Instrument;
 
 use super::{AttemptOutcome, BankClient, Lookup};
 use crate::stats::Counters;
@@ -61,12 +62,18 @@ impl BankGateway {
                     Counters::inc(&self.counters.bank_retries);
                 }
                 Counters::inc(&self.counters.bank_attempts);
+                // Every line of this attempt names it; the bank logs the same request id.
+                let span = tracing::info_span!(
+                    "bank_attempt",
+                    attempt,
+                    reference = %request.reference,
+                    outcome = tracing::field::Empty,
+                );
                 async move {
                     let outcome = self.client.charge(request, request_id).await;
+                    tracing::Span::current().record("outcome", outcome.kind());
                     tracing::info!(
-                        reference = %request.reference,
-                        attempt,
-                        outcome = outcome.kind(),
+                        breaker_state = self.pipeline.breaker().state().as_str(),
                         "bank attempt"
                     );
                     match outcome {
@@ -92,15 +99,41 @@ impl BankGateway {
                         }
                     }
                 }
+                .instrument(span)
             })
             .await;
+        for attempt in &execution.attempts {
+            let classification = match attempt.classification {
+                Classification::Success => "success",
+                Classification::BusinessRejection => "business_rejection",
+                Classification::NotProcessed { .. } => "not_processed",
+                Classification::Ambiguous { timed_out: true } => "timeout",
+                Classification::Ambiguous { timed_out: false } => "ambiguous",
+                Classification::ClientError => "client_error",
+            };
+            metrics::counter!("bank_attempts_total", "classification" => classification)
+                .increment(1);
+            metrics::histogram!("bank_attempt_duration_seconds", "classification" => classification)
+                .record(attempt.duration.as_secs_f64());
+            if classification == "timeout" {
+                // The pipeline cut the attempt off, so it could not log itself.
+                tracing::warn!(
+                    attempt = attempt.number,
+                    reference = %request.reference,
+                    outcome = "timeout",
+                    duration_ms = attempt.duration.as_millis() as u64,
+                    breaker_state = self.pipeline.breaker().state().as_str(),
+                    "bank attempt timed out"
+                );
+            }
+        }
         let timeouts = execution
             .attempts
             .iter()
             .filter(|a| {
                 matches!(
                     a.classification,
-                    resilience::pipeline::Classification::Ambiguous { timed_out: true }
+                    Classification::Ambiguous { timed_out: true }
                 )
             })
             .count();

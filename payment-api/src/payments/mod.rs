@@ -101,11 +101,12 @@ impl PaymentService {
         // 2. Breaker open: a new payment is refused before any store write; a stored key is
         //    still answered.
         if let Err(rejected) = self.breaker_precheck() {
-            let existing = self
-                .store
-                .find_key(tenant.as_str(), key.as_str())
-                .await
-                .map_err(|e| self.store_error(e))?;
+            let existing = crate::stats::timed(
+                "find_key",
+                self.store.find_key(tenant.as_str(), key.as_str()),
+            )
+            .await
+            .map_err(|e| self.store_error(e))?;
             return match existing {
                 Some(record) => self.answer_existing(record, &fingerprint).await,
                 None => {
@@ -136,9 +137,7 @@ impl PaymentService {
             lease_expires_at: now + self.settings.lease,
             now,
         };
-        match self
-            .store
-            .claim(&new)
+        match crate::stats::timed("claim", self.store.claim(&new))
             .await
             .map_err(|e| self.store_error(e))?
         {
@@ -147,6 +146,7 @@ impl PaymentService {
             }
             ClaimOutcome::Claimed => {}
         }
+        tracing::Span::current().record("payment_id", tracing::field::display(id));
         tracing::info!(payment_id = %id, tenant = tenant.as_str(), idempotency_key = key.as_str(), "payment claimed");
 
         // 4. Charge through the pipeline, then record the outcome.
@@ -223,17 +223,19 @@ impl PaymentService {
         if any_ambiguous {
             // The bank may have charged: never say "not processed". Pending, reconciled later.
             let last_attempt_at = any_sent.then_some(now);
-            self.store
-                .mark_pending(
+            crate::stats::timed(
+                "mark_pending",
+                self.store.mark_pending(
                     record.id,
                     owner,
                     attempts,
                     last_attempt_at,
                     now + self.settings.reconcile_after,
                     now,
-                )
-                .await
-                .map_err(|e| self.store_error(e))?;
+                ),
+            )
+            .await
+            .map_err(|e| self.store_error(e))?;
             record.attempts = attempts;
             record.updated_at = now;
             Counters::inc(&self.counters.pending);
@@ -245,11 +247,15 @@ impl PaymentService {
         }
 
         // Nothing reached the bank, or the bank definitely refused every attempt: free the key.
-        self.store
-            .release(record.id, owner)
+        crate::stats::timed("release", self.store.release(record.id, owner))
             .await
             .map_err(|e| self.store_error(e))?;
-        tracing::warn!(payment_id = %record.id, attempts, "payment not processed; key released");
+        tracing::warn!(
+            payment_id = %record.id,
+            attempts,
+            breaker_state = self.bank.pipeline().breaker().state().as_str(),
+            "payment not processed; key released"
+        );
         Err(match execution.outcome {
             ExecutionOutcome::BreakerRejected(_) => {
                 Counters::inc(&self.counters.rejected_breaker);
@@ -290,10 +296,12 @@ impl PaymentService {
             Settlement::Failed { reason } => record.failure_reason = Some(reason.clone()),
         }
         let response = responses::for_payment(record);
-        let settled = match self
-            .store
-            .settle(record.id, &settlement, attempts, &response, now)
-            .await
+        let settled = match crate::stats::timed(
+            "settle",
+            self.store
+                .settle(record.id, &settlement, attempts, &response, now),
+        )
+        .await
         {
             Ok(settled) => settled,
             Err(error) => {
@@ -311,11 +319,12 @@ impl PaymentService {
         if !settled {
             // Someone (the reconciler, after our lease expired) settled it first: answer with
             // what the store holds, which is the one truth replays will also see.
-            return match self
-                .store
-                .find_key(&record.tenant, &record.idempotency_key)
-                .await
-                .map_err(|e| self.store_error(e))?
+            return match crate::stats::timed(
+                "find_key",
+                self.store.find_key(&record.tenant, &record.idempotency_key),
+            )
+            .await
+            .map_err(|e| self.store_error(e))?
             {
                 Some(KeyRecord {
                     response: Some(stored),
@@ -379,6 +388,7 @@ impl PaymentService {
         record: KeyRecord,
         fingerprint: &str,
     ) -> Result<Answer, ApiError> {
+        tracing::Span::current().record("payment_id", tracing::field::display(record.payment_id));
         if record.fingerprint != fingerprint {
             Counters::inc(&self.counters.key_mismatches);
             return Err(ApiError::IdempotencyKeyReused);
@@ -423,16 +433,18 @@ impl PaymentService {
             // Pending, or in flight with an expired lease (the handler died): the current state,
             // which the reconciler will settle.
             KeyState::InFlight | KeyState::Pending => {
-                let payment = self
-                    .store
-                    .get_payment(Some(&record.tenant), record.payment_id)
-                    .await
-                    .map_err(|e| self.store_error(e))?
-                    .ok_or_else(|| {
-                        self.store_error(payment_store::StoreError::Corrupt(
-                            "key without payment".into(),
-                        ))
-                    })?;
+                let payment = crate::stats::timed(
+                    "get_payment",
+                    self.store
+                        .get_payment(Some(&record.tenant), record.payment_id),
+                )
+                .await
+                .map_err(|e| self.store_error(e))?
+                .ok_or_else(|| {
+                    self.store_error(payment_store::StoreError::Corrupt(
+                        "key without payment".into(),
+                    ))
+                })?;
                 Counters::inc(&self.counters.replayed);
                 // Settled between the two reads: the stored response is the one truth.
                 if payment.status.is_final() {

@@ -1,6 +1,8 @@
 //! The API's HTTP surface: the router, its layers and its shared state.
 
 mod health;
+mod logs;
+mod metrics;
 mod operator;
 mod payments;
 mod status;
@@ -8,8 +10,11 @@ mod status;
 use std::sync::Arc;
 
 use axum::{
+    body::Body,
+    extract::{MatchedPath, Request},
     http::{header, HeaderName},
-    routing::{get, post},
+    middleware::{self, Next},
+    response::Response,
     Router,
 };
 use chrono::{DateTime, Utc};
@@ -20,6 +25,9 @@ use tower_http::{
     sensitive_headers::SetSensitiveRequestHeadersLayer,
     trace::TraceLayer,
 };
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     auth::ApiKeys,
@@ -46,6 +54,65 @@ pub(crate) struct AppState {
     pub(crate) effective_config: serde_json::Value,
     pub(crate) instance_id: String,
     pub(crate) started_at: DateTime<Utc>,
+    /// The recent log records behind `GET /v1/logs` (bounded; see `telemetry::buffer`).
+    pub(crate) logs: Arc<telemetry::LogBuffer>,
+}
+
+/// Every route of the API, each registered with its OpenAPI description, so the document at
+/// `/openapi.json` lists exactly the routes served (plus `/openapi.json` and `/docs`
+/// themselves, served by Swagger UI with its assets compiled in: `/docs` works offline).
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(payments::create, payments::list))
+        .routes(routes!(payments::get))
+        .routes(routes!(status::status))
+        .routes(routes!(logs::logs))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(operator::breaker_action))
+}
+
+/// The API's OpenAPI document.
+#[cfg(test)]
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "resilient-payments payment API",
+        description = "Idempotent payments through a retry loop and a circuit breaker. Errors are application/problem+json with a stable `code`; every response carries X-Request-Id.",
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "payments", description = "Taking and reading payments"),
+        (name = "operations", description = "Health, status, logs, metrics and breaker controls"),
+    )
+)]
+struct ApiDoc;
+
+/// The two ways to present an API key.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(
+                payment_types::headers::API_KEY,
+            ))),
+        );
+    }
 }
 
 /// The router with every layer; pure, so tests drive it with `oneshot` and no socket.
@@ -57,22 +124,93 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             HeaderName::from_static(payment_types::headers::API_KEY),
         ]))
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(())
+                .on_failure(()),
+        )
+        .layer(middleware::from_fn(observe))
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/v1/payments", post(payments::create).get(payments::list))
-        .route("/v1/payments/{id}", get(payments::get))
-        .route("/v1/status", get(status::status))
-        .route("/v1/breaker/{action}", post(operator::breaker_action))
+    let (routes, openapi) = api_routes().split_for_parts();
+    routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(layers)
 }
 
+/// The span every log line of a request happens in. `tenant`, `idempotency_key`,
+/// `payment_id` and `outcome` are recorded on it once known, so later lines carry them too.
+/// Headers are not recorded (the credentials among them must never reach a log).
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(payment_types::headers::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        route,
+        path = request.uri().path(),
+        tenant = tracing::field::Empty,
+        idempotency_key = tracing::field::Empty,
+        payment_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Routes polled continuously (by the dashboard, probes and scrapers): their "request
+/// finished" line is DEBUG, so polling does not flood the log (or `/v1/logs` itself).
+const QUIET_ROUTES: &[&str] = &[
+    "/health",
+    "/ready",
+    "/v1/status",
+    "/v1/logs",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// One "request finished" line per request, and the HTTP metrics by route and status.
+async fn observe(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if QUIET_ROUTES.contains(&route.as_str()) || route.starts_with("/docs") {
+        tracing::debug!(status, latency_ms, "request finished");
+    } else if status >= 500 {
+        tracing::warn!(status, latency_ms, "request finished");
+    } else {
+        tracing::info!(status, latency_ms, "request finished");
+    }
+    let labels = [
+        ("method", method.as_str().to_owned()),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    ::metrics::counter!("http_requests_total", &labels).increment(1);
+    ::metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod observability_tests;
 #[cfg(test)]
 mod tests;
 
@@ -115,5 +253,6 @@ pub(crate) fn test_state(
         effective_config: effective_config(config),
         instance_id: "test".into(),
         started_at: Utc::now(),
+        logs: Arc::new(telemetry::LogBuffer::new(1000)),
     })
 }

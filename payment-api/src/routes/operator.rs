@@ -8,9 +8,20 @@ use axum::{
     Json,
 };
 
+use payment_types::Problem;
+
 use super::AppState;
 use crate::{auth::Tenant, error::ApiError};
 
+/// Operator control of the bank breaker; answers the breaker's snapshot.
+#[utoipa::path(post, path = "/v1/breaker/{action}", tag = "operations",
+    params(("action" = String, Path, description = "force-open, force-closed, disable, metrics-only or reset")),
+    responses(
+        (status = 200, description = "The breaker after the action", body = Object),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown action", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn breaker_action(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,

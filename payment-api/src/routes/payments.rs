@@ -17,6 +17,7 @@ use payment_store::PaymentQuery;
 use payment_types::{
     headers,
     payment::{CreatePayment, Payment, PaymentStatus},
+    Problem,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -29,6 +30,27 @@ use crate::{
     payments::Answer,
 };
 
+/// Takes a payment, idempotently: the same `Idempotency-Key` with the same body replays the
+/// first answer; with another body it is refused.
+#[utoipa::path(post, path = "/v1/payments", tag = "payments",
+    request_body = CreatePayment,
+    params(
+        ("Idempotency-Key" = String, Header, description = "1-255 visible ASCII characters; reuse it when you retry"),
+    ),
+    responses(
+        (status = 201, description = "The bank charged the card", body = Payment,
+            headers(("Idempotent-Replayed" = String, description = "true when this is a replay"))),
+        (status = 202, description = "Outcome unknown yet: pending, settled by the reconciler", body = Payment),
+        (status = 400, description = "Missing or malformed Idempotency-Key, malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "The bank declined (`decline_code`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same key is still in flight (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, or the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Breaker open, bulkhead full, bank unavailable or store unavailable (Retry-After); not processed", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,
@@ -41,6 +63,7 @@ pub(crate) async fn create(
         .get(headers::IDEMPOTENCY_KEY)
         .ok_or(ApiError::IdempotencyKeyMissing)?;
     let key = IdempotencyKey::parse(key.as_bytes())?;
+    tracing::Span::current().record("idempotency_key", key.as_str());
     let Json(body) = body?;
     let fingerprint = payment_store::fingerprint::fingerprint(
         "POST",
@@ -55,8 +78,24 @@ pub(crate) async fn create(
     let answer = state
         .payments
         .create(&tenant, &key, fingerprint, request, request_id)
-        .await?;
-    Ok(into_response(answer))
+        .await;
+    tracing::Span::current().record("outcome", outcome(&answer).as_str());
+    Ok(into_response(answer?))
+}
+
+/// A short name of how a payment request ended, for the request's span.
+fn outcome(answer: &Result<Answer, ApiError>) -> String {
+    match answer {
+        Ok(answer) if answer.replayed => "replayed".to_owned(),
+        Ok(answer) => match answer.response.status {
+            201 => "succeeded",
+            202 => "pending",
+            402 => "declined",
+            _ => "failed",
+        }
+        .to_owned(),
+        Err(error) => error.code(),
+    }
 }
 
 /// The stored bytes, their headers, and `Idempotent-Replayed`.
@@ -80,6 +119,15 @@ fn into_response(answer: Answer) -> Response {
     response
 }
 
+/// One payment of the caller's tenant.
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
+    params(("id" = String, Path, description = "The payment id (UUID)")),
+    responses(
+        (status = 200, description = "The payment", body = Payment),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment for this tenant", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,
@@ -115,6 +163,19 @@ pub(crate) struct PaymentPage {
 
 const MAX_PAGE: u32 = 100;
 
+/// The caller's payments, newest first, with cursor paging.
+#[utoipa::path(get, path = "/v1/payments", tag = "payments",
+    params(
+        ("status" = Option<PaymentStatus>, Query, description = "Only payments in this status"),
+        ("limit" = Option<u32>, Query, description = "1-100, default 20"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "`{data: [Payment], next_cursor}`", body = Object),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,

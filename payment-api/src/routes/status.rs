@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::config::Config;
 
+/// Everything the dashboard draws, in one document (schema: `docs/status.md`). No auth.
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "The operator's snapshot: breaker, transitions, retry budget, bulkhead, counters, latency, reconciler, store, config", body = Object)))]
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     let payments = &state.payments;
     let pipeline = payments.bank.pipeline();
@@ -36,8 +39,19 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             "stats": state.reconciler_stats.snapshot(&state.reconciler),
         },
         "replay_cache_entries": payments.cache.len(),
+        "logs": log_cursor(&state.logs),
         "config": state.effective_config,
     }))
+}
+
+/// Where `/v1/logs` stands: a new poller can start at `latest_seq` to see only what comes next.
+fn log_cursor(logs: &telemetry::LogBuffer) -> Value {
+    let (oldest_seq, latest_seq) = logs.bounds();
+    json!({
+        "oldest_seq": oldest_seq,
+        "latest_seq": latest_seq,
+        "capacity": logs.capacity(),
+    })
 }
 
 /// The effective configuration, without secrets (no keys, no database URL).

@@ -1,0 +1,267 @@
+//! The tracing layer that turns every event into a [`LogRecord`]: its fields merged with those
+//! of the spans it happened in, appended to the [`LogBuffer`] and written as one line (JSON or
+//! pretty) to each output.
+//!
+//! Span fields are captured when the span is created and whenever one is recorded later
+//! (`Span::current().record("payment_id", ..)`), so a field learnt half-way through a request
+//! shows on every later line of it.
+//!
+//! Fields whose name says they hold a credential (`authorization`, `api_key`, `token`,
+//! `secret`, `password`, ...) are written as `"[redacted]"`: a second line of defence, since
+//! the services never log credentials in the first place.
+
+use std::{
+    fmt::{self, Write as _},
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+use tracing::{
+    field::{Field, Visit},
+    span, Event, Level, Subscriber,
+};
+use tracing_subscriber::{layer::Context, registry::LookupSpan, Layer};
+
+use crate::buffer::{LogBuffer, LogRecord};
+
+/// How a line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// The record as one JSON object (the shape of a `/v1/logs` record).
+    Json,
+    /// `timestamp LEVEL service target: message key=value ...`, coloured when `ansi`.
+    Pretty {
+        /// Colour the level with ANSI escapes.
+        ansi: bool,
+    },
+}
+
+/// Where lines go: a writer and its format. Each line is written with one `write_all` under
+/// the output's lock, so lines from concurrent threads never interleave.
+pub struct Output {
+    format: LineFormat,
+    writer: Mutex<Box<dyn Write + Send>>,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Output {
+    /// Lines in `format` to `writer`.
+    pub fn new(format: LineFormat, writer: impl Write + Send + 'static) -> Self {
+        Self {
+            format,
+            writer: Mutex::new(Box::new(writer)),
+        }
+    }
+
+    fn write(&self, record: &LogRecord) {
+        let mut line = match self.format {
+            LineFormat::Json => serde_json::to_string(record).unwrap_or_default(),
+            LineFormat::Pretty { ansi } => pretty(record, ansi),
+        };
+        line.push('\n');
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // A log line that cannot be written is dropped: logging must never fail a request.
+        let _ = writer.write_all(line.as_bytes());
+        let _ = writer.flush();
+    }
+}
+
+fn pretty(record: &LogRecord, ansi: bool) -> String {
+    let level = record.level.as_str();
+    let level = if ansi {
+        let colour = match record.level {
+            Level::ERROR => "31",
+            Level::WARN => "33",
+            Level::INFO => "32",
+            Level::DEBUG => "34",
+            Level::TRACE => "35",
+        };
+        format!("\x1b[{colour}m{level:>5}\x1b[0m")
+    } else {
+        format!("{level:>5}")
+    };
+    let mut line = format!(
+        "{} {level} {} {}: {}",
+        record.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        record.service,
+        record.target,
+        record.message
+    );
+    for (key, value) in &record.fields {
+        match value {
+            Value::String(s) => {
+                let _ = write!(line, " {key}={s}");
+            }
+            other => {
+                let _ = write!(line, " {key}={other}");
+            }
+        }
+    }
+    line
+}
+
+/// The layer: builds a record per event, appends it to the buffer, writes it to the outputs.
+#[derive(Debug)]
+pub struct TelemetryLayer {
+    service: &'static str,
+    buffer: Arc<LogBuffer>,
+    outputs: Vec<Output>,
+}
+
+impl TelemetryLayer {
+    /// Records of `service` go to `buffer` and to every output in `outputs`.
+    pub fn new(service: &'static str, buffer: Arc<LogBuffer>, outputs: Vec<Output>) -> Self {
+        Self {
+            service,
+            buffer,
+            outputs,
+        }
+    }
+}
+
+/// The fields of a span, kept in its extensions.
+#[derive(Debug, Default)]
+struct SpanFields(Map<String, Value>);
+
+/// Collects fields into a JSON map; `message` goes apart.
+struct Collector<'a> {
+    fields: &'a mut Map<String, Value>,
+    message: Option<&'a mut String>,
+}
+
+impl Collector<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        if name == "message" {
+            if let Some(message) = self.message.as_deref_mut() {
+                *message = match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                return;
+            }
+        }
+        let value = if is_sensitive(name) && !value.is_boolean() {
+            Value::from("[redacted]")
+        } else {
+            value
+        };
+        // `log` records bridged into tracing name their fields `log.target` etc.; keep names.
+        self.fields.insert(name.to_owned(), value);
+    }
+}
+
+/// Field names that could hold a credential.
+fn is_sensitive(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "token",
+        "secret",
+        "password",
+        "cookie",
+        "card_number",
+        "cvc",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
+impl Visit for Collector<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.put(field, Value::from(value.to_string()));
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.put(field, Value::from(value.to_string()));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::from(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, Value::from(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut Collector {
+            fields: &mut fields.0,
+            message: None,
+        });
+        span.extensions_mut().insert(fields);
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut Collector {
+                fields: &mut fields.0,
+                message: None,
+            });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Map::new();
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(span_fields) = span.extensions().get::<SpanFields>() {
+                    for (k, v) in &span_fields.0 {
+                        fields.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut message = String::new();
+        event.record(&mut Collector {
+            fields: &mut fields,
+            message: Some(&mut message),
+        });
+        let metadata = event.metadata();
+        let record = self.buffer.push(LogRecord {
+            seq: 0,
+            timestamp: Utc::now(),
+            level: *metadata.level(),
+            service: self.service,
+            target: metadata.target().to_owned(),
+            message,
+            fields,
+        });
+        for output in &self.outputs {
+            output.write(&record);
+        }
+    }
+}

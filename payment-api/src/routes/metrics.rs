@@ -1,0 +1,97 @@
+//! `GET /metrics`: Prometheus text from the process-wide recorder (`telemetry::metrics`).
+//!
+//! Two kinds of series meet here. Events are recorded where they happen (HTTP requests and
+//! their latency, bank attempts by classification, breaker transitions, store latency). Figures
+//! the service already keeps for `/v1/status` (payment outcomes, idempotency counters, retry
+//! budget, bulkhead, breaker state, reconciler) are copied into the recorder at each scrape, so
+//! `/metrics` and `/v1/status` can never disagree. `docs/observability.md` lists every series.
+
+use std::sync::Arc;
+
+use axum::{extract::State, http::header, response::IntoResponse};
+use metrics::{counter, gauge};
+use resilience::breaker::State as BreakerState;
+
+use super::AppState;
+
+/// Prometheus text exposition (series listed in `docs/observability.md`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Installs the recorder if nothing has yet (in-process tests), before anything is copied in.
+    let prometheus = telemetry::metrics::prometheus();
+    publish(&state).await;
+    (
+        [(header::CONTENT_TYPE, telemetry::metrics::CONTENT_TYPE)],
+        prometheus.render(),
+    )
+}
+
+/// Copies the service's own figures into the recorder.
+async fn publish(state: &AppState) {
+    let payments = &state.payments;
+    let c = payments.counters.snapshot();
+    for (outcome, n) in [
+        ("succeeded", c.succeeded),
+        ("declined", c.declined),
+        ("pending", c.pending),
+        ("failed", c.failed),
+        ("rejected_breaker", c.rejected_breaker),
+        ("rejected_bulkhead", c.rejected_bulkhead),
+        ("bank_unavailable", c.bank_unavailable),
+    ] {
+        counter!("payments_total", "outcome" => outcome).absolute(n);
+    }
+    counter!("idempotency_replays_total").absolute(c.replayed);
+    counter!("idempotency_conflicts_total").absolute(c.in_flight_conflicts);
+    counter!("idempotency_mismatches_total").absolute(c.key_mismatches);
+    counter!("store_errors_total").absolute(c.store_unavailable);
+    counter!("bank_retries_total").absolute(c.bank_retries);
+
+    let pipeline = payments.bank.pipeline();
+    let breaker = pipeline.breaker().snapshot();
+    for s in [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::ForcedOpen,
+        BreakerState::Disabled,
+        BreakerState::MetricsOnly,
+    ] {
+        let on = if s == breaker.state { 1.0 } else { 0.0 };
+        gauge!("breaker_state", "state" => s.as_str()).set(on);
+    }
+    gauge!("breaker_failure_rate").set(breaker.failure_rate.unwrap_or(0.0));
+    gauge!("breaker_slow_call_rate").set(breaker.slow_call_rate.unwrap_or(0.0));
+    counter!("breaker_rejections_total").absolute(breaker.rejected_total);
+
+    let budget = pipeline.budget().snapshot();
+    gauge!("retry_budget_balance").set(budget.balance);
+    counter!("retry_budget_deposits_total").absolute(budget.deposits);
+    counter!("retry_budget_withdrawals_total").absolute(budget.withdrawals);
+    counter!("retry_budget_exhausted_total").absolute(budget.exhausted_total);
+
+    let bulkhead = pipeline.bulkhead().snapshot();
+    gauge!("bulkhead_permits_in_use").set(f64::from(bulkhead.in_use));
+    gauge!("bulkhead_permits_max").set(f64::from(bulkhead.max_concurrent));
+    gauge!("bulkhead_waiting").set(f64::from(bulkhead.waiting));
+    counter!("bulkhead_rejections_total").absolute(bulkhead.rejected_total);
+
+    let reconciler = state.reconciler_stats.snapshot(&state.reconciler);
+    counter!("reconciler_runs_total").absolute(reconciler.runs);
+    counter!("reconciler_settled_total").absolute(reconciler.settled);
+    counter!("reconciler_resent_total").absolute(reconciler.resent);
+    counter!("reconciler_reaped_keys_total").absolute(reconciler.reaped_keys);
+    // The backlog is a store query; an unreachable store leaves the last value and says so.
+    let started = std::time::Instant::now();
+    let backlog = payments.store.pending_count().await;
+    crate::stats::record_store_latency("pending_count", started.elapsed());
+    match backlog {
+        Ok(n) => {
+            gauge!("reconciler_backlog").set(n as f64);
+            gauge!("store_up").set(1.0);
+        }
+        Err(_) => gauge!("store_up").set(0.0),
+    }
+    gauge!("replay_cache_entries").set(payments.cache.len() as f64);
+}
