@@ -349,8 +349,15 @@ async fn fifty_concurrent_requests_with_one_fresh_key_make_exactly_one_charge() 
 
 #[tokio::test]
 async fn two_hundred_keys_sent_three_times_concurrently_make_two_hundred_charges() {
+    // 200 fresh keys at once would fill the default bulkhead of 64 bank calls (503
+    // bulkhead_full, key left free); this test is about idempotency, so the bulkhead is widened.
     let bank = start_bank(&[]).await;
-    let api = start_api(&bank.url(), &temp_dir("conc200"), FAST_API).await;
+    let api = start_api(
+        &bank.url(),
+        &temp_dir("conc200"),
+        &e2e::fast_api_with(&[("--bulkhead", "1024")]),
+    )
+    .await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         for _ in 0..3 {
