@@ -18,6 +18,8 @@ mod auth;
 mod bank;
 mod domain;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod payments;
 mod reconciler;
 mod routes;
