@@ -4,7 +4,8 @@
 //! SHA-256 digest of each key is kept in memory after loading, and a presented key is compared
 //! against every configured digest in constant time, so neither timing nor a memory dump of the
 //! key table reveals a key. Keys never reach a log line: the request header is marked sensitive
-//! and this module logs tenants only.
+//! and this module logs tenants only. Authenticating also takes the request from the key's
+//! rate limit (`rate_limit`).
 
 use std::sync::Arc;
 
@@ -107,15 +108,27 @@ impl ApiKeys {
 
     /// The tenant whose key this is. Every entry is compared, so the time taken does not depend
     /// on which entry (if any) matched.
+    #[cfg(test)]
     pub(crate) fn verify(&self, presented: &str) -> Option<Tenant> {
+        self.verify_entry(presented).map(|(_, tenant)| tenant)
+    }
+
+    /// Like [`verify`](Self::verify), with the index of the matching entry (the key's identity
+    /// for its rate limit).
+    pub(crate) fn verify_entry(&self, presented: &str) -> Option<(usize, Tenant)> {
         let presented = digest(presented);
         let mut found = None;
-        for (expected, tenant) in &self.entries {
+        for (index, (expected, tenant)) in self.entries.iter().enumerate() {
             if bool::from(expected.ct_eq(&presented)) {
-                found = Some(tenant);
+                found = Some((index, tenant));
             }
         }
-        found.cloned()
+        found.map(|(index, tenant)| (index, tenant.clone()))
+    }
+
+    /// How many keys are configured.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -148,9 +161,17 @@ impl FromRequestParts<Arc<AppState>> for Tenant {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or(ApiError::Unauthenticated)?;
-        let tenant = state.keys.verify(key).ok_or(ApiError::Unauthenticated)?;
+        let (index, tenant) = state
+            .keys
+            .verify_entry(key)
+            .ok_or(ApiError::Unauthenticated)?;
         // Every later line of this request names its tenant (never its key).
         tracing::Span::current().record("tenant", tenant.as_str());
+        // Before any work: a refused request never touches the store (nor consumes its key).
+        if let Err(retry_after) = state.rate_limits.check(index) {
+            crate::stats::Counters::inc(&state.payments.counters.rate_limited);
+            return Err(ApiError::RateLimited { retry_after });
+        }
         Ok(tenant)
     }
 }

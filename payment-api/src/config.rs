@@ -58,6 +58,51 @@ pub struct Config {
 
     #[command(flatten)]
     pub reconciler: ReconcilerArgs,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// Limits at the edge, enforced before any payment work: what one client, or all of them
+/// together, can make this process do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeArgs {
+    /// Requests handled at once; one more is shed with 503 `overloaded` and Retry-After
+    /// (`/health`, `/ready`, `/metrics` and `/v1/status` are never shed).
+    #[arg(long, env = "PAYMENT_API_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: u32,
+    /// Requests per second each API key may make (0: no limit); over it, 429 `rate_limited`
+    /// with Retry-After.
+    #[arg(long, env = "PAYMENT_API_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Requests an API key may make at once above its rate, after being idle (0: one second's
+    /// worth).
+    #[arg(long, env = "PAYMENT_API_RATE_LIMIT_BURST", default_value_t = 0)]
+    pub rate_limit_burst: u32,
+    /// Longest a request may take, body upload included, in milliseconds; then 408
+    /// `request_timeout`. Must exceed the payment deadline (a payment in progress is finished
+    /// and recorded anyway; its key then replays the outcome).
+    #[arg(long, env = "PAYMENT_API_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Most header fields a request may carry; more is 431 `headers_too_large`.
+    #[arg(long, env = "PAYMENT_API_MAX_HEADERS", default_value_t = 64)]
+    pub max_headers: usize,
+    /// Most bytes of header names and values a request may carry; more is 431.
+    #[arg(long, env = "PAYMENT_API_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+}
+
+impl Default for EdgeArgs {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            rate_limit: 1000,
+            rate_limit_burst: 0,
+            request_timeout_ms: 30_000,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+        }
+    }
 }
 
 /// The bank pipeline: timeouts, retries, breaker, bulkhead.
@@ -189,6 +234,7 @@ impl Config {
             database_url: None,
             resilience: ResilienceArgs::default(),
             reconciler: ReconcilerArgs::default(),
+            edge: EdgeArgs::default(),
         }
     }
 

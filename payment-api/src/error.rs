@@ -47,6 +47,16 @@ pub(crate) enum ApiError {
     NotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error("this API key is over its rate limit")]
+    RateLimited { retry_after: Duration },
+    #[error("too many requests in progress; shed")]
+    Overloaded { retry_after: Duration },
+    #[error("request headers over the limit: {0}")]
+    HeadersTooLarge(String),
+    #[error("the request took longer than {0:?}")]
+    RequestTimeout(Duration),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -113,6 +123,26 @@ impl ApiError {
             ),
             MethodNotAllowed => (
                 Problem::new(405, "method_not_allowed", "Method not allowed", "This route does not accept this HTTP method; see /openapi.json."),
+                None,
+            ),
+            RateLimited { retry_after } => (
+                Problem::new(429, "rate_limited", "Too many requests", "This API key is over its rate limit; nothing was processed. Retry after Retry-After seconds (with the same Idempotency-Key for a payment)."),
+                Some(*retry_after),
+            ),
+            Overloaded { retry_after } => (
+                Problem::new(503, "overloaded", "Service overloaded", "Too many requests are in progress; this one was shed before any work. Retry after Retry-After seconds (with the same Idempotency-Key for a payment)."),
+                Some(*retry_after),
+            ),
+            HeadersTooLarge(detail) => (
+                Problem::new(431, "headers_too_large", "Request headers too large", detail.clone()),
+                None,
+            ),
+            RequestTimeout(limit) => (
+                Problem::new(408, "request_timeout", "Request timeout", format!("The request was not completed within {} ms. A payment that had started is still finished and recorded: retry with the same Idempotency-Key to get its outcome.", limit.as_millis())),
+                None,
+            ),
+            Internal(_) => (
+                Problem::new(500, "internal_error", "Internal error", "Something went wrong on our side; it has been logged. Retry with the same Idempotency-Key."),
                 None,
             ),
         }

@@ -9,6 +9,7 @@
 //!   runs every charge through the resilience pipeline (deadline, retry, breaker, bulkhead).
 //! - `payments`: the payment flow: claim, charge, record, answer, replay.
 //! - `reconciler`: the background task that settles pending payments and reaps old keys.
+//! - `rate_limit`: the per-API-key token buckets behind 429 `rate_limited`.
 //! - `stats`: counters and recent latencies for `/v1/status`.
 //! - `routes`: the HTTP surface; `error` maps every failure to a problem+json answer in one place.
 
@@ -21,6 +22,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod payments;
+mod rate_limit;
 mod reconciler;
 mod routes;
 mod stats;
@@ -45,6 +47,13 @@ impl Application {
     /// the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = auth::ApiKeys::load(&config)?;
+        if config.edge.request_timeout_ms <= config.resilience.deadline_ms {
+            anyhow::bail!(
+                "--request-timeout-ms ({}) must exceed --deadline-ms ({}): a payment needs its whole deadline",
+                config.edge.request_timeout_ms,
+                config.resilience.deadline_ms
+            );
+        }
         // Metrics recorded from here on reach `/metrics`, whether or not `telemetry::init` ran.
         let _ = telemetry::metrics::prometheus();
         let database_url = config
@@ -79,6 +88,7 @@ impl Application {
             key_retention: config.key_retention(),
             batch: 100,
         };
+        let keys_count = keys.len();
         let state = Arc::new(routes::AppState {
             keys,
             payments: service,
@@ -88,6 +98,12 @@ impl Application {
             instance_id,
             started_at: Utc::now(),
             logs: telemetry::log_buffer(),
+            rate_limits: rate_limit::RateLimits::new(
+                keys_count,
+                config.edge.rate_limit,
+                config.edge.rate_limit_burst,
+            ),
+            edge: routes::EdgeLimits::new(&config.edge),
         });
         let listener =
             service_runtime::bind(config.listen, "--listen (PAYMENT_API_LISTEN)").await?;

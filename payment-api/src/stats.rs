@@ -47,6 +47,11 @@ pub(crate) struct Counters {
     pub(crate) bank_errors: AtomicU64,
     pub(crate) reconciled: AtomicU64,
     pub(crate) reconcile_resent: AtomicU64,
+    /// Requests refused at the edge, before any work: over a key's rate limit (429), shed
+    /// because too many were in progress (503), or cut by the request timeout (408).
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) shed: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -69,6 +74,9 @@ pub(crate) struct CountersSnapshot {
     pub(crate) bank_errors: u64,
     pub(crate) reconciled: u64,
     pub(crate) reconcile_resent: u64,
+    pub(crate) rate_limited: u64,
+    pub(crate) shed: u64,
+    pub(crate) timed_out: u64,
 }
 
 impl Counters {
@@ -96,6 +104,9 @@ impl Counters {
             bank_errors: get(&self.bank_errors),
             reconciled: get(&self.reconciled),
             reconcile_resent: get(&self.reconcile_resent),
+            rate_limited: get(&self.rate_limited),
+            shed: get(&self.shed),
+            timed_out: get(&self.timed_out),
         }
     }
 }

@@ -18,6 +18,12 @@ fn help_lists_every_flag_with_its_env_var() {
         ("--api-keys-file", "PAYMENT_API_KEYS_FILE"),
         ("--data-dir", "PAYMENT_API_DATA_DIR"),
         ("--log-format", "LOG_FORMAT"),
+        ("--max-in-flight", "PAYMENT_API_MAX_IN_FLIGHT"),
+        ("--rate-limit", "PAYMENT_API_RATE_LIMIT"),
+        ("--rate-limit-burst", "PAYMENT_API_RATE_LIMIT_BURST"),
+        ("--request-timeout-ms", "PAYMENT_API_REQUEST_TIMEOUT_MS"),
+        ("--max-headers", "PAYMENT_API_MAX_HEADERS"),
+        ("--max-header-bytes", "PAYMENT_API_MAX_HEADER_BYTES"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(help.contains(env), "{env} missing from --help:\n{help}");
@@ -39,4 +45,23 @@ fn starting_without_api_keys_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("PAYMENT_API_KEYS"), "stderr: {stderr}");
+}
+
+#[test]
+fn a_request_timeout_under_the_payment_deadline_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("api-cli-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_payment-api"))
+        .args(["--listen", "127.0.0.1:0", "--deadline-ms", "10000"])
+        .args(["--request-timeout-ms", "5000"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("PAYMENT_API_KEYS", "acme:0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--request-timeout-ms") && stderr.contains("--deadline-ms"),
+        "stderr: {stderr}"
+    );
 }

@@ -83,6 +83,8 @@ struct Hostile {
     auth: Option<String>,
     key: Option<Vec<u8>>,
     content_type: Option<String>,
+    /// Extra header fields: usually none, sometimes a flood of them or a huge one.
+    extra: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
 }
 
@@ -102,6 +104,17 @@ impl std::fmt::Debug for Hostile {
                     .map(|k| String::from_utf8_lossy(k).into_owned()),
             )
             .field("content_type", &self.content_type)
+            .field(
+                "extra",
+                &format!(
+                    "{} fields, {} bytes",
+                    self.extra.len(),
+                    self.extra
+                        .iter()
+                        .map(|(n, v)| n.len() + v.len())
+                        .sum::<usize>()
+                ),
+            )
             .field("body", &body)
             .finish()
     }
@@ -184,16 +197,42 @@ fn hostile() -> impl Strategy<Value = Hostile> {
             1 => proptest::collection::vec(any::<u8>(), 0..200),
             1 => "\\PC{0,100}".prop_map(String::into_bytes),
         ],
+        prop_oneof![
+            8 => Just(Vec::new()),
+            1 => proptest::collection::vec(extra_header(64), 1..120),
+            1 => proptest::collection::vec(extra_header(20_000), 1..4),
+        ],
     )
-        .prop_map(|(method, path, auth, key, content_type, body)| Hostile { method, path, auth, key, content_type, body })
+        .prop_map(|(method, path, auth, key, content_type, body, extra)| Hostile {
+            method,
+            path,
+            auth,
+            key,
+            content_type,
+            extra,
+            body,
+        })
+}
+
+/// One header field with a value of up to `max_value` bytes (any byte a header may carry).
+fn extra_header(max_value: usize) -> impl Strategy<Value = (String, Vec<u8>)> {
+    (
+        "x-[a-z0-9-]{1,20}",
+        proptest::collection::vec(prop_oneof![32u8..127, 128u8..=255], 0..max_value),
+    )
 }
 
 #[test]
 fn no_input_produces_a_5xx_and_rejected_input_changes_nothing() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let system = runtime.block_on(start());
+    // 300 cases in CI; `HOSTILE_CASES=5000` for a longer hunt.
+    let cases = std::env::var("HOSTILE_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
     let mut runner = TestRunner::new(proptest::test_runner::Config {
-        cases: 300,
+        cases,
         ..Default::default()
     });
     let seen = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
@@ -215,6 +254,11 @@ fn no_input_produces_a_5xx_and_rejected_input_changes_nothing() {
                         request = request.header("idempotency-key", value);
                     }
                 }
+                for (name, value) in &case.extra {
+                    if let Ok(value) = reqwest::header::HeaderValue::from_bytes(value) {
+                        request = request.header(name.as_str(), value);
+                    }
+                }
                 if let Some(content_type) = &case.content_type {
                     if let Ok(value) = reqwest::header::HeaderValue::from_str(content_type) {
                         request = request.header("content-type", value);
@@ -226,6 +270,12 @@ fn no_input_produces_a_5xx_and_rejected_input_changes_nothing() {
                     .await
                     .expect("an answer, never a hang");
                 let status = response.status().as_u16();
+                if matches!(status, 429 | 503) {
+                    assert!(
+                        response.headers().contains_key("retry-after"),
+                        "{status} without Retry-After for {case:?}"
+                    );
+                }
                 let content_type = response
                     .headers()
                     .get("content-type")

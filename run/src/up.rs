@@ -255,18 +255,29 @@ fn print_banner(
         );
     }
     println!("  {:<12} {}", "data dir", data_dir.display());
+    // The key is shown to a person at a terminal. When the output is captured (a file, a CI
+    // log, a journal) it would become a secret at rest, so the banner names the file instead
+    // and the curl command reads it from there.
+    let key_file = creds.api_key_file.display().to_string();
+    let (shown_key, bearer) = if std::io::stdout().is_terminal() {
+        (creds.api_key.to_string(), creds.api_key.to_string())
+    } else {
+        (
+            "(not shown: output is not a terminal)".to_owned(),
+            format!("'\"$(cat '{key_file}')\"'"),
+        )
+    };
     println!(
         "  {:<12} {} (tenant {}, in {})",
         "dev API key",
-        creds.api_key,
+        shown_key,
         crate::credentials::DEV_TENANT,
-        creds.api_key_file.display()
+        key_file
     );
     println!();
     println!("Send a payment (send it again with the same Idempotency-Key to see a replay):");
     println!(
-        "  curl -sS -i -X POST {api_url}/v1/payments -H 'Authorization: Bearer {}' -H 'Idempotency-Key: demo-order-1' -H 'Content-Type: application/json' -d '{{\"amount\": 1999, \"currency\": \"TRY\", \"source\": \"tok_visa\"}}'",
-        creds.api_key
+        "  curl -sS -i -X POST {api_url}/v1/payments -H 'Authorization: Bearer {bearer}' -H 'Idempotency-Key: demo-order-1' -H 'Content-Type: application/json' -d '{{\"amount\": 1999, \"currency\": \"TRY\", \"source\": \"tok_visa\"}}'"
     );
     println!();
     println!("Open the dashboard at {dashboard_url}. Press Ctrl-C to stop everything.");

@@ -10,7 +10,6 @@ struct Banner {
     api_url: String,
     bank_url: String,
     dashboard_url: String,
-    api_key: String,
     curl: String,
     pids: Vec<u32>,
 }
@@ -40,7 +39,6 @@ fn parse_banner(lines: &[String]) -> Banner {
         api_url: api[0].clone(),
         bank_url: bank[0].clone(),
         dashboard_url: dashboard[0].clone(),
-        api_key: field("dev API key")[0].clone(),
         curl: lines
             .iter()
             .find(|l| l.trim_start().starts_with("curl "))
@@ -51,7 +49,7 @@ fn parse_banner(lines: &[String]) -> Banner {
     }
 }
 
-fn start_run(data_dir: &std::path::Path) -> (Process, Banner) {
+fn start_run(data_dir: &std::path::Path) -> (Process, Banner, Vec<String>) {
     let data = data_dir.to_str().unwrap();
     let run = Process::start(
         "run",
@@ -72,22 +70,25 @@ fn start_run(data_dir: &std::path::Path) -> (Process, Banner) {
         l.starts_with("Open the dashboard")
     });
     let banner = parse_banner(&lines);
-    (run, banner)
+    (run, banner, lines)
 }
 
 #[tokio::test]
 async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all() {
     let data_dir = temp_dir("run");
-    let (mut run, banner) = start_run(&data_dir);
+    let (mut run, banner, mut output) = start_run(&data_dir);
     assert_eq!(banner.pids.len(), 3);
     for pid in &banner.pids {
         assert!(alive(*pid), "child {pid} should be running");
         assert_ne!(*pid, run.child.id(), "each service is its own process");
     }
 
-    // The key is kept in the data directory, not in code.
-    let stored = std::fs::read_to_string(data_dir.join("dev-api-key")).unwrap();
-    assert_eq!(stored.trim(), banner.api_key);
+    // The key is kept in the data directory, not in code; captured output never shows it.
+    let api_key = std::fs::read_to_string(data_dir.join("dev-api-key")).unwrap();
+    let api_key = api_key.trim().to_owned();
+    let bank_token = std::fs::read_to_string(data_dir.join("bank-admin-token")).unwrap();
+    let bank_token = bank_token.trim().to_owned();
+    assert!(api_key.len() >= 16 && bank_token.len() >= 16);
 
     // Every service answers its health check.
     for url in [&banner.api_url, &banner.bank_url, &banner.dashboard_url] {
@@ -115,7 +116,7 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     } else {
         let response = reqwest::Client::new()
             .post(format!("{}/v1/payments", banner.api_url))
-            .bearer_auth(&banner.api_key)
+            .bearer_auth(&api_key)
             .header("Idempotency-Key", "demo-order-1")
             .json(&serde_json::json!({"amount": 1999, "currency": "TRY", "source": "tok_visa"}))
             .send()
@@ -124,6 +125,9 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
         assert_eq!(response.status(), 201);
     }
 
+    // Use every credential, rightly and wrongly, then read every operator surface.
+    let answers = exercise_and_read_everything(&banner, &api_key, &bank_token).await;
+
     let status = run
         .terminate(Duration::from_secs(30))
         .expect("run exits after SIGTERM");
@@ -131,11 +135,113 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     for pid in &banner.pids {
         assert!(!alive(*pid), "child {pid} survived run's SIGTERM");
     }
+
+    // The secret scan: every line `run` and its three children printed, and every answer
+    // read above. No configured secret, nor a long piece of one.
+    while let Some(line) = run.next_line(Duration::from_secs(2)) {
+        output.push(line);
+    }
+    let everything = format!("{}\n{}", output.join("\n"), answers.join("\n"));
+    assert!(output.len() > 20, "too little output to judge: {output:?}");
+    for (name, secret) in [("dev API key", &api_key), ("bank admin token", &bank_token)] {
+        for piece in [secret.as_str(), &secret[secret.len() - 12..]] {
+            assert!(
+                !everything.contains(piece),
+                "the {name} appears in a full run's output or answers"
+            );
+        }
+    }
+}
+
+/// Pays, replays, is refused with a wrong key, switches chaos with the admin token (and once
+/// without it), then reads every status, log, metrics and document endpoint of the three
+/// services; returns every answer body.
+async fn exercise_and_read_everything(
+    banner: &Banner,
+    api_key: &str,
+    bank_token: &str,
+) -> Vec<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut answers = Vec::new();
+    let pay = |key: &str, idempotency_key: &str| {
+        client
+            .post(format!("{}/v1/payments", banner.api_url))
+            .bearer_auth(key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&serde_json::json!({"amount": 500, "currency": "EUR", "source": "tok_visa"}))
+            .send()
+    };
+    for (key, idempotency_key, expected) in [
+        (api_key, "scan-1", 201),
+        (api_key, "scan-1", 201),
+        ("sk_wrong_0123456789abcdef", "scan-2", 401),
+    ] {
+        let response = pay(key, idempotency_key).await.unwrap();
+        assert_eq!(response.status(), expected);
+        answers.push(response.text().await.unwrap());
+    }
+    let chaos = |token: Option<&str>| {
+        let request = client
+            .put(format!("{}/v1/chaos", banner.bank_url))
+            .json(&serde_json::json!({"preset": "healthy"}));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    let refused = chaos(None).await.unwrap();
+    assert_eq!(refused.status(), 401, "the bank's chaos needs its token");
+    answers.push(refused.text().await.unwrap());
+    let allowed = chaos(Some(bank_token)).await.unwrap();
+    assert!(allowed.status().is_success());
+    answers.push(allowed.text().await.unwrap());
+
+    let reads = [
+        format!("{}/v1/status", banner.api_url),
+        format!("{}/v1/logs?limit=1000", banner.api_url),
+        format!("{}/metrics", banner.api_url),
+        format!("{}/openapi.json", banner.api_url),
+        format!("{}/v1/payments?limit=100", banner.api_url),
+        format!("{}/v1/status", banner.bank_url),
+        format!("{}/v1/logs?limit=1000", banner.bank_url),
+        format!("{}/v1/chaos", banner.bank_url),
+        format!("{}/v1/ledger", banner.bank_url),
+        format!("{}/", banner.dashboard_url),
+        format!("{}/api/overview", banner.dashboard_url),
+        format!("{}/api/logs", banner.dashboard_url),
+        format!("{}/api/payments", banner.dashboard_url),
+        format!("{}/api/chaos", banner.dashboard_url),
+        format!("{}/api/traffic", banner.dashboard_url),
+    ];
+    // The dashboard pays with its own copy of the key; its answer must not echo it.
+    let sent = client
+        .post(format!("{}/api/payments/one", banner.dashboard_url))
+        .header("X-Dashboard", "1")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().is_success(), "{}", sent.status());
+    answers.push(sent.text().await.unwrap());
+    for url in reads {
+        let response = client.get(&url).bearer_auth(api_key).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        answers.push(response.text().await.unwrap());
+    }
+    answers
 }
 
 #[tokio::test]
 async fn children_exit_on_their_own_when_run_is_killed() {
-    let (mut run, banner) = start_run(&temp_dir("run-kill"));
+    let (mut run, banner, _) = start_run(&temp_dir("run-kill"));
     signal(run.child.id(), Signal::SIGKILL);
     wait_exit(&mut run.child, Duration::from_secs(10)).expect("run dies on SIGKILL");
     // Children notice their stdin pipe closing and shut down.

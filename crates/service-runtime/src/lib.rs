@@ -30,7 +30,17 @@ pub enum BindError {
 
 /// Binds `addr`, naming the flag that sets it in the error. Port 0 picks a free port; read the
 /// bound address from the returned listener.
+///
+/// Binding to anything but loopback is allowed (it is how a deployment is reached) but never
+/// silent: it is logged as a warning, since these services speak plain HTTP.
 pub async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, BindError> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            flag,
+            "listening beyond loopback: reachable from the network over plain HTTP; put TLS and an access policy in front (see docs/security.md)"
+        );
+    }
     TcpListener::bind(addr).await.map_err(|source| {
         if source.kind() == io::ErrorKind::AddrInUse {
             BindError::InUse { addr, flag }
@@ -71,39 +81,78 @@ pub async fn shutdown_signal() {
 /// How long in-flight requests get to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Header fields hyper parses before refusing a request with a bare 431. Set well above any
+/// service's own (problem+json) limit, so the service's limit is the one clients meet.
+pub const PARSER_MAX_HEADERS: usize = 256;
+
+/// How long a client may take to send a request's headers (a slowloris bound); the body is
+/// bounded by each service's request timeout.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests for at
 /// most [`DRAIN_TIMEOUT`] (a hung client must not keep the process alive).
+///
+/// This is `axum::serve` spelt out over hyper's HTTP/1 connection builder, for the settings
+/// `axum::serve` does not expose: the parser's header limit, the header read timeout, and
+/// `TCP_NODELAY` (answers are small; send them at once).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    tokio::pin!(server);
-    tokio::select! {
-        joined = &mut server => return joined.map_err(io::Error::other)?,
-        _ = stopping_rx => {}
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        server::graceful::GracefulShutdown,
+        service::TowerToHyperService,
+    };
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(PARSER_MAX_HEADERS);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                request
+            },
+        ));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %remote, "connection ended with an error");
+            }
+        });
     }
-    match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
-        Ok(joined) => joined.map_err(io::Error::other)?,
-        Err(_) => {
-            tracing::warn!(
-                timeout_s = DRAIN_TIMEOUT.as_secs(),
-                "drain timed out; closing"
-            );
-            server.abort();
-            Ok(())
-        }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            "drain timed out; closing"
+        );
     }
+    Ok(())
 }
 
 #[cfg(test)]

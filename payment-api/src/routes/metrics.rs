@@ -47,6 +47,13 @@ async fn publish(state: &AppState) {
     counter!("idempotency_mismatches_total").absolute(c.key_mismatches);
     counter!("store_errors_total").absolute(c.store_unavailable);
     counter!("bank_retries_total").absolute(c.bank_retries);
+    for (reason, n) in [
+        ("rate_limited", c.rate_limited),
+        ("overloaded", c.shed),
+        ("request_timeout", c.timed_out),
+    ] {
+        counter!("edge_rejections_total", "reason" => reason).absolute(n);
+    }
 
     let pipeline = payments.bank.pipeline();
     let breaker = pipeline.breaker().snapshot();

@@ -1,5 +1,6 @@
 //! The API's HTTP surface: the router, its layers and its shared state.
 
+mod edge;
 mod health;
 mod logs;
 mod metrics;
@@ -36,6 +37,7 @@ use crate::{
     reconciler::{ReconcilerSettings, ReconcilerStats},
 };
 
+pub(crate) use edge::EdgeLimits;
 pub(crate) use status::effective_config;
 
 /// Largest accepted request body; a payment is a few hundred bytes.
@@ -56,6 +58,10 @@ pub(crate) struct AppState {
     pub(crate) started_at: DateTime<Utc>,
     /// The recent log records behind `GET /v1/logs` (bounded; see `telemetry::buffer`).
     pub(crate) logs: Arc<telemetry::LogBuffer>,
+    /// Per-API-key rate limits, taken when a request authenticates.
+    pub(crate) rate_limits: crate::rate_limit::RateLimits,
+    /// Header limits, the in-flight limit and the request timeout.
+    pub(crate) edge: EdgeLimits,
 }
 
 /// Every route of the API, each registered with its OpenAPI description, so the document at
@@ -133,6 +139,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .layer(middleware::from_fn(observe))
         .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), edge::enforce))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
     let (routes, openapi) = api_routes().split_for_parts();
     routes
@@ -210,6 +217,8 @@ async fn observe(request: Request, next: Next) -> Response {
 }
 
 #[cfg(test)]
+mod edge_tests;
+#[cfg(test)]
 mod observability_tests;
 #[cfg(test)]
 mod tests;
@@ -228,8 +237,14 @@ pub(crate) fn test_state(
         pipeline,
         counters.clone(),
     ));
+    let keys = ApiKeys::load(config).unwrap();
     Arc::new(AppState {
-        keys: ApiKeys::load(config).unwrap(),
+        rate_limits: crate::rate_limit::RateLimits::new(
+            keys.len(),
+            config.edge.rate_limit,
+            config.edge.rate_limit_burst,
+        ),
+        keys,
         payments: Arc::new(PaymentService {
             store,
             bank,
@@ -254,5 +269,6 @@ pub(crate) fn test_state(
         instance_id: "test".into(),
         started_at: Utc::now(),
         logs: Arc::new(telemetry::LogBuffer::new(1000)),
+        edge: EdgeLimits::new(&config.edge),
     })
 }

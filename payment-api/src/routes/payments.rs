@@ -20,6 +20,7 @@ use payment_types::{
     Problem,
 };
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::AppState;
@@ -47,8 +48,11 @@ use crate::{
         (status = 409, description = "The same key is still in flight (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The request took longer than the request timeout; a payment that started is still recorded", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body, or the key was used with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Breaker open, bulkhead full, bank unavailable or store unavailable (Retry-After); not processed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This API key is over its rate limit (Retry-After); not processed", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "Too many or too large request headers", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded (shed), breaker open, bulkhead full, bank unavailable or store unavailable (Retry-After); not processed", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn create(
@@ -74,11 +78,20 @@ pub(crate) async fn create(
     let request_id = request_headers
         .get(headers::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let answer = state
-        .payments
-        .create(&tenant, &key, fingerprint, request, request_id)
-        .await;
+        .unwrap_or_default()
+        .to_owned();
+    // The payment runs as its own task: if this request is dropped (the client disconnects,
+    // or the request timeout fires) the payment still finishes and is recorded, and its key
+    // replays the outcome, instead of waiting for its lease to expire.
+    let payments = state.payments.clone();
+    let work = async move {
+        payments
+            .create(&tenant, &key, fingerprint, request, &request_id)
+            .await
+    };
+    let answer = tokio::spawn(work.instrument(tracing::Span::current()))
+        .await
+        .unwrap_or_else(|join| Err(ApiError::Internal(join.to_string())));
     tracing::Span::current().record("outcome", outcome(&answer).as_str());
     Ok(into_response(answer?))
 }

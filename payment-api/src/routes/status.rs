@@ -39,6 +39,10 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             "stats": state.reconciler_stats.snapshot(&state.reconciler),
         },
         "replay_cache_entries": payments.cache.len(),
+        "edge": {
+            "in_flight": state.edge.in_flight(),
+            "max_in_flight": state.edge.max_in_flight(),
+        },
         "logs": log_cursor(&state.logs),
         "config": state.effective_config,
     }))
@@ -64,5 +68,13 @@ pub(crate) fn effective_config(config: &Config) -> Value {
         "reconcile_grace_ms": config.reconciler.reconcile_grace_ms,
         "key_retention_hours": config.reconciler.key_retention_hours,
         "max_body_bytes": super::MAX_BODY_BYTES,
+        "edge": {
+            "max_in_flight": config.edge.max_in_flight,
+            "rate_limit_per_key": config.edge.rate_limit,
+            "rate_limit_burst": config.edge.rate_limit_burst,
+            "request_timeout_ms": config.edge.request_timeout_ms,
+            "max_headers": config.edge.max_headers,
+            "max_header_bytes": config.edge.max_header_bytes,
+        },
     })
 }
