@@ -30,6 +30,12 @@ impl IdempotencyKey {
         if key.is_empty() {
             return Err(IdempotencyKeyError::Empty);
         }
+        // A key that begins or ends with `"` could only ever be sent quoted (bare, it reads as
+        // a quoted string), so one key would have one spelling that works and one that does
+        // not. Refused, so every key works bare and quoted alike (found by fuzzing).
+        if key.first() == Some(&b'"') || key.last() == Some(&b'"') {
+            return Err(IdempotencyKeyError::BadQuoting);
+        }
         if key.len() > Self::MAX_LEN {
             return Err(IdempotencyKeyError::TooLong);
         }
@@ -129,5 +135,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_that_could_only_be_sent_quoted_is_refused() {
+        // Found by the `idempotency_key` fuzz target: `"\""` named the key `"`, which sent bare
+        // reads as broken quoting.
+        for bad in [&br#""\"""#[..], br#"")&c\"""#, br#""\"abc""#] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(IdempotencyKeyError::BadQuoting),
+                "{bad:?}"
+            );
+        }
+        // A quote inside a key is fine: it works bare and quoted.
+        assert_eq!(IdempotencyKey::parse(b"a\"b").unwrap().as_str(), "a\"b");
     }
 }
