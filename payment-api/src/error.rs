@@ -180,11 +180,18 @@ fn body_problem(rejection: &JsonRejection) -> Problem {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        use ApiError::*;
         let (mut problem, retry_after) = self.problem();
         if let Some(retry_after) = retry_after {
             problem = problem.with("retry_after_seconds", retry_after_seconds(retry_after));
         }
-        if problem.status >= 500 {
+        // A refusal that protects the service (breaker open, bulkhead full, shed) is routine
+        // under an outage and counted in the metrics; its "request finished" line says enough.
+        let refusal = matches!(
+            self,
+            BreakerOpen { .. } | BulkheadFull { .. } | Overloaded { .. }
+        );
+        if problem.status >= 500 && !refusal {
             tracing::warn!(error = %self, code = %problem.code, "request failed");
         } else {
             tracing::debug!(error = %self, code = %problem.code, "request rejected");

@@ -17,21 +17,21 @@ pub(crate) async fn run(args: ServiceArgs) -> anyhow::Result<()> {
     };
     match args.service {
         ServiceKind::PaymentApi { config, log } => {
-            telemetry::init("payment-api", &log)?;
+            let _telemetry = telemetry::init("payment-api", &log)?;
             payment_api::Application::build(config)
                 .await?
                 .run_until_stopped(shutdown)
                 .await?;
         }
         ServiceKind::MockBank { config, log } => {
-            telemetry::init("mock-bank", &log)?;
+            let _telemetry = telemetry::init("mock-bank", &log)?;
             mock_bank::Application::build(config)
                 .await?
                 .run_until_stopped(shutdown)
                 .await?;
         }
         ServiceKind::Dashboard { config, log } => {
-            telemetry::init("dashboard", &log)?;
+            let _telemetry = telemetry::init("dashboard", &log)?;
             dashboard::Application::build(config)
                 .await?
                 .run_until_stopped(shutdown)

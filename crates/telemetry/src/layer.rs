@@ -13,7 +13,10 @@
 use std::{
     fmt::{self, Write as _},
     io::Write,
-    sync::{Arc, Mutex},
+    sync::{
+        mpsc::{Receiver, SyncSender, TryRecvError},
+        Arc, Mutex,
+    },
 };
 
 use chrono::Utc;
@@ -38,12 +41,32 @@ pub enum LineFormat {
     },
 }
 
-/// Where lines go: a writer and its format. Each line is written with one `write_all` under
-/// the output's lock, so lines from concurrent threads never interleave.
+/// Where lines go: a writer and its format.
+///
+/// [`Output::new`] writes each line on the logging thread, under the output's lock (lines from
+/// concurrent threads never interleave). [`Output::background`] hands each record to a writer
+/// thread instead, which formats it, writes it through a buffer, and flushes whenever it has
+/// caught up: a request never waits for a `write` system call, and a burst of lines becomes one.
+/// Its queue is bounded; when it is full the logging thread waits (logs are never dropped).
+#[derive(Clone)]
 pub struct Output {
     format: LineFormat,
-    writer: Mutex<Box<dyn Write + Send>>,
+    sink: Arc<Sink>,
 }
+
+enum Sink {
+    Direct(Mutex<Box<dyn Write + Send>>),
+    Background(SyncSender<Message>),
+}
+
+enum Message {
+    Record(Arc<LogRecord>),
+    /// Write out everything queued before this, then answer.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Records queued for a background writer before logging threads wait.
+pub const BACKGROUND_QUEUE: usize = 16 * 1024;
 
 impl fmt::Debug for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -54,25 +77,95 @@ impl fmt::Debug for Output {
 }
 
 impl Output {
-    /// Lines in `format` to `writer`.
+    /// Lines in `format` to `writer`, written on the logging thread.
     pub fn new(format: LineFormat, writer: impl Write + Send + 'static) -> Self {
         Self {
             format,
-            writer: Mutex::new(Box::new(writer)),
+            sink: Arc::new(Sink::Direct(Mutex::new(Box::new(writer)))),
         }
     }
 
-    fn write(&self, record: &LogRecord) {
-        let mut line = match self.format {
-            LineFormat::Json => serde_json::to_string(record).unwrap_or_default(),
-            LineFormat::Pretty { ansi } => pretty(record, ansi),
-        };
-        line.push('\n');
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        // A log line that cannot be written is dropped: logging must never fail a request.
-        let _ = writer.write_all(line.as_bytes());
-        let _ = writer.flush();
+    /// Lines in `format` to `writer`, written by a dedicated thread.
+    pub fn background(format: LineFormat, writer: impl Write + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Message>(BACKGROUND_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".to_owned())
+            .spawn(move || background_writer(format, writer, rx));
+        match spawned {
+            Ok(_) => Self {
+                format,
+                sink: Arc::new(Sink::Background(tx)),
+            },
+            // No thread to be had: write on the logging thread rather than not at all.
+            Err(_) => Self::new(format, std::io::stderr()),
+        }
     }
+
+    fn write(&self, record: &Arc<LogRecord>) {
+        match &*self.sink {
+            Sink::Direct(writer) => {
+                let line = format_line(self.format, record);
+                let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+                // A log line that cannot be written is dropped: logging must never fail a
+                // request.
+                let _ = writer.write_all(line.as_bytes());
+                let _ = writer.flush();
+            }
+            Sink::Background(tx) => {
+                let _ = tx.send(Message::Record(record.clone()));
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until every line logged so far is written out.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        match &*self.sink {
+            Sink::Direct(writer) => {
+                let _ = writer.lock().unwrap_or_else(|p| p.into_inner()).flush();
+            }
+            Sink::Background(tx) => {
+                let (done, wait) = std::sync::mpsc::channel();
+                if tx.send(Message::Flush(done)).is_ok() {
+                    let _ = wait.recv_timeout(timeout);
+                }
+            }
+        }
+    }
+}
+
+fn format_line(format: LineFormat, record: &LogRecord) -> String {
+    let mut line = match format {
+        LineFormat::Json => serde_json::to_string(record).unwrap_or_default(),
+        LineFormat::Pretty { ansi } => pretty(record, ansi),
+    };
+    line.push('\n');
+    line
+}
+
+/// The writer thread: drains the queue into a buffer, flushing whenever the queue is empty.
+fn background_writer(format: LineFormat, writer: impl Write, queue: Receiver<Message>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+    let mut next = queue.recv().ok();
+    while let Some(message) = next {
+        match message {
+            Message::Record(record) => {
+                let _ = out.write_all(format_line(format, &record).as_bytes());
+            }
+            Message::Flush(done) => {
+                let _ = out.flush();
+                let _ = done.send(());
+            }
+        }
+        next = match queue.try_recv() {
+            Ok(message) => Some(message),
+            Err(TryRecvError::Empty) => {
+                let _ = out.flush();
+                queue.recv().ok()
+            }
+            Err(TryRecvError::Disconnected) => None,
+        };
+    }
+    let _ = out.flush();
 }
 
 fn pretty(record: &LogRecord, ansi: bool) -> String {

@@ -101,13 +101,31 @@ pub fn log_buffer() -> Arc<LogBuffer> {
         .clone()
 }
 
-/// What [`init`] set up.
-#[derive(Debug, Clone)]
+/// What [`init`] set up. Keep it alive for the life of the process: dropping it waits (briefly)
+/// until every line logged so far is written, so a binary's last lines are not lost when `main`
+/// returns.
+#[derive(Debug)]
 pub struct Telemetry {
     /// The buffer behind `/v1/logs` (the same as [`log_buffer`]).
     pub buffer: Arc<LogBuffer>,
     /// Whether this call installed the subscriber (false when one was already installed).
     pub installed: bool,
+    outputs: Vec<Output>,
+}
+
+impl Telemetry {
+    /// Waits until every line logged so far is written out (at most two seconds).
+    pub fn flush(&self) {
+        for output in &self.outputs {
+            output.flush(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Installs the global subscriber for `service` and the Prometheus recorder. Safe to call twice
@@ -126,7 +144,8 @@ pub fn init(service: &'static str, args: &LogArgs) -> std::io::Result<Telemetry>
         LogFormat::Auto if stderr_terminal => LineFormat::Pretty { ansi: true },
         LogFormat::Auto => LineFormat::Json,
     };
-    let mut outputs = vec![Output::new(format, std::io::stderr())];
+    // Lines are written by background threads, off the request path (see `layer::Output`).
+    let mut outputs = vec![Output::background(format, std::io::stderr())];
     if let Some(dir) = &args.log_dir {
         std::fs::create_dir_all(dir)?;
         let rotation = match args.log_rotation {
@@ -140,11 +159,15 @@ pub fn init(service: &'static str, args: &LogArgs) -> std::io::Result<Telemetry>
             .max_log_files(args.log_max_files.max(1))
             .build(dir)
             .map_err(std::io::Error::other)?;
-        outputs.push(Output::new(LineFormat::Json, file));
+        outputs.push(Output::background(LineFormat::Json, file));
     }
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(TelemetryLayer::new(service, buffer.clone(), outputs))
+        .with(TelemetryLayer::new(
+            service,
+            buffer.clone(),
+            outputs.clone(),
+        ))
         .try_init()
         .is_ok();
     if installed {
@@ -154,7 +177,11 @@ pub fn init(service: &'static str, args: &LogArgs) -> std::io::Result<Telemetry>
             "logging initialised"
         );
     }
-    Ok(Telemetry { buffer, installed })
+    Ok(Telemetry {
+        buffer,
+        installed,
+        outputs: if installed { outputs } else { Vec::new() },
+    })
 }
 
 #[cfg(test)]
@@ -273,6 +300,51 @@ mod tests {
         assert!(!text.contains("sk_live_secret"), "{text}");
         assert!(text.contains(r#""api_key":"[redacted]""#), "{text}");
         assert!(text.contains(r#""admin_token":true"#), "{text}");
+    }
+
+    #[test]
+    fn a_background_output_writes_every_line_whole_and_in_order_by_the_time_flush_returns() {
+        let captured = Captured::default();
+        let output = Output::background(LineFormat::Json, captured.clone());
+        let buffer = Arc::new(LogBuffer::new(100));
+        let subscriber = tracing_subscriber::registry().with(TelemetryLayer::new(
+            "test-service",
+            buffer,
+            vec![output.clone()],
+        ));
+        let dispatch = tracing::Dispatch::new(subscriber);
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let dispatch = dispatch.clone();
+                scope.spawn(move || {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        for i in 0..500 {
+                            tracing::info!(thread, i, "line");
+                        }
+                    })
+                });
+            }
+        });
+        output.flush(std::time::Duration::from_secs(10));
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let records: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every line is whole JSON"))
+            .collect();
+        assert_eq!(records.len(), 2000);
+        // Each thread's lines arrive in the order it logged them.
+        for thread in 0..4 {
+            let order: Vec<u64> = records
+                .iter()
+                .filter(|r| r["fields"]["thread"] == thread)
+                .map(|r| r["fields"]["i"].as_u64().unwrap())
+                .collect();
+            assert_eq!(order, (0..500).collect::<Vec<_>>());
+        }
+        // Every record once: sequence numbers 1..=2000, none lost or doubled.
+        let mut seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=2000).collect::<Vec<_>>());
     }
 
     #[test]
