@@ -2,7 +2,13 @@
 //! a store round trip. It only ever holds *final* records (which never change), so it can never
 //! disagree with the store; it never replaces the store (a miss always goes to the store).
 
-use std::sync::Arc;
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
 
 use dashmap::DashMap;
 use payment_store::StoredResponse;
@@ -14,11 +20,25 @@ pub(crate) struct CachedKey {
     pub(crate) response: Arc<StoredResponse>,
 }
 
+type CacheKey = (String, String);
+
+#[derive(Debug)]
+struct Entry {
+    key: CachedKey,
+    /// Set by every hit; eviction passes over (and clears) it once: CLOCK, a cheap LRU.
+    referenced: AtomicBool,
+}
+
 /// (tenant, key) → completed record, at most `capacity` entries.
+///
+/// Eviction is CLOCK (second chance): the oldest entry goes unless it was read since it was
+/// last passed over. New payments and their retries (the hot replays) stay; an old key replayed
+/// often stays too. A miss costs one store read.
 #[derive(Debug)]
 pub(crate) struct ReplayCache {
-    entries: DashMap<(String, String), CachedKey>,
-    /// Bound on entries; when full, an arbitrary entry is evicted (a miss costs one store read).
+    entries: DashMap<CacheKey, Entry>,
+    /// Insertion order, for eviction; holds exactly the keys in `entries`.
+    order: Mutex<VecDeque<CacheKey>>,
     capacity: usize,
 }
 
@@ -26,6 +46,7 @@ impl ReplayCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             entries: DashMap::new(),
+            order: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity,
         }
     }
@@ -33,25 +54,54 @@ impl ReplayCache {
     pub(crate) fn get(&self, tenant: &str, key: &str) -> Option<CachedKey> {
         self.entries
             .get(&(tenant.to_owned(), key.to_owned()))
-            .map(|e| e.clone())
+            .map(|e| {
+                e.referenced.store(true, Ordering::Relaxed);
+                e.key.clone()
+            })
     }
 
     pub(crate) fn insert(&self, tenant: &str, key: &str, entry: CachedKey) {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.len() >= self.capacity {
-            let victim = self.entries.iter().next().map(|e| e.key().clone());
-            if let Some(victim) = victim {
-                self.entries.remove(&victim);
+        let id = (tenant.to_owned(), key.to_owned());
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        if self.entries.contains_key(&id) {
+            // Final records never change: the cached one is the same.
+            return;
+        }
+        // Each entry is passed over at most once per eviction, so this ends.
+        let mut passes = order.len();
+        while order.len() >= self.capacity {
+            let Some(oldest) = order.pop_front() else {
+                break;
+            };
+            let second_chance = passes > 0
+                && self
+                    .entries
+                    .get(&oldest)
+                    .is_some_and(|e| e.referenced.swap(false, Ordering::Relaxed));
+            if second_chance {
+                passes -= 1;
+                order.push_back(oldest);
+            } else {
+                self.entries.remove(&oldest);
             }
         }
-        self.entries
-            .insert((tenant.to_owned(), key.to_owned()), entry);
+        self.entries.insert(
+            id.clone(),
+            Entry {
+                key: entry,
+                referenced: AtomicBool::new(false),
+            },
+        );
+        order.push_back(id);
     }
 
     /// Drops every entry (after the reaper deleted keys from the store).
     pub(crate) fn clear(&self) {
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.clear();
         self.entries.clear();
     }
 
@@ -91,5 +141,36 @@ mod tests {
         }
         assert_eq!(cache.len(), 3);
         assert!(cache.get("t", "9").is_some(), "the newest entry is kept");
+    }
+
+    #[test]
+    fn the_oldest_unread_entry_is_evicted_and_a_read_one_gets_a_second_chance() {
+        let cache = ReplayCache::new(3);
+        for i in 0..3 {
+            cache.insert("t", &i.to_string(), entry(200 + i));
+        }
+        assert!(
+            cache.get("t", "0").is_some(),
+            "0 is read: it survives one eviction"
+        );
+        cache.insert("t", "3", entry(203));
+        assert!(cache.get("t", "0").is_some());
+        assert!(
+            cache.get("t", "1").is_none(),
+            "1 was the oldest unread entry"
+        );
+        assert!(cache.get("t", "2").is_some());
+        assert!(cache.get("t", "3").is_some());
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn the_most_recent_keys_all_stay_when_many_more_pass_through() {
+        let cache = ReplayCache::new(100);
+        for i in 0..1000 {
+            cache.insert("t", &i.to_string(), entry(1));
+        }
+        assert_eq!(cache.len(), 100);
+        assert!((900..1000).all(|i| cache.get("t", &i.to_string()).is_some()));
     }
 }
