@@ -34,6 +34,7 @@ pub mod test_support;
 mod convert;
 mod error;
 mod group_commit;
+mod lookup;
 mod postgres;
 mod sqlite;
 

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::convert;
 use crate::group_commit::{GroupCommit, Outcome, SettleWrite, Write};
+use crate::lookup::Lookups;
 use crate::{
     ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, Settlement, Store,
     StoreError, StoreKind, StoredResponse,
@@ -74,6 +75,8 @@ pub(crate) const SETTLE_KEY: &str = "UPDATE idempotency_keys SET state = 'comple
 pub struct SqliteStore {
     /// Reads and the rarer writes (leases, pending, release, reaping).
     pool: SqlitePool,
+    /// Point lookups run inline, without sqlx's thread hand-off ([`crate::lookup`]).
+    lookups: std::sync::Arc<Lookups>,
     /// Claims and settlements, the writes of every payment, group-committed on their own
     /// connection (see [`crate::group_commit`]).
     writer: GroupCommit,
@@ -104,10 +107,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         // After the migrations: the writer's statements need the tables.
         let writer = GroupCommit::start(options.connect().await?);
+        let lookups = std::sync::Arc::new(Lookups::open(path)?);
         tracing::debug!(path = %path.display(), "sqlite store open");
         Ok(Self {
             pool,
             writer,
+            lookups,
             path: path.to_owned(),
         })
     }
@@ -208,12 +213,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_key(&self, tenant: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let row = sqlx::query(KEY_SELECT)
-            .bind(tenant)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(key_from_row).transpose()
+        self.lookups.find_key(tenant, key)
     }
 
     #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
