@@ -7,9 +7,9 @@ pub enum StoreError {
     /// The database could not be reached or answered with an error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A point lookup on SQLite failed (see `sqlite::lookup`).
+    /// SQLite failed under rusqlite (the group-commit writer or a point lookup).
     #[error("database error: {0}")]
-    Lookup(#[from] rusqlite::Error),
+    Sqlite(#[from] rusqlite::Error),
     /// Migrations could not be applied at start.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

@@ -96,7 +96,7 @@ impl Lookups {
 }
 
 /// The same decoding as `sqlite::key_from_row`, over a rusqlite row.
-fn key_from_row(row: &Row<'_>) -> Result<KeyRecord, StoreError> {
+pub(crate) fn key_from_row(row: &Row<'_>) -> Result<KeyRecord, StoreError> {
     let text = |name: &str| -> Result<String, StoreError> { Ok(row.get::<_, String>(name)?) };
     let status: Option<i64> = row.get("response_status")?;
     let response = match status {

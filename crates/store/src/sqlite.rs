@@ -17,7 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use crate::convert;
@@ -106,7 +106,7 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         // After the migrations: the writer's statements need the tables.
-        let writer = GroupCommit::start(options.connect().await?);
+        let writer = GroupCommit::start(path)?;
         let lookups = std::sync::Arc::new(Lookups::open(path)?);
         tracing::debug!(path = %path.display(), "sqlite store open");
         Ok(Self {
@@ -152,39 +152,6 @@ fn payment_from_row(row: &SqliteRow) -> Result<PaymentRecord, StoreError> {
         last_attempt_at: convert::from_ms_opt(row.try_get("last_attempt_at")?)?,
         created_at: convert::from_ms(row.try_get("created_at")?)?,
         updated_at: convert::from_ms(row.try_get("updated_at")?)?,
-    })
-}
-
-pub(crate) fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let state = convert::parse_state(row.try_get("state")?)?;
-    let status: Option<i64> = row.try_get("response_status")?;
-    let response = match status {
-        Some(status) => {
-            let headers: Option<&str> = row.try_get("response_headers")?;
-            let body: Option<Vec<u8>> = row.try_get("response_body")?;
-            Some(StoredResponse {
-                status: convert::http_status(status)?,
-                headers: headers
-                    .map(convert::headers_from_text)
-                    .transpose()?
-                    .unwrap_or_default(),
-                body: body.unwrap_or_default(),
-            })
-        }
-        None => None,
-    };
-    Ok(KeyRecord {
-        tenant: row.try_get("tenant")?,
-        key: row.try_get("idempotency_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        payment_id: convert::parse_uuid(row.try_get("payment_id")?)?,
-        state,
-        response,
-        payment_status: convert::parse_status(row.try_get("status")?)?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_expires_at: convert::from_ms_opt(row.try_get("lease_expires_at")?)?,
-        created_at: convert::from_ms(row.try_get("created_at")?)?,
-        completed_at: convert::from_ms_opt(row.try_get("completed_at")?)?,
     })
 }
 
