@@ -35,7 +35,7 @@ const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer; a full queue makes callers wait (bounded memory).
 const QUEUE: usize = 1024;
 
-/// A write the writer task applies.
+/// A write the writer thread applies.
 #[derive(Debug)]
 pub(crate) enum Write {
     Claim(Box<NewPayment>),
@@ -92,7 +92,7 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// The handle to the writer task; cloning shares it.
+/// The handle to the writer thread; cloning shares it.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommit {
     /// Bounded: the writer's backlog is at most this many writes.

@@ -5,7 +5,9 @@
 //! - [`records`]: what is stored: [`PaymentRecord`], [`KeyRecord`], [`StoredResponse`].
 //! - [`fingerprint`]: the request fingerprint (method, path, canonical JSON) that ties a key to one
 //!   request body.
-//! - [`SqliteStore`]: the embedded default backend (a file, WAL, durable commits).
+//! - [`SqliteStore`]: the embedded default backend (a file, WAL, durable commits). Its writes go
+//!   through `group_commit` (one writer thread, one transaction and fsync per batch); its key
+//!   lookups through `lookup` (inline, on read-only connections); everything else through sqlx.
 //! - [`PostgresStore`]: the shared backend for several API instances.
 //! - [`open`]: picks and opens a backend from a database URL.
 //! - `test_support` (feature `test-support`): a throwaway PostgreSQL server and temporary
