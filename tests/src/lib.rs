@@ -318,15 +318,20 @@ pub mod client {
 
     /// Switches the bank to a named chaos preset.
     pub async fn set_chaos(bank: &str, preset: &str) {
+        put_chaos(bank, json!({"preset": preset})).await;
+    }
+
+    /// `PUT /v1/chaos` with `body` (a preset, a profile or a scenario); asserts it was taken.
+    pub async fn put_chaos(bank: &str, body: Value) {
         let response = http()
             .put(format!("{bank}/v1/chaos"))
-            .json(&json!({"preset": preset}))
+            .json(&body)
             .send()
             .await
             .unwrap();
         assert!(
             response.status().is_success(),
-            "set chaos {preset}: {}",
+            "set chaos {body}: {}",
             response.status()
         );
     }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use e2e::{
-    client::{body, http, ledger, status},
+    client::{body, http, ledger, put_chaos, status},
     eventually, start_api_with_keys, start_bank, temp_dir, FAST_API,
 };
 use serde_json::{json, Value};
@@ -42,16 +42,6 @@ async fn pay_as(api: &str, api_key: &str, idempotency_key: &str) -> Answer {
         retry_after,
         body,
     }
-}
-
-async fn put_chaos(bank: &str, profile: Value) {
-    let response = http()
-        .put(format!("{bank}/v1/chaos"))
-        .json(&profile)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
 }
 
 /// Sends `idempotency_key` until it is not refused at the edge (bounded), and returns that answer.

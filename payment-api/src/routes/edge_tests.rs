@@ -6,7 +6,6 @@ use std::{sync::Arc, time::Duration};
 
 use axum::body::Bytes;
 use axum::{body::Body, http::Request, Router};
-use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -46,15 +45,7 @@ async fn api_with_bank(bank_url: &str, edit: impl FnOnce(&mut Config)) -> Api {
 
 impl Api {
     async fn send(&self, request: Request<Body>) -> (u16, axum::http::HeaderMap, Value) {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            headers,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        super::tests::send(self.router.clone(), request).await
     }
 
     async fn key_exists(&self, tenant: &str, key: &str) -> bool {

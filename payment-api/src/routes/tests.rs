@@ -36,7 +36,11 @@ async fn app(bank_url: &str) -> Router {
     router(test_state(&config, store))
 }
 
-async fn send(app: Router, request: Request<Body>) -> (u16, axum::http::HeaderMap, Value) {
+/// Sends `request` through `app`; the status, the headers and the body as JSON (`Null` if not).
+pub(super) async fn send(
+    app: Router,
+    request: Request<Body>,
+) -> (u16, axum::http::HeaderMap, Value) {
     let response = app.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
