@@ -24,6 +24,11 @@ impl Tenant {
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str) -> Self {
+        Self(name.to_owned())
+    }
 }
 
 /// Why the configured keys could not be loaded.

@@ -2,6 +2,11 @@
 //!
 //! Variants are the distinct outcomes a client can act on; each has a stable `code`. 4xx bodies
 //! say what to fix; 5xx bodies are opaque and the cause goes to the log instead.
+//!
+//! Every 429 and 5xx body also says what the client may conclude about its money, in the
+//! member `charged` (DESIGN.md §2): `"no"` only where the API knows no charge exists or will
+//! be made under the key by this request and the key is free; `"unknown"` everywhere else. The
+//! `detail` text agrees with it: only a `"no"` answer says "not processed".
 
 use std::time::Duration;
 
@@ -39,6 +44,10 @@ pub(crate) enum ApiError {
     BankUnavailable { retry_after: Duration },
     #[error("store unavailable: {0}")]
     StoreUnavailable(#[source] payment_store::StoreError),
+    /// The payment was claimed but its fate under this key could not be confirmed (the
+    /// lease was lost before the key could be released): the client must not assume "no".
+    #[error("the outcome of the payment under this key is not known yet")]
+    OutcomeUnknown { retry_after: Duration },
     #[error("no such payment")]
     PaymentNotFound,
     #[error("invalid query: {0}")]
@@ -59,7 +68,44 @@ pub(crate) enum ApiError {
     Internal(String),
 }
 
+/// What a client may conclude about its money from an error answer (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Charged {
+    /// No charge exists or will be made under this key by this request; the key is free.
+    No,
+    /// This key may hold a payment that is (or will be) charged: retry with the same key.
+    Unknown,
+}
+
+impl Charged {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 impl ApiError {
+    /// What the client may conclude about its money; `None` for answers that are neither 429
+    /// nor 5xx (a 4xx that says what to fix never touched the key).
+    pub(crate) fn charged(&self) -> Option<Charged> {
+        use ApiError::*;
+        match self {
+            // Refused before the key was claimed, or released after every attempt was
+            // definitely not processed and the store confirmed the release.
+            BreakerOpen { .. }
+            | BulkheadFull { .. }
+            | BankUnavailable { .. }
+            | RateLimited { .. }
+            | Overloaded { .. } => Some(Charged::No),
+            // The store could not be read or written (a claim may have committed), the lease
+            // was lost, or the work failed in an unexpected way.
+            StoreUnavailable(_) | OutcomeUnknown { .. } | Internal(_) => Some(Charged::Unknown),
+            _ => None,
+        }
+    }
+
     /// The stable `code` of this error's problem body.
     pub(crate) fn code(&self) -> String {
         self.problem().0.code
@@ -94,20 +140,24 @@ impl ApiError {
                 Some(*retry_after),
             ),
             BreakerOpen { retry_after } => (
-                Problem::new(503, "breaker_open", "Bank temporarily unavailable", "The circuit breaker is open after repeated bank failures; the payment was not attempted. Retry later with the same Idempotency-Key."),
+                Problem::new(503, "breaker_open", "Bank temporarily unavailable", "The circuit breaker is open after repeated bank failures; the payment was not processed and the key is free. Retry later with the same Idempotency-Key."),
                 Some(*retry_after),
             ),
             BulkheadFull { retry_after } => (
-                Problem::new(503, "bulkhead_full", "Too many payments in progress", "Too many bank calls are in progress; the payment was not attempted. Retry later with the same Idempotency-Key."),
+                Problem::new(503, "bulkhead_full", "Too many payments in progress", "Too many bank calls are in progress; the payment was not processed and the key is free. Retry later with the same Idempotency-Key."),
                 Some(*retry_after),
             ),
             BankUnavailable { retry_after } => (
-                Problem::new(503, "bank_unavailable", "Bank unavailable", "The bank did not process the payment; retry later with the same Idempotency-Key."),
+                Problem::new(503, "bank_unavailable", "Bank unavailable", "The bank definitely did not process the payment (every attempt was refused) and the key is free; retry later with the same Idempotency-Key."),
                 Some(*retry_after),
             ),
             StoreUnavailable(_) => (
-                Problem::new(503, "store_unavailable", "Service unavailable", "The payment store is unavailable; nothing was processed. Retry later with the same Idempotency-Key."),
+                Problem::new(503, "store_unavailable", "Service unavailable", "The payment store could not be read or written, so this key may already hold a payment that is or will be charged: its outcome is unknown. Retry later with the same Idempotency-Key, never a new one."),
                 Some(Duration::from_secs(1)),
+            ),
+            OutcomeUnknown { retry_after } => (
+                Problem::new(503, "outcome_unknown", "Outcome unknown", "The payment under this key could not be confirmed as not processed; it may be charged. Retry later with the same Idempotency-Key, never a new one, to get its outcome."),
+                Some(*retry_after),
             ),
             PaymentNotFound => (
                 Problem::new(404, "payment_not_found", "No such payment", "No payment with this id exists for your API key."),
@@ -142,7 +192,7 @@ impl ApiError {
                 None,
             ),
             Internal(_) => (
-                Problem::new(500, "internal_error", "Internal error", "Something went wrong on our side; it has been logged. Retry with the same Idempotency-Key."),
+                Problem::new(500, "internal_error", "Internal error", "Something went wrong on our side; it has been logged. A payment under this key may exist: retry with the same Idempotency-Key, never a new one."),
                 None,
             ),
         }
@@ -182,6 +232,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         use ApiError::*;
         let (mut problem, retry_after) = self.problem();
+        if let Some(charged) = self.charged() {
+            problem = problem.with("charged", charged.as_str());
+        }
         if let Some(retry_after) = retry_after {
             problem = problem.with("retry_after_seconds", retry_after_seconds(retry_after));
         }

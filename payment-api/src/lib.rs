@@ -26,6 +26,8 @@ mod rate_limit;
 mod reconciler;
 mod routes;
 mod stats;
+#[cfg(test)]
+mod test_doubles;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -72,7 +74,7 @@ impl Application {
         let service = Arc::new(payments::PaymentService {
             store: store.clone(),
             bank,
-            cache: payments::ReplayCache::new(10_000),
+            cache: payments::ReplayCache::new(10_000, config.key_retention()),
             counters,
             latencies: Arc::new(stats::Latencies::new(2048)),
             settings: payments::FlowSettings {

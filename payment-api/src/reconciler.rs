@@ -23,7 +23,11 @@ use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::{bank::Lookup, payments::PaymentService, stats::Counters};
+use crate::{
+    bank::Lookup,
+    payments::{PaymentService, Verdict},
+    stats::Counters,
+};
 
 /// How the reconciler is tuned.
 #[derive(Debug, Clone)]
@@ -113,13 +117,16 @@ async fn pass(
     stats: &ReconcilerStats,
     owner: &str,
 ) -> Result<(), String> {
-    let now = crate::payments::responses::now_ms();
     let due = service
         .store
-        .due_for_reconcile(now, settings.batch)
+        .due_for_reconcile(crate::payments::responses::now_ms(), settings.batch)
         .await
         .map_err(|e| e.to_string())?;
     for payment in due {
+        // Each payment's lease runs from when it is taken, not from the start of the pass: a
+        // pass that spends a while on earlier payments must not hand out leases that are
+        // already partly spent (or expired) when their work begins.
+        let now = crate::payments::responses::now_ms();
         let leased = service
             .store
             .acquire_lease(payment.id, owner, now + settings.lease, now)
@@ -215,27 +222,14 @@ async fn reconcile_one(
             let execution = service.bank.charge(&charge, request_id).await;
             let sent = !execution.attempts.is_empty();
             let attempts = payment.attempts + execution.attempts.len() as u32;
-            match execution.outcome {
-                resilience::pipeline::ExecutionOutcome::Success(outcome)
-                | resilience::pipeline::ExecutionOutcome::BusinessRejection(outcome)
-                | resilience::pipeline::ExecutionOutcome::ClientError(outcome) => {
+            match crate::payments::classify(&execution) {
+                Verdict::Final(settlement) => {
                     payment.attempts = attempts;
-                    let settlement = match outcome {
-                        crate::bank::ChargeOutcome::Charged(c) => {
-                            Settlement::Succeeded { charge_id: c.id }
-                        }
-                        crate::bank::ChargeOutcome::Declined { decline_code } => {
-                            Settlement::Declined { decline_code }
-                        }
-                        crate::bank::ChargeOutcome::Refused { status, code } => {
-                            Settlement::Failed {
-                                reason: format!("bank answered {status} {code}"),
-                            }
-                        }
-                    };
                     settle(service, stats, &mut payment, settlement).await
                 }
-                _ => {
+                // Not processed, or unknown (an ambiguous attempt, a refusal after one, a
+                // charge still in progress at the bank): the next lookup decides.
+                Verdict::Unknown | Verdict::NotProcessed => {
                     let last_attempt_at = if sent {
                         Some(Utc::now())
                     } else {
@@ -298,3 +292,7 @@ async fn reap(service: &PaymentService, settings: &ReconcilerSettings, stats: &R
         Err(error) => tracing::warn!(%error, "reaping idempotency keys failed"),
     }
 }
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

@@ -47,6 +47,8 @@ pub(crate) struct Counters {
     pub(crate) bank_errors: AtomicU64,
     pub(crate) reconciled: AtomicU64,
     pub(crate) reconcile_resent: AtomicU64,
+    /// Request handlers that found their lease taken over when they came to release a key.
+    pub(crate) lease_lost: AtomicU64,
     /// Requests refused at the edge, before any work: over a key's rate limit (429), shed
     /// because too many were in progress (503), or cut by the request timeout (408).
     pub(crate) rate_limited: AtomicU64,
@@ -74,6 +76,7 @@ pub(crate) struct CountersSnapshot {
     pub(crate) bank_errors: u64,
     pub(crate) reconciled: u64,
     pub(crate) reconcile_resent: u64,
+    pub(crate) lease_lost: u64,
     pub(crate) rate_limited: u64,
     pub(crate) shed: u64,
     pub(crate) timed_out: u64,
@@ -104,6 +107,7 @@ impl Counters {
             bank_errors: get(&self.bank_errors),
             reconciled: get(&self.reconciled),
             reconcile_resent: get(&self.reconcile_resent),
+            lease_lost: get(&self.lease_lost),
             rate_limited: get(&self.rate_limited),
             shed: get(&self.shed),
             timed_out: get(&self.timed_out),

@@ -9,7 +9,7 @@ use payment_types::bank::{Charge, ChargeRequest};
 use resilience::pipeline::{AttemptResult, Classification, Execution, Pipeline};
 use tracing::Instrument;
 
-use super::{AttemptOutcome, BankClient, Lookup};
+use super::{AttemptOutcome, BankApi, Lookup};
 use crate::stats::Counters;
 
 /// A final answer from the bank.
@@ -29,7 +29,7 @@ pub(crate) enum ChargeOutcome {
 /// The bank client behind the resilience pipeline; one per process, shared.
 #[derive(Debug)]
 pub(crate) struct BankGateway {
-    client: BankClient,
+    client: Arc<dyn BankApi>,
     /// The breaker, retry policy, budget and bulkhead for this bank (per instance, as in
     /// Envoy and Hystrix: each instance judges the bank by what it sees).
     pipeline: Pipeline,
@@ -37,9 +37,9 @@ pub(crate) struct BankGateway {
 }
 
 impl BankGateway {
-    pub(crate) fn new(client: BankClient, pipeline: Pipeline, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(client: impl BankApi, pipeline: Pipeline, counters: Arc<Counters>) -> Self {
         Self {
-            client,
+            client: Arc::new(client),
             pipeline,
             counters,
         }

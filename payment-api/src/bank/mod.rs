@@ -4,5 +4,29 @@
 mod client;
 mod gateway;
 
+use payment_types::bank::ChargeRequest;
+
 pub(crate) use client::{AttemptOutcome, BankClient, Lookup};
 pub(crate) use gateway::{BankGateway, ChargeOutcome};
+
+/// What the gateway needs from a bank: one classified charge attempt, and a lookup by
+/// reference. [`BankClient`] is the real one (HTTP); the flow's tests script one, so every
+/// pipeline outcome can be produced on demand.
+#[async_trait::async_trait]
+pub(crate) trait BankApi: Send + Sync + std::fmt::Debug + 'static {
+    /// Makes one charge attempt carrying `request.reference` as the idempotency key.
+    async fn charge(&self, request: &ChargeRequest, request_id: &str) -> AttemptOutcome;
+    /// Asks what became of the charge with `reference`.
+    async fn lookup(&self, reference: &str, request_id: &str) -> Lookup;
+}
+
+#[async_trait::async_trait]
+impl BankApi for BankClient {
+    async fn charge(&self, request: &ChargeRequest, request_id: &str) -> AttemptOutcome {
+        BankClient::charge(self, request, request_id).await
+    }
+
+    async fn lookup(&self, reference: &str, request_id: &str) -> Lookup {
+        BankClient::lookup(self, reference, request_id).await
+    }
+}

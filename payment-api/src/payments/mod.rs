@@ -20,7 +20,7 @@ use chrono::Utc;
 use payment_store::{
     ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentRecord, Settlement, Store, StoredResponse,
 };
-use payment_types::bank::ChargeRequest;
+use payment_types::{bank::ChargeRequest, payment::PaymentStatus};
 use resilience::{
     breaker::State as BreakerState,
     pipeline::{Execution, ExecutionOutcome},
@@ -43,6 +43,51 @@ pub(crate) struct Answer {
     pub(crate) response: Arc<StoredResponse>,
     /// True when the response is what the key already held.
     pub(crate) replayed: bool,
+}
+
+/// What a finished pipeline run means for the payment.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// The bank gave an answer that decides the payment.
+    Final(Settlement),
+    /// The bank may have charged, or may still charge: pending, the bank lookup decides.
+    Unknown,
+    /// No attempt was made, or every attempt was definitely not processed.
+    NotProcessed,
+}
+
+/// Classifies a pipeline run (DESIGN.md §3 step 4, seen over the whole run).
+///
+/// A charge or a decline decides the reference (the bank answers every request with one
+/// reference alike). A refusal (a non-decline 4xx) decides it only when no earlier attempt
+/// was ambiguous: a refusal of a retry says nothing about a first attempt the bank may still
+/// commit. A 409 (`charge_in_progress`) never decides it: a request with this reference is in
+/// progress at the bank right now.
+pub(crate) fn classify(execution: &Execution<ChargeOutcome>) -> Verdict {
+    let answered = match &execution.outcome {
+        ExecutionOutcome::Success(outcome)
+        | ExecutionOutcome::BusinessRejection(outcome)
+        | ExecutionOutcome::ClientError(outcome) => Some(outcome),
+        _ => None,
+    };
+    match answered {
+        Some(ChargeOutcome::Charged(charge)) => Verdict::Final(Settlement::Succeeded {
+            charge_id: charge.id.clone(),
+        }),
+        Some(ChargeOutcome::Declined { decline_code }) => Verdict::Final(Settlement::Declined {
+            decline_code: decline_code.clone(),
+        }),
+        Some(ChargeOutcome::Refused { status, .. })
+            if execution.any_ambiguous || *status == 409 =>
+        {
+            Verdict::Unknown
+        }
+        Some(ChargeOutcome::Refused { status, code }) => Verdict::Final(Settlement::Failed {
+            reason: format!("bank answered {status} {code}"),
+        }),
+        None if execution.any_ambiguous => Verdict::Unknown,
+        None => Verdict::NotProcessed,
+    }
 }
 
 /// Settings the flow needs.
@@ -162,13 +207,15 @@ impl PaymentService {
             .await
     }
 
-    /// Cheap check before any store write: only an Open/ForcedOpen breaker is asked, and a
-    /// permit it grants (its wait is over) is handed back unused, freeing any probe slot.
+    /// Cheap check before any store write: a breaker that would refuse the payment's first
+    /// attempt (open and still waiting, forced open, or half-open with every probe slot taken)
+    /// refuses it here, without a claim and a release. Only a breaker that is not closed is
+    /// asked; a permit it grants is handed back unused, freeing any probe slot it reserved.
     fn breaker_precheck(&self) -> Result<(), Duration> {
         let breaker = self.bank.pipeline().breaker();
         if matches!(
             breaker.state(),
-            BreakerState::Open | BreakerState::ForcedOpen
+            BreakerState::Open | BreakerState::ForcedOpen | BreakerState::HalfOpen
         ) {
             if let Err(rejected) = breaker.try_acquire() {
                 return Err(rejected.retry_after);
@@ -178,6 +225,11 @@ impl PaymentService {
     }
 
     /// Records what the pipeline ended with, and answers.
+    ///
+    /// The rule behind every branch: the client hears "not processed" (`charged: "no"`) only
+    /// when every attempt was definitely not processed **and** the store confirmed that the
+    /// key was released. Anything the bank may still apply goes pending, and a store that
+    /// cannot record what happened leaves the payment under its lease for the reconciler.
     pub(crate) async fn finish(
         &self,
         record: &mut PaymentRecord,
@@ -185,71 +237,86 @@ impl PaymentService {
         fingerprint: Option<&str>,
         execution: Execution<ChargeOutcome>,
     ) -> Result<Answer, ApiError> {
-        let now = responses::now_ms();
         let attempts = record.attempts + execution.attempts.len() as u32;
         let retry_after = execution.retry_after().unwrap_or(Duration::from_secs(1));
-        let any_ambiguous = execution.any_ambiguous;
-        let any_sent = !execution.attempts.is_empty();
-        let settlement = match &execution.outcome {
-            ExecutionOutcome::Success(ChargeOutcome::Charged(charge))
-            | ExecutionOutcome::BusinessRejection(ChargeOutcome::Charged(charge))
-            | ExecutionOutcome::ClientError(ChargeOutcome::Charged(charge)) => {
-                Some(Settlement::Succeeded {
-                    charge_id: charge.id.clone(),
-                })
+        match classify(&execution) {
+            Verdict::Final(settlement) => {
+                self.settle(record, owner, fingerprint, settlement, attempts)
+                    .await
             }
-            ExecutionOutcome::Success(ChargeOutcome::Declined { decline_code })
-            | ExecutionOutcome::BusinessRejection(ChargeOutcome::Declined { decline_code })
-            | ExecutionOutcome::ClientError(ChargeOutcome::Declined { decline_code }) => {
-                Some(Settlement::Declined {
-                    decline_code: decline_code.clone(),
-                })
+            Verdict::Unknown => {
+                let sent = !execution.attempts.is_empty();
+                Ok(self.mark_pending(record, owner, attempts, sent).await)
             }
-            ExecutionOutcome::Success(ChargeOutcome::Refused { status, code })
-            | ExecutionOutcome::BusinessRejection(ChargeOutcome::Refused { status, code })
-            | ExecutionOutcome::ClientError(ChargeOutcome::Refused { status, code }) => {
-                Some(Settlement::Failed {
-                    reason: format!("bank answered {status} {code}"),
-                })
+            Verdict::NotProcessed => {
+                self.release(record, owner, attempts, execution, retry_after)
+                    .await
             }
-            _ => None,
-        };
-        if let Some(settlement) = settlement {
-            return self
-                .settle(record, owner, fingerprint, settlement, attempts)
-                .await;
         }
+    }
 
-        if any_ambiguous {
-            // The bank may have charged: never say "not processed". Pending, reconciled later.
-            let last_attempt_at = any_sent.then_some(now);
-            crate::stats::timed(
-                "mark_pending",
-                self.store.mark_pending(
-                    record.id,
-                    owner,
-                    attempts,
-                    last_attempt_at,
-                    now + self.settings.reconcile_after,
-                    now,
-                ),
-            )
-            .await
-            .map_err(|e| self.store_error(e))?;
-            record.attempts = attempts;
-            record.updated_at = now;
-            Counters::inc(&self.counters.pending);
-            tracing::warn!(payment_id = %record.id, attempts, "bank outcome unknown; payment pending");
-            return Ok(Answer {
-                response: Arc::new(responses::for_payment(record)),
-                replayed: false,
-            });
+    /// The bank may have charged: the payment is pending and the reconciler settles it. If the
+    /// store cannot record that, the payment is still pending under our lease (claimed as
+    /// in flight, with the lease's expiry as its first reconcile time), so the answer is the
+    /// same 202: the reconciler resumes it once the lease expires.
+    async fn mark_pending(
+        &self,
+        record: &mut PaymentRecord,
+        owner: &str,
+        attempts: u32,
+        sent: bool,
+    ) -> Answer {
+        let now = responses::now_ms();
+        let last_attempt_at = sent.then_some(now);
+        let marked = crate::stats::timed(
+            "mark_pending",
+            self.store.mark_pending(
+                record.id,
+                owner,
+                attempts,
+                last_attempt_at,
+                now + self.settings.reconcile_after,
+                now,
+            ),
+        )
+        .await;
+        if let Err(error) = marked {
+            Counters::inc(&self.counters.store_unavailable);
+            tracing::error!(payment_id = %record.id, %error, "cannot mark a payment pending; the reconciler resumes it when its lease expires");
         }
+        record.attempts = attempts;
+        record.updated_at = now;
+        Counters::inc(&self.counters.pending);
+        tracing::warn!(payment_id = %record.id, attempts, "bank outcome unknown; payment pending");
+        Answer {
+            response: Arc::new(responses::for_payment(record)),
+            replayed: false,
+        }
+    }
 
-        // Nothing reached the bank, or the bank definitely refused every attempt: free the key.
-        crate::stats::timed("release", self.store.release(record.id, owner))
+    /// Nothing reached the bank, or the bank definitely refused every attempt: free the key,
+    /// and say "not processed" only once the store confirmed it.
+    async fn release(
+        &self,
+        record: &PaymentRecord,
+        owner: &str,
+        attempts: u32,
+        execution: Execution<ChargeOutcome>,
+        retry_after: Duration,
+    ) -> Result<Answer, ApiError> {
+        let released = crate::stats::timed("release", self.store.release(record.id, owner))
             .await
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|e| {
+                tracing::error!(payment_id = %record.id, error = %e, "cannot release a key whose payment was not processed; its outcome stays unknown");
+                self.store_error(e)
+            })?;
+        if !released {
+            // Our lease was lost (it expired and another worker took the payment over): what
+            // the key holds now is the truth, and it may be a charge.
+            tracing::warn!(payment_id = %record.id, attempts, "lease lost before the key was released; answering what the key holds");
+            Counters::inc(&self.counters.lease_lost);
+            return self.answer_after_lost_lease(record).await;
+        }
         tracing::warn!(
             payment_id = %record.id,
             attempts,
@@ -274,6 +341,45 @@ impl PaymentService {
         })
     }
 
+    /// The answer once a lease was lost: a final response the key now holds, or its current
+    /// (pending) state; `outcome_unknown` when the key cannot be read or holds nothing to show.
+    async fn answer_after_lost_lease(&self, record: &PaymentRecord) -> Result<Answer, ApiError> {
+        let unknown = ApiError::OutcomeUnknown {
+            retry_after: Duration::from_secs(1),
+        };
+        let key = crate::stats::timed(
+            "find_key",
+            self.store.find_key(&record.tenant, &record.idempotency_key),
+        )
+        .await
+        .map_err(|e| self.store_error(e))?;
+        match key {
+            Some(key) if key.payment_id == record.id => match (key.state, key.response) {
+                (KeyState::Completed, Some(stored)) => Ok(Answer {
+                    response: Arc::new(stored),
+                    replayed: false,
+                }),
+                _ => {
+                    let payment = crate::stats::timed(
+                        "get_payment",
+                        self.store.get_payment(Some(&record.tenant), record.id),
+                    )
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+                    match payment {
+                        Some(payment) if payment.status == PaymentStatus::Pending => Ok(Answer {
+                            response: Arc::new(responses::for_payment(&payment)),
+                            replayed: false,
+                        }),
+                        _ => Err(unknown),
+                    }
+                }
+            },
+            // Another payment under the key, or none: nothing this request can vouch for.
+            _ => Err(unknown),
+        }
+    }
+
     /// Records a final outcome and its response; caches it for replays.
     async fn settle(
         &self,
@@ -284,6 +390,11 @@ impl PaymentService {
         attempts: u32,
     ) -> Result<Answer, ApiError> {
         let now = responses::now_ms();
+        // What the client sees if the outcome cannot be recorded: the payment as the store
+        // holds it (pending), without the outcome we could not record.
+        let mut unrecorded = record.clone();
+        unrecorded.attempts = attempts;
+        unrecorded.updated_at = now;
         record.status = settlement.status();
         record.attempts = attempts;
         record.updated_at = now;
@@ -309,7 +420,7 @@ impl PaymentService {
                 // our (expiring) lease and the reconciler will settle it from the bank's record.
                 tracing::error!(payment_id = %record.id, %error, owner, "cannot record a bank outcome; the reconciler will settle it");
                 Counters::inc(&self.counters.store_unavailable);
-                record.status = payment_types::payment::PaymentStatus::Pending;
+                *record = unrecorded;
                 return Ok(Answer {
                     response: Arc::new(responses::for_payment(record)),
                     replayed: false,
@@ -351,6 +462,7 @@ impl PaymentService {
                 CachedKey {
                     fingerprint: fingerprint.to_owned(),
                     response: response.clone(),
+                    completed_at: now,
                 },
             );
         }
@@ -400,14 +512,17 @@ impl PaymentService {
                         "completed key without a response".into(),
                     ))
                 })?);
-                self.cache.insert(
-                    &record.tenant,
-                    &record.key,
-                    CachedKey {
-                        fingerprint: record.fingerprint.clone(),
-                        response: response.clone(),
-                    },
-                );
+                if let Some(completed_at) = record.completed_at {
+                    self.cache.insert(
+                        &record.tenant,
+                        &record.key,
+                        CachedKey {
+                            fingerprint: record.fingerprint.clone(),
+                            response: response.clone(),
+                            completed_at,
+                        },
+                    );
+                }
                 Counters::inc(&self.counters.replayed);
                 Ok(Answer {
                     response,
@@ -472,3 +587,6 @@ impl PaymentService {
         ApiError::StoreUnavailable(error)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

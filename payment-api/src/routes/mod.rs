@@ -248,7 +248,7 @@ pub(crate) fn test_state(
         payments: Arc::new(PaymentService {
             store,
             bank,
-            cache: payments::ReplayCache::new(100),
+            cache: payments::ReplayCache::new(100, config.key_retention()),
             counters,
             latencies: Arc::new(stats::Latencies::new(64)),
             settings: payments::FlowSettings {

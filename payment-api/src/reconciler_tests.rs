@@ -1,0 +1,255 @@
+//! The reconciler over a faulty SQLite store and a scripted bank: lookups that settle, re-sends
+//! after the grace period, rescheduling while the breaker is open or the bank unavailable, a
+//! settlement the store cannot record, and the reaper.
+
+use std::time::Duration;
+
+use payment_store::{KeyState, Store};
+use payment_types::{bank::ChargeStatus, payment::PaymentStatus};
+
+use super::*;
+use crate::{
+    bank::AttemptOutcome,
+    payments::tests::{Harness, TENANT},
+    test_doubles::{bank_charge_placeholder, Fault, Op},
+};
+
+fn settings(grace: Duration) -> ReconcilerSettings {
+    ReconcilerSettings {
+        interval: Duration::from_millis(50),
+        grace,
+        lease: Duration::from_secs(30),
+        key_retention: Duration::from_secs(3600),
+        batch: 10,
+    }
+}
+
+/// A harness whose payment under `k1` is pending (the bank timed out on every attempt), due
+/// for the reconciler at once.
+async fn pending() -> Harness {
+    let mut h = Harness::new().await;
+    std::sync::Arc::get_mut(&mut h.service)
+        .expect("not shared yet")
+        .settings
+        .reconcile_after = Duration::ZERO;
+    h.bank.hang().hang().hang();
+    let answer = h.pay("k1").await.unwrap();
+    assert_eq!(answer.response.status, 202);
+    h
+}
+
+async fn run_pass(h: &Harness, settings: &ReconcilerSettings) -> ReconcilerStats {
+    let stats = ReconcilerStats::default();
+    pass(&h.service, settings, &stats, "test/reconciler")
+        .await
+        .unwrap();
+    stats
+}
+
+async fn status(h: &Harness) -> PaymentStatus {
+    h.key("k1").await.unwrap().payment_status
+}
+
+fn found(status: ChargeStatus) -> Lookup {
+    let mut charge = bank_charge_placeholder();
+    charge.id = "ch_found".into();
+    charge.status = status;
+    if status == ChargeStatus::Declined {
+        charge.decline_code = Some("insufficient_funds".into());
+    }
+    Lookup::Found(charge)
+}
+
+#[tokio::test]
+async fn a_charge_the_bank_holds_is_settled_succeeded_and_replayed_as_201() {
+    let h = pending().await;
+    h.bank.lookup(found(ChargeStatus::Succeeded));
+    let stats = run_pass(&h, &settings(Duration::from_secs(60))).await;
+    assert_eq!(stats.settled.load(Ordering::Relaxed), 1);
+    assert_eq!(status(&h).await, PaymentStatus::Succeeded);
+    let replay = h.pay("k1").await.unwrap();
+    assert_eq!(replay.response.status, 201);
+    assert_eq!(h.bank.charge_calls(), 3, "no re-send: the bank had it");
+}
+
+#[tokio::test]
+async fn a_decline_the_bank_holds_is_settled_declined() {
+    let h = pending().await;
+    h.bank.lookup(found(ChargeStatus::Declined));
+    run_pass(&h, &settings(Duration::from_secs(60))).await;
+    assert_eq!(status(&h).await, PaymentStatus::Declined);
+    assert_eq!(h.pay("k1").await.unwrap().response.status, 402);
+}
+
+#[tokio::test]
+async fn no_record_within_the_grace_period_reschedules_without_a_re_send() {
+    let h = pending().await;
+    h.bank.lookup(Lookup::NotFound);
+    run_pass(&h, &settings(Duration::from_secs(60))).await;
+    assert_eq!(h.bank.charge_calls(), 3);
+    assert_eq!(status(&h).await, PaymentStatus::Pending);
+    let payment = pending_payment(&h).await;
+    assert!(
+        payment.next_reconcile_at.unwrap() > chrono::Utc::now() + chrono::Duration::seconds(30)
+    );
+    assert!(payment.lease_owner.is_none(), "the lease is released");
+}
+
+#[tokio::test]
+async fn no_record_after_the_grace_period_re_sends_with_the_same_reference_and_settles() {
+    let h = pending().await;
+    let reference = pending_payment(&h).await.bank_reference;
+    h.bank.lookup(Lookup::NotFound);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = seen.clone();
+    h.bank.run(move |request| async move {
+        *sink.lock().unwrap() = request.reference.clone();
+        AttemptOutcome::Charged(crate::test_doubles::bank_charge_placeholder())
+    });
+    let stats = run_pass(&h, &settings(Duration::ZERO)).await;
+    assert_eq!(stats.resent.load(Ordering::Relaxed), 1);
+    assert_eq!(*seen.lock().unwrap(), reference);
+    assert_eq!(status(&h).await, PaymentStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_re_send_answered_409_in_progress_after_a_timeout_stays_pending_never_failed() {
+    let h = pending().await;
+    h.bank.lookup(Lookup::NotFound);
+    h.bank.hang().charge(AttemptOutcome::Refused {
+        status: 409,
+        code: "charge_in_progress".into(),
+    });
+    run_pass(&h, &settings(Duration::ZERO)).await;
+    assert_eq!(status(&h).await, PaymentStatus::Pending);
+    // The next lookup decides.
+    h.bank.lookup(found(ChargeStatus::Succeeded));
+    force_due(&h).await;
+    run_pass(&h, &settings(Duration::ZERO)).await;
+    assert_eq!(status(&h).await, PaymentStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn an_open_breaker_reschedules_without_asking_the_bank() {
+    let h = pending().await;
+    h.service.bank.pipeline().breaker().force_open();
+    let lookups = h.bank.lookup_calls();
+    run_pass(&h, &settings(Duration::ZERO)).await;
+    assert_eq!(h.bank.lookup_calls(), lookups);
+    assert_eq!(status(&h).await, PaymentStatus::Pending);
+    let payment = pending_payment(&h).await;
+    assert!(payment.next_reconcile_at.unwrap() > chrono::Utc::now());
+    assert!(payment.lease_owner.is_none());
+}
+
+#[tokio::test]
+async fn an_unavailable_bank_reschedules() {
+    let h = pending().await;
+    h.bank.lookup(Lookup::Unavailable);
+    run_pass(&h, &settings(Duration::ZERO)).await;
+    assert_eq!(status(&h).await, PaymentStatus::Pending);
+    assert_eq!(h.bank.charge_calls(), 3, "no re-send without an answer");
+    assert!(pending_payment(&h).await.next_reconcile_at.unwrap() > chrono::Utc::now());
+}
+
+#[tokio::test]
+async fn a_settlement_the_store_cannot_record_is_retried_by_a_later_pass() {
+    let h = pending().await;
+    h.bank.lookup(found(ChargeStatus::Succeeded));
+    h.store.fail_next(Op::Settle, Fault::Fail, 1);
+    let stats = ReconcilerStats::default();
+    pass(
+        &h.service,
+        &settings(Duration::ZERO),
+        &stats,
+        "test/reconciler",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.settled.load(Ordering::Relaxed), 0);
+    assert_eq!(status(&h).await, PaymentStatus::Pending);
+    // The lease it holds expires; a later pass (here: another reconciler) settles.
+    expire_lease(&h).await;
+    h.bank.lookup(found(ChargeStatus::Succeeded));
+    let stats = ReconcilerStats::default();
+    pass(
+        &h.service,
+        &settings(Duration::ZERO),
+        &stats,
+        "other/reconciler",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.settled.load(Ordering::Relaxed), 1);
+    assert_eq!(status(&h).await, PaymentStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn the_reaper_deletes_old_keys_and_clears_the_replay_cache() {
+    let h = Harness::new().await;
+    h.bank
+        .charge(AttemptOutcome::Charged(bank_charge_placeholder()));
+    assert_eq!(h.pay("k1").await.unwrap().response.status, 201);
+    assert!(h.service.cache.get(TENANT, "k1").is_some());
+    let settings = ReconcilerSettings {
+        key_retention: Duration::ZERO,
+        ..settings(Duration::ZERO)
+    };
+    let stats = ReconcilerStats::default();
+    // Completion times are whole milliseconds: let the clock pass the completed one.
+    let completed = h.key("k1").await.unwrap().completed_at.unwrap();
+    while chrono::Utc::now() <= completed {
+        tokio::task::yield_now().await;
+    }
+    reap(&h.service, &settings, &stats).await;
+    assert_eq!(stats.reaped.load(Ordering::Relaxed), 1);
+    assert!(h.key("k1").await.is_none());
+    assert!(h.service.cache.get(TENANT, "k1").is_none());
+    // The key is new again: a payment under it is a new payment.
+    h.bank
+        .charge(AttemptOutcome::Charged(bank_charge_placeholder()));
+    let again = h.pay("k1").await.unwrap();
+    assert!(!again.replayed);
+    assert_eq!(h.bank.charge_calls(), 2);
+}
+
+async fn pending_payment(h: &Harness) -> payment_store::PaymentRecord {
+    let key = h.key("k1").await.unwrap();
+    assert_ne!(key.state, KeyState::Completed);
+    h.store
+        .get_payment(None, key.payment_id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Makes the payment due now, as the passing of its reschedule time would.
+async fn force_due(h: &Harness) {
+    let payment = pending_payment(h).await;
+    let now = crate::payments::responses::now_ms();
+    assert!(h
+        .store
+        .acquire_lease(payment.id, "clock", now, now)
+        .await
+        .unwrap());
+    h.store
+        .reschedule(payment.id, "clock", None, payment.attempts, now, now)
+        .await
+        .unwrap();
+}
+
+/// Expires the current lease, as the passing of time would.
+async fn expire_lease(h: &Harness) {
+    let payment = pending_payment(h).await;
+    let later = payment.lease_expires_at.unwrap() + chrono::Duration::milliseconds(1);
+    assert!(h
+        .store
+        .acquire_lease(payment.id, "clock", later, later)
+        .await
+        .unwrap());
+    let now = crate::payments::responses::now_ms();
+    h.store
+        .reschedule(payment.id, "clock", None, payment.attempts, now, now)
+        .await
+        .unwrap();
+}

@@ -1,0 +1,9 @@
+//! Test doubles for the flow's unit tests: a store that fails on demand around a real SQLite
+//! store, and a bank whose every answer is scripted. With them each pipeline outcome and each
+//! store fault the flow must survive can be produced exactly, in process.
+
+mod bank;
+mod store;
+
+pub(crate) use bank::{charge_placeholder as bank_charge_placeholder, ScriptedBank};
+pub(crate) use store::{Fault, FaultyStore, Op};
