@@ -1,14 +1,18 @@
 //! The chaos verifier's audit: pure functions over the API's payments, the bank's ledger and
-//! what the clients were told, giving one verdict per DESIGN.md §6 invariant (1–5).
+//! what the clients were told, giving one verdict per DESIGN.md §6 invariant (1–5 and 7).
 //!
 //! The bank's ledger is the ground truth. A payment is tied to its idempotency key by the
 //! `metadata.load_key` the load generator puts in every body (the API does not return the key),
-//! and to its bank charge by `bank_reference`. Nothing here does I/O, so every kind of violation
-//! is unit-tested on hand-made inputs.
+//! and to its bank charge by `bank_reference`. For invariant 7 (truthful answers) a charge is
+//! also tied to its key **without trusting the API**: in chaos runs every key is sent with an
+//! amount no other key uses, so a ledger charge's amount names its key whatever the API stored
+//! (see [`audit_with_amounts`]). Nothing here does I/O, so every kind of violation is
+//! unit-tested on hand-made inputs.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use payment_types::{
@@ -23,14 +27,90 @@ pub const KEY_FIELD: &str = "load_key";
 /// How many examples each invariant prints at most.
 pub const MAX_EXAMPLES: usize = 5;
 
-/// One HTTP answer a client got for a key.
+/// One HTTP request a client sent for a key, and the answer it got: `status` 0 when it got
+/// none (a timeout or a transport error, named in `body`): such a request may still be
+/// processed by the API after the client stopped waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAnswer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// When the request was sent (wall clock, to compare with the ledger's times).
+    pub sent_at: SystemTime,
+    /// When the client had the whole answer, or gave up waiting for one.
+    pub received_at: SystemTime,
+}
+
+/// What a `429`/`5xx` answer lets the client conclude about a charge (DESIGN.md §2, `charged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChargedClaim {
+    /// `"charged": "no"`, or a `429`/`5xx` without a `charged` member (the API before the
+    /// member existed said "nothing was processed" on these): the client may pay again.
+    No,
+    /// `"charged": "unknown"`: no claim; the client must retry with the same key.
+    Unknown,
 }
 
 impl ClientAnswer {
+    /// An answer received now, to a request sent now (hand-made inputs).
+    pub fn new(status: u16, body: Vec<u8>) -> Self {
+        let now = SystemTime::now();
+        Self {
+            status,
+            body,
+            sent_at: now,
+            received_at: now,
+        }
+    }
+
+    /// A request sent at `sent_at` that got no answer (`kind`: `timeout`, `transport_error`).
+    pub fn none(kind: &str, sent_at: SystemTime) -> Self {
+        Self {
+            status: 0,
+            body: kind.as_bytes().to_vec(),
+            sent_at,
+            received_at: SystemTime::now(),
+        }
+    }
+
+    /// The problem body's `code`, if any.
+    pub fn code(&self) -> Option<String> {
+        let body: Value = serde_json::from_slice(&self.body).ok()?;
+        body.get("code")?.as_str().map(str::to_owned)
+    }
+
+    /// The body's `charged` member, verbatim, if any.
+    pub fn charged_member(&self) -> Option<String> {
+        let body: Value = serde_json::from_slice(&self.body).ok()?;
+        body.get("charged")?.as_str().map(str::to_owned)
+    }
+
+    /// What this answer claims about a charge: `None` for answers outside `429`/`5xx` (they
+    /// are outcomes, audited by invariants 1–5), else [`ChargedClaim::Unknown`] only for an
+    /// explicit `"charged": "unknown"`; anything else (`"no"`, no member, a body that is not
+    /// JSON) counts as [`ChargedClaim::No`].
+    pub fn charged_claim(&self) -> Option<ChargedClaim> {
+        if self.status != 429 && self.status < 500 {
+            return None;
+        }
+        match self.charged_member().as_deref() {
+            Some("unknown") => Some(ChargedClaim::Unknown),
+            _ => Some(ChargedClaim::No),
+        }
+    }
+
+    /// `"503 store_unavailable charged=unknown"`: how answers are tallied in the report.
+    pub fn tally_label(&self) -> String {
+        if self.status == 0 {
+            return format!("no answer ({})", String::from_utf8_lossy(&self.body));
+        }
+        let code = self.code().unwrap_or_else(|| "-".to_owned());
+        match (self.charged_claim(), self.charged_member()) {
+            (None, _) => format!("{} {code}", self.status),
+            (Some(_), Some(member)) => format!("{} {code} charged={member}", self.status),
+            (Some(_), None) => format!("{} {code} charged=(none)", self.status),
+        }
+    }
+
     /// A settled outcome the API stores under the key and must replay unchanged: 201
     /// succeeded, 402 declined, 502 failed.
     pub fn is_final(&self) -> bool {
@@ -41,7 +121,7 @@ impl ClientAnswer {
     /// 503) that says nothing about the stored outcome: only these are compared with the first
     /// final answer.
     pub fn is_outcome(&self) -> bool {
-        !matches!(self.status, 409 | 429 | 503 | 504)
+        !matches!(self.status, 0 | 409 | 429 | 503 | 504)
     }
 
     /// The payment id in the body (201/202 carry the payment, 402/502 carry it under `payment`).
@@ -94,8 +174,18 @@ impl Check {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub payments: usize,
+    /// Every entry in the ledger (succeeded and declined).
     pub charges: usize,
+    /// Succeeded entries in the ledger.
+    pub succeeded_charges: usize,
     pub keys: usize,
+    /// Keys at least one client was answered `201` for.
+    pub keys_answered_201: usize,
+    /// Payments still `pending` when audited.
+    pub pending: usize,
+    /// Every answer the clients got, by status, code and `charged` (see
+    /// [`ClientAnswer::tally_label`]).
+    pub answers: BTreeMap<String, u64>,
     pub checks: Vec<Check>,
 }
 
@@ -118,9 +208,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "audit: {} keys sent, {} payments in the API, {} charges in the bank ledger",
-            self.keys, self.payments, self.charges
+            "audit: {} keys sent, {} payments in the API, {} charges in the bank ledger ({} succeeded)",
+            self.keys, self.payments, self.charges, self.succeeded_charges
         )?;
+        let tally: Vec<String> = self
+            .answers
+            .iter()
+            .map(|(label, n)| format!("{label}: {n}"))
+            .collect();
+        writeln!(f, "  answers by code and charged: {}", tally.join(", "))?;
         for check in &self.checks {
             let verdict = if check.violations == 0 {
                 "ok  "
@@ -152,7 +248,20 @@ fn key_of(payment: &Payment) -> Option<&str> {
 
 /// Audits `payments` (every payment of the tenant, after the reconciler finished) against
 /// `charges` (the whole bank ledger) and `records` (every answer the clients got, per key).
+/// Charges are tied to keys through the API's payments only; see [`audit_with_amounts`].
 pub fn audit(payments: &[Payment], charges: &[Charge], records: &[KeyRecord]) -> Report {
+    audit_with_amounts(payments, charges, records, &HashMap::new())
+}
+
+/// [`audit`], where `key_by_amount` also ties each ledger charge to the key that was sent with
+/// its amount (every key of a chaos run has an amount of its own), without trusting anything
+/// the API stored. Used by invariants 1 (two charges whose amounts name the same key) and 7.
+pub fn audit_with_amounts(
+    payments: &[Payment],
+    charges: &[Charge],
+    records: &[KeyRecord],
+    key_by_amount: &HashMap<i64, String>,
+) -> Report {
     let charges_by_reference: HashMap<&str, Vec<&Charge>> =
         charges.iter().fold(HashMap::new(), |mut map, charge| {
             map.entry(charge.reference.as_str())
@@ -170,19 +279,211 @@ pub fn audit(payments: &[Payment], charges: &[Charge], records: &[KeyRecord]) ->
     let payments_by_id: HashMap<String, &Payment> =
         payments.iter().map(|p| (p.id.to_string(), p)).collect();
 
-    let checks = vec![
+    let mut checks = vec![
         one_charge_per_key(payments, &charges_by_reference, records),
         every_charge_has_its_payment(charges, &payments_by_reference),
         reported_successes_are_charged(records, &payments_by_id, &charges_by_reference),
         nothing_left_pending(payments),
         replays_match_the_first_answer(records),
+        truthful_answers(records, charges, &payments_by_reference, key_by_amount),
     ];
+    if !key_by_amount.is_empty() {
+        one_charge_per_key_by_amount(&mut checks[0], charges, key_by_amount);
+    }
+    let mut answers = BTreeMap::new();
+    for answer in records.iter().flat_map(|r| &r.answers) {
+        *answers.entry(answer.tally_label()).or_default() += 1;
+    }
     Report {
         payments: payments.len(),
         charges: charges.len(),
+        succeeded_charges: charges
+            .iter()
+            .filter(|c| c.status == ChargeStatus::Succeeded)
+            .count(),
         keys: records.len(),
+        keys_answered_201: records
+            .iter()
+            .filter(|r| r.answers.iter().any(|a| a.status == 201))
+            .count(),
+        pending: payments
+            .iter()
+            .filter(|p| p.status == PaymentStatus::Pending)
+            .count(),
+        answers,
         checks,
     }
+}
+
+/// 1, independently of the API: two ledger entries under different references whose amounts
+/// name the same key are two charges for one key.
+fn one_charge_per_key_by_amount(
+    check: &mut Check,
+    charges: &[Charge],
+    key_by_amount: &HashMap<i64, String>,
+) {
+    let mut references_by_key: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for charge in charges {
+        if let Some(key) = key_by_amount.get(&charge.amount) {
+            references_by_key
+                .entry(key.as_str())
+                .or_default()
+                .insert(charge.reference.as_str());
+        }
+    }
+    for (key, references) in &references_by_key {
+        if references.len() > 1 {
+            check.violation(|| {
+                let list: Vec<&str> = references.iter().copied().collect();
+                format!(
+                    "key {key} (by its unique amount) has ledger entries under {} references: {}",
+                    references.len(),
+                    list.join(", ")
+                )
+            });
+        }
+    }
+    check.checked.push_str(&format!(
+        ", {} keys tied to ledger entries by amount",
+        references_by_key.len()
+    ));
+}
+
+/// Whether the "no" answer `record.answers[i]` is untruthful given the key's succeeded
+/// `charges`; if so, the violation's description.
+///
+/// - A charge made before the answer was received: the key was charged when the client was
+///   told it was not.
+/// - A charge made after: a lie unless another request for the key, sent before the charge and
+///   not itself answered "no", was still in flight when this one was sent or came later (a
+///   retry, a double click, a request the client stopped waiting for, which the API may still
+///   process). A request answered before this one was sent (say `202 pending` or `"unknown"`)
+///   does not excuse it: the key already held that payment when the client was told "no".
+fn untruthful(record: &KeyRecord, i: usize, charges: &[&Charge]) -> Option<String> {
+    let answer = &record.answers[i];
+    let told = micros(answer.received_at);
+    let sent = micros(answer.sent_at);
+    let describe = |charge: &Charge, when: String| {
+        format!(
+            "key {}: told {} {} ({}) {when} the bank charged it ({} {}, reference {})",
+            record.key,
+            answer.status,
+            answer.code().unwrap_or_else(|| "-".to_owned()),
+            answer
+                .charged_member()
+                .map_or("no charged member".to_owned(), |m| format!("charged: {m}")),
+            charge.id,
+            charge.amount,
+            charge.reference
+        )
+    };
+    for charge in charges {
+        let at = charge.created_at.timestamp_micros();
+        if at <= told {
+            return Some(describe(
+                charge,
+                format!("{:.1} s after", (told - at) as f64 / 1e6),
+            ));
+        }
+        let explained = record.answers.iter().enumerate().any(|(j, other)| {
+            j != i
+                && other.charged_claim() != Some(ChargedClaim::No)
+                && micros(other.sent_at) < at
+                && (other.status == 0 || micros(other.received_at) > sent)
+        });
+        if !explained {
+            return Some(describe(
+                charge,
+                format!(
+                    "{:.1} s before (and no other request for the key can have made that charge)",
+                    (at - told) as f64 / 1e6
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Microseconds since the epoch.
+fn micros(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i64,
+        Err(e) => -(e.duration().as_micros() as i64),
+    }
+}
+
+/// 7. No client was told "no charge" (`"charged": "no"`, or a `429`/`5xx` without `charged`)
+///    for a key the bank had charged at that moment or charged later. A key is charged when a
+///    succeeded ledger entry's amount names it (`key_by_amount`, independent of the API) or its
+///    reference belongs to a payment made under the key. A charge made after the "no" is the
+///    answer's fault unless another request for the key can have made it (see
+///    [`untruthful`]): "no" speaks for its own request, and a careful client retries with the
+///    same key, which may then be charged.
+fn truthful_answers(
+    records: &[KeyRecord],
+    charges: &[Charge],
+    payments_by_reference: &HashMap<&str, Vec<&Payment>>,
+    key_by_amount: &HashMap<i64, String>,
+) -> Check {
+    let mut check = Check::new(
+        7,
+        "no \"charged\": \"no\" answer for a key the bank charged (then or later)",
+    );
+    let mut charged: HashMap<&str, Vec<&Charge>> = HashMap::new();
+    for charge in charges
+        .iter()
+        .filter(|c| c.status == ChargeStatus::Succeeded)
+    {
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
+        if let Some(key) = key_by_amount.get(&charge.amount) {
+            keys.insert(key.as_str());
+        }
+        for payment in payments_by_reference
+            .get(charge.reference.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if let Some(key) = key_of(payment) {
+                keys.insert(key);
+            }
+        }
+        for key in keys {
+            charged.entry(key).or_default().push(charge);
+        }
+    }
+    let by_amount = charges
+        .iter()
+        .filter(|c| key_by_amount.contains_key(&c.amount))
+        .count();
+    let (mut no, mut no_without_member, mut unknown) = (0usize, 0usize, 0usize);
+    let mut audited_keys = 0usize;
+    for record in records {
+        let charges = charged.get(record.key.as_str());
+        if charges.is_some() {
+            audited_keys += 1;
+        }
+        for (i, answer) in record.answers.iter().enumerate() {
+            match answer.charged_claim() {
+                None => continue,
+                Some(ChargedClaim::Unknown) => unknown += 1,
+                Some(ChargedClaim::No) => {
+                    no += 1;
+                    if answer.charged_member().is_none() {
+                        no_without_member += 1;
+                    }
+                    let Some(charges) = charges else { continue };
+                    if let Some(lie) = untruthful(record, i, charges) {
+                        check.violation(|| lie);
+                    }
+                }
+            }
+        }
+    }
+    check.checked = format!(
+        "{no} answers claiming no charge ({no_without_member} of them without a charged member), {unknown} \"unknown\", against {} charged keys ({audited_keys} of them sent by the clients; {by_amount} ledger entries tied to keys by amount)",
+        charged.len(),
+    );
+    check
 }
 
 /// 1. At most one bank charge per (tenant, key): one payment per key, one charge per reference,
@@ -496,7 +797,15 @@ mod tests {
             201 | 202 => serde_json::to_vec(payment).unwrap(),
             _ => serde_json::to_vec(&json!({"status": status, "payment": payment})).unwrap(),
         };
-        ClientAnswer { status, body }
+        ClientAnswer::new(status, body)
+    }
+
+    fn refusal(status: u16, code: &str, charged: Option<&str>) -> ClientAnswer {
+        let mut body = json!({"type": "about:blank", "status": status, "code": code});
+        if let Some(charged) = charged {
+            body["charged"] = json!(charged);
+        }
+        ClientAnswer::new(status, serde_json::to_vec(&body).unwrap())
     }
 
     fn record(key: &str, answers: Vec<ClientAnswer>) -> KeyRecord {
@@ -526,10 +835,7 @@ mod tests {
             record(
                 "k3",
                 vec![
-                    ClientAnswer {
-                        status: 409,
-                        body: b"{}".to_vec(),
-                    },
+                    ClientAnswer::new(409, b"{}".to_vec()),
                     answer(202, &c_pending),
                 ],
             ),
@@ -552,7 +858,7 @@ mod tests {
         let (payments, charges, records) = clean();
         let report = audit(&payments, &charges, &records);
         assert_eq!(report.violations(), 0, "{report}");
-        assert_eq!(report.checks.len(), 5);
+        assert_eq!(report.checks.len(), 6);
         assert_eq!(report.check(5).checked, "2 replays of final outcomes");
         assert!(report.to_string().ends_with("audit result: 0 violations"));
     }
@@ -662,10 +968,9 @@ mod tests {
     #[test]
     fn transient_refusals_after_a_final_answer_are_not_replays() {
         let (payments, charges, mut records) = clean();
-        records[0].answers.push(ClientAnswer {
-            status: 503,
-            body: b"{\"code\":\"circuit_open\"}".to_vec(),
-        });
+        records[0]
+            .answers
+            .push(refusal(503, "circuit_open", Some("unknown")));
         let report = audit(&payments, &charges, &records);
         assert_eq!(report.violations(), 0, "{report}");
     }
@@ -682,5 +987,153 @@ mod tests {
         let report = audit(&payments, &charges, &records);
         assert_eq!(report.check(2).violations, MAX_EXAMPLES + 3);
         assert_eq!(report.check(2).examples.len(), MAX_EXAMPLES);
+    }
+
+    /// [`clean`] plus a fourth key `k4` the clients were refused with (no payment, no charge),
+    /// and the amounts of every key, as a chaos run makes them.
+    fn with_amounts() -> (
+        Vec<Payment>,
+        Vec<Charge>,
+        Vec<KeyRecord>,
+        HashMap<i64, String>,
+    ) {
+        let (mut payments, mut charges, mut records) = clean();
+        for (i, payment) in payments.iter_mut().enumerate() {
+            payment.amount = 1000 + i as i64;
+            charges[i].amount = payment.amount;
+        }
+        records.push(record(
+            "k4",
+            vec![
+                refusal(503, "circuit_open", Some("no")),
+                refusal(503, "bank_unavailable", None),
+                refusal(429, "rate_limited", Some("no")),
+            ],
+        ));
+        let amounts = (0..4).map(|i| (1000 + i, format!("k{}", i + 1))).collect();
+        (payments, charges, records, amounts)
+    }
+
+    #[test]
+    fn no_answers_for_keys_never_charged_and_unknown_answers_are_truthful() {
+        let (payments, charges, mut records, amounts) = with_amounts();
+        // A charged key may be answered "unknown" any number of times, before and after.
+        records[0]
+            .answers
+            .insert(0, refusal(503, "store_unavailable", Some("unknown")));
+        records[0]
+            .answers
+            .push(refusal(503, "outcome_unknown", Some("unknown")));
+        // A declined key may be told "no" (a decline is not a charge).
+        records[1]
+            .answers
+            .push(refusal(503, "circuit_open", Some("no")));
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert_eq!(report.violations(), 0, "{report}");
+        let seven = report.check(7);
+        assert!(
+            seven.checked.starts_with(
+                "5 answers claiming no charge (2 of them without a charged member), 2 \"unknown\""
+            ),
+            "{}",
+            seven.checked
+        );
+        assert_eq!(report.answers["503 store_unavailable charged=unknown"], 1);
+        assert_eq!(report.answers["503 bank_unavailable charged=(none)"], 1);
+        assert_eq!(report.answers["201 -"], 2);
+        assert_eq!(report.keys_answered_201, 1);
+        assert_eq!(report.succeeded_charges, 2);
+    }
+
+    /// `answer` sent and received `secs` after the epoch.
+    fn at(mut answer: ClientAnswer, secs: u64) -> ClientAnswer {
+        answer.sent_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        answer.received_at = answer.sent_at + std::time::Duration::from_millis(100);
+        answer
+    }
+
+    #[test]
+    fn a_no_for_a_key_the_bank_charged_later_breaks_invariant_7() {
+        let (payments, charges, mut records, amounts) = with_amounts();
+        // k3's first request went pending (202); a later one was told "no" before the
+        // reconciler's charge landed: the key already held that payment, so it was a lie.
+        records[2].answers = vec![
+            at(answer(202, &payments[2]), 1),
+            at(refusal(503, "breaker_open", Some("no")), 2),
+        ];
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert_eq!(failing(&report), [7], "{report}");
+        let example = &report.check(7).examples[0];
+        assert!(
+            example.contains("key k3: told 503 breaker_open (charged: no)"),
+            "{example}"
+        );
+        assert!(
+            example.contains("before (and no other request"),
+            "{example}"
+        );
+    }
+
+    #[test]
+    fn a_no_followed_by_a_retry_that_charged_is_truthful() {
+        let (payments, charges, mut records, amounts) = with_amounts();
+        // k1: "no" (the bank was refusing), then the client's retry with the same key
+        // succeeded: the charge is the retry's, the "no" spoke for its own request.
+        records[0].answers = vec![
+            at(refusal(503, "bank_unavailable", Some("no")), 1),
+            at(answer(201, &payments[0]), 2),
+        ];
+        // k3: a request the client stopped waiting for (the API may still process it), then
+        // a "no" for the next one, then the charge: the first request may have made it.
+        records[2].answers = vec![
+            at(ClientAnswer::none("timeout", SystemTime::UNIX_EPOCH), 1),
+            at(refusal(503, "breaker_open", Some("no")), 6),
+        ];
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert_eq!(report.check(7).violations, 0, "{report}");
+        assert_eq!(report.answers["no answer (timeout)"], 1);
+    }
+
+    #[test]
+    fn a_5xx_without_a_charged_member_for_a_charged_key_breaks_invariant_7() {
+        let (payments, charges, mut records, amounts) = with_amounts();
+        records[0]
+            .answers
+            .push(refusal(503, "store_unavailable", None));
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert_eq!(failing(&report), [7], "{report}");
+        assert!(report.check(7).examples[0].contains("no charged member"));
+        assert!(report.check(7).examples[0].contains("after the bank charged it"));
+    }
+
+    #[test]
+    fn invariant_7_ties_charges_to_keys_by_amount_without_the_apis_records() {
+        let (mut payments, charges, mut records, amounts) = with_amounts();
+        // The API lost k1's payment (its store says nothing), yet the bank charged k1's amount:
+        // a "no" for k1 is caught through the amount alone.
+        payments.remove(0);
+        records[0].answers = vec![refusal(503, "store_unavailable", Some("no"))];
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert!(failing(&report).contains(&7), "{report}");
+        assert!(report.check(7).examples[0].contains("key k1"));
+        // Without the amounts, nothing ties that charge to k1.
+        let blind = audit(&payments, &charges, &records);
+        assert_eq!(blind.check(7).violations, 0, "{blind}");
+    }
+
+    #[test]
+    fn two_ledger_entries_for_one_keys_amount_break_invariant_1_even_when_the_api_hides_one() {
+        let (payments, mut charges, records, amounts) = with_amounts();
+        let mut second = charges[0].clone();
+        second.id = "ch_second".into();
+        second.reference = "pay_unknown_to_the_api".into();
+        charges.push(second);
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert!(failing(&report).contains(&1), "{report}");
+        assert!(report
+            .check(1)
+            .examples
+            .iter()
+            .any(|e| e.contains("key k1 (by its unique amount)")));
     }
 }

@@ -1,13 +1,21 @@
-//! `run chaos`: the chaos verifier. Starts its own system (bank and API, supervised), drives
-//! open-loop traffic while the bank follows a schedule of chaos presets and the API is killed
-//! with SIGKILL at random moments (the supervisor restarts it), then heals the bank, waits for
-//! the reconciler to settle every pending payment, replays every key once, and audits the API's
-//! payments against the bank's ledger (DESIGN.md §6, invariants 1–5). Exits 1 on any violation.
+//! `run chaos`: the chaos verifier. Starts its own system (bank and one or several APIs,
+//! supervised), drives open-loop traffic while the bank follows a schedule of chaos presets, the
+//! API instances are killed with SIGKILL at random moments (the supervisor restarts them) and
+//! the store goes through faults of its own (`store_faults`: SQLite disk full and lock
+//! timeouts; PostgreSQL crash-restart, stop and dropped connections), then heals everything,
+//! waits for the reconciler to settle every pending payment, replays every key once, and audits
+//! the API's payments and every answer the clients got against the bank's ledger (DESIGN.md §6,
+//! invariants 1–5 and 7). Exits 1 on any violation.
 //!
 //! Everything random (the schedule, the kill times, the traffic) comes from one seed, printed
 //! at the start, so a failing run can be replayed with `--seed`.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, bail, Context};
 use payment_types::{
@@ -21,6 +29,7 @@ use crate::{
     audit,
     cli::{ChaosArgs, ScenarioName, UpArgs},
     load,
+    store_faults::{self, FaultKind, PgServer, TmpfsMount},
     supervisor::{Killer, RestartPolicy},
     up::{self, StartOptions},
 };
@@ -38,16 +47,29 @@ const FAST_API: &[(&str, &str)] = &[
     ("--breaker-max-open-ms", "2000"),
     ("--reconcile-interval-ms", "200"),
     ("--reconcile-grace-ms", "500"),
-    ("--lease-ms", "3000"),
+    // The API refuses a lease that does not exceed the deadline by a safety margin.
+    ("--lease-ms", "5000"),
 ];
+
+/// Payment *i* of a chaos run is sent with amount `AMOUNT_BASE + i`, so each key has an amount
+/// of its own and the audit ties ledger charges to keys without trusting the API.
+const AMOUNT_BASE: i64 = 1000;
+
+/// The smallest share of offered payments a run must start for its proof to count.
+const MIN_STARTED_SHARE: f64 = 0.9;
 
 /// What the bank and the API go through: derived from the scenario, the duration and the seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChaosPlan {
     /// The bank's scenario, started with the traffic.
     pub(crate) steps: Vec<ScenarioStep>,
-    /// When to SIGKILL the API, from the start of the traffic.
+    /// When to SIGKILL an API instance, from the start of the traffic (kill *i* goes to
+    /// instance *i* mod N). Kept out of the store faults' windows: an API restarting while the
+    /// disk is full or the database is down would fail to start, which tests the supervisor's
+    /// patience, not the payment flow.
     pub(crate) kills: Vec<Duration>,
+    /// Store faults and when they start, from the start of the traffic.
+    pub(crate) store_faults: Vec<(Duration, FaultKind)>,
 }
 
 fn step(at: Duration, preset: Preset) -> ScenarioStep {
@@ -66,6 +88,8 @@ pub(crate) fn plan(
     duration: Duration,
     seed: u64,
     kills: Option<usize>,
+    fault_kinds: &[FaultKind],
+    fault_count: Option<usize>,
 ) -> ChaosPlan {
     // A stream of its own, so changing the traffic flags does not move the kills.
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x6368_616f_735f_706c);
@@ -88,9 +112,61 @@ pub(crate) fn plan(
         _ => 0,
     };
     let count = kills.unwrap_or(default_kills);
-    let mut kills: Vec<Duration> = (0..count).map(|_| at(rng.gen_range(0.1..0.9))).collect();
+    let mut faults_rng = SmallRng::seed_from_u64(seed ^ 0x7374_6f72_655f_6674);
+    let store_faults = plan_store_faults(duration, fault_kinds, fault_count, &mut faults_rng);
+    let busy = |t: Duration| {
+        store_faults.iter().any(|(start, kind)| {
+            t + Duration::from_secs(1) >= *start
+                && t <= *start + kind.hold() + Duration::from_secs(2)
+        })
+    };
+    let mut kills: Vec<Duration> = (0..count)
+        .map(|_| {
+            let mut t = at(rng.gen_range(0.1..0.9));
+            for _ in 0..100 {
+                if !busy(t) {
+                    break;
+                }
+                t = at(rng.gen_range(0.1..0.9));
+            }
+            t
+        })
+        .collect();
     kills.sort();
-    ChaosPlan { steps, kills }
+    ChaosPlan {
+        steps,
+        kills,
+        store_faults,
+    }
+}
+
+/// `count` store faults (default one per 20 s, at least 2), the kinds taken in turn from a
+/// seeded shuffle of `kinds`, each at a random moment inside its own slot of 10–85% of the run.
+fn plan_store_faults(
+    duration: Duration,
+    kinds: &[FaultKind],
+    count: Option<usize>,
+    rng: &mut SmallRng,
+) -> Vec<(Duration, FaultKind)> {
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    let count = count.unwrap_or(((duration.as_secs() / 20) as usize).max(2));
+    let mut order = kinds.to_vec();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.gen_range(0..=i));
+    }
+    let (from, to) = (duration.mul_f64(0.1), duration.mul_f64(0.85));
+    let slot = (to - from) / count.max(1) as u32;
+    (0..count)
+        .map(|i| {
+            let kind = order[i % order.len()];
+            let start = from + slot * i as u32;
+            // Inside the slot, leaving room for the fault's hold when the slot has it.
+            let room = slot.saturating_sub(kind.hold());
+            (start + room.mul_f64(rng.gen_range(0.0..1.0)), kind)
+        })
+        .collect()
 }
 
 /// Segments of random presets, weighted toward the ones that lose answers; the bank down or
@@ -137,12 +213,34 @@ fn everything(duration: Duration, rng: &mut SmallRng) -> Vec<ScenarioStep> {
     steps
 }
 
+/// The store under test and the means to fault it.
+#[derive(Debug)]
+struct StoreTarget {
+    /// The API's data directory (SQLite's `payments.db` lives there).
+    data_dir: PathBuf,
+    /// PostgreSQL: the server the runner owns, if it does.
+    pg: Option<Arc<PgServer>>,
+    /// PostgreSQL: the database URL (owned server or `--database-url`).
+    database_url: Option<String>,
+    /// Size of the tmpfs (disk-full is possible), in MiB.
+    disk_mb: Option<u64>,
+}
+
 /// `run chaos`.
 pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
     let seed = args.traffic.seed.unwrap_or_else(rand::random);
     let duration = args.traffic.duration;
-    let plan = plan(args.scenario, duration, seed, args.kills);
     let scenario = args.scenario.name();
+    let postgres = args.postgres || args.database_url.is_some();
+    if args.api_instances == 0 {
+        bail!("--api-instances must be at least 1");
+    }
+    if args.api_instances > 1 && !postgres {
+        bail!(
+            "--api-instances {} needs PostgreSQL (several API processes cannot share one SQLite file): pass --postgres for a throwaway server, or --database-url",
+            args.api_instances
+        );
+    }
     let (data_dir, fresh_dir) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
         None => (
@@ -157,11 +255,53 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         );
     }
 
+    // Which store faults this environment allows; the disk-full fault needs its tmpfs now,
+    // before anything writes into the data directory.
+    let root = store_faults::is_root();
+    let mut faults = store_faults::available(
+        &args.store_faults,
+        postgres.then_some(args.database_url.is_none()),
+        root,
+    )?;
+    let mut disk: Option<TmpfsMount> = None;
+    if faults.kinds.contains(&FaultKind::DiskFull) {
+        match TmpfsMount::mount(&data_dir, args.store_disk_mb) {
+            Ok(mount) => disk = Some(mount),
+            Err(error) if args.store_faults == store_faults::StoreFaultChoice::Auto => {
+                faults.kinds.retain(|k| *k != FaultKind::DiskFull);
+                faults.skipped.push((
+                    FaultKind::DiskFull,
+                    format!("cannot mount a tmpfs on {}: {error:#}", data_dir.display()),
+                ));
+            }
+            Err(error) => return Err(error.context("--store-faults disk-full")),
+        }
+    }
+    let plan = plan(
+        args.scenario,
+        duration,
+        seed,
+        args.kills,
+        &faults.kinds,
+        args.store_fault_count,
+    );
+
     println!(
-        "[chaos] scenario {scenario}, seed {seed}, {:?} of traffic at {}/s, {} API kills",
+        "[chaos] scenario {scenario}, seed {seed}, {:?} of traffic at {}/s, {} API kills, {} store faults, {} API instance{} on {}",
         duration,
         args.traffic.rate,
-        plan.kills.len()
+        plan.kills.len(),
+        plan.store_faults.len(),
+        args.api_instances,
+        if args.api_instances == 1 { "" } else { "s" },
+        match (args.postgres, &args.database_url) {
+            (true, _) => "a throwaway PostgreSQL server".to_owned(),
+            (_, Some(_)) => "PostgreSQL (--database-url)".to_owned(),
+            _ => match &disk {
+                Some(d) => format!("SQLite in a {} MiB tmpfs", d.size_mb()),
+                None => "SQLite".to_owned(),
+            },
+        }
     );
     let schedule: Vec<String> = plan
         .steps
@@ -175,21 +315,67 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         .map(|k| format!("{:.1}s", k.as_secs_f64()))
         .collect();
     println!("[chaos] kills at: {}", kills.join(", "));
+    let planned: Vec<String> = plan
+        .store_faults
+        .iter()
+        .map(|(at, kind)| format!("{:.1}s {}", at.as_secs_f64(), kind.name()))
+        .collect();
     println!(
-        "[chaos] replay with: run chaos --scenario {scenario} --duration {}s --seed {seed} --rate {}{}",
+        "[chaos] store faults ({}): {}",
+        match &args.store_faults {
+            store_faults::StoreFaultChoice::None => "none".to_owned(),
+            store_faults::StoreFaultChoice::Auto => "auto".to_owned(),
+            store_faults::StoreFaultChoice::Only(k) =>
+                k.iter().map(|k| k.0.name()).collect::<Vec<_>>().join(","),
+        },
+        if planned.is_empty() {
+            "none".to_owned()
+        } else {
+            planned.join(", ")
+        }
+    );
+    for (kind, reason) in &faults.skipped {
+        println!("[chaos] store fault {} skipped: {reason}", kind.name());
+    }
+    println!(
+        "[chaos] replay with: run chaos --scenario {scenario} --duration {}s --seed {seed} --rate {}{}{}{}{}",
         duration.as_secs(),
         args.traffic.rate,
         args.kills
             .map(|k| format!(" --kills {k}"))
+            .unwrap_or_default(),
+        if args.postgres { " --postgres" } else { "" },
+        if args.api_instances > 1 {
+            format!(" --api-instances {}", args.api_instances)
+        } else {
+            String::new()
+        },
+        args.store_fault_count
+            .map(|n| format!(" --store-fault-count {n}"))
             .unwrap_or_default()
     );
+
+    let pg = if args.postgres {
+        println!("[chaos] starting a throwaway PostgreSQL server");
+        let server = tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .context("the PostgreSQL start-up task failed")?
+            .context("cannot start a throwaway PostgreSQL server")?;
+        Some(Arc::new(server))
+    } else {
+        None
+    };
+    let database_url = pg
+        .as_ref()
+        .map(|pg| pg.url().to_owned())
+        .or_else(|| args.database_url.clone());
 
     let up_args = UpArgs {
         api_port: 0,
         bank_port: 0,
         dashboard_port: 0,
         data_dir: data_dir.clone(),
-        database_url: args.database_url.clone(),
+        database_url: database_url.clone(),
         ready_timeout_secs: 60,
         api_arg: args.api_arg.clone(),
         log: args.log.clone(),
@@ -208,18 +394,22 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
             // Errors only, and not the access log's line for every 5xx chaos provokes.
             vec![("RUST_LOG".to_owned(), "error,tower_http=off".to_owned())]
         },
+        api_instances: args.api_instances,
     };
     let Some(mut system) = up::start(&up_args, options).await? else {
         return Ok(());
     };
+    let instances: Vec<String> = system
+        .apis
+        .iter()
+        .map(|(name, url)| {
+            let pid = system.supervisor.child(name).map(|c| c.pid()).unwrap_or(0);
+            format!("{url} (pid {pid})")
+        })
+        .collect();
     println!(
-        "[chaos] system up: API {} (pid {}), bank {}, data dir {}{}",
-        system.api_url,
-        system
-            .supervisor
-            .child(up::API)
-            .map(|c| c.pid())
-            .unwrap_or(0),
+        "[chaos] system up: API {}, bank {}, data dir {}{}",
+        instances.join(", "),
         system.bank_url,
         system.data_dir.display(),
         if args.dashboard {
@@ -229,16 +419,30 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         }
     );
 
+    let mut apis = Vec::new();
+    for (name, url) in &system.apis {
+        let killer = system
+            .supervisor
+            .child(name)
+            .ok_or_else(|| anyhow!("the {name} is not running"))?
+            .killer();
+        apis.push(Api {
+            name,
+            url: url.clone(),
+            killer,
+        });
+    }
     let target = Target {
-        api_url: system.api_url.clone(),
+        apis,
         bank_url: system.bank_url.clone(),
         api_key: system.creds.api_key.clone(),
         bank_token_file: system.creds.bank_token_file.clone(),
-        api: system
-            .supervisor
-            .child(up::API)
-            .ok_or_else(|| anyhow!("the API is not running"))?
-            .killer(),
+        store: StoreTarget {
+            data_dir: system.data_dir.clone(),
+            pg: pg.clone(),
+            database_url,
+            disk_mb: disk.as_ref().map(TmpfsMount::size_mb),
+        },
     };
     let outcome = tokio::select! {
         outcome = verify(&target, &args, &plan, seed) => outcome,
@@ -248,18 +452,42 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
     println!("[chaos] stopping the system");
     let data_dir = system.data_dir.clone();
     system.supervisor.stop().await;
-    let clean = matches!(outcome, Ok(0));
+    let clean = matches!(outcome, Ok(Verdict { violations: 0, .. }));
+    if let Some(mount) = disk.take() {
+        if !clean || args.keep_data {
+            let copy = PathBuf::from(format!("{}-store", data_dir.display()));
+            match mount.copy_out(&copy) {
+                Ok(()) => println!(
+                    "[chaos] the store (on a tmpfs, unmounted now) was copied to {}",
+                    copy.display()
+                ),
+                Err(error) => println!("[chaos] cannot copy the store out of the tmpfs: {error:#}"),
+            }
+        }
+        drop(mount);
+    }
+    drop(target);
+    drop(pg);
     if clean && fresh_dir && !args.keep_data {
         let _ = std::fs::remove_dir_all(&data_dir);
     } else {
         println!("[chaos] data kept in {}", data_dir.display());
     }
-    match outcome? {
-        0 => Ok(()),
-        n => Err(anyhow!(
-            "{n} invariant violations (replay with --seed {seed})"
-        )),
+    let verdict = outcome?;
+    if verdict.violations > 0 {
+        bail!(
+            "{} invariant violations (replay with --seed {seed})",
+            verdict.violations
+        );
     }
+    if verdict.started_share < MIN_STARTED_SHARE {
+        bail!(
+            "only {:.1}% of the offered payments were started (at least {:.0}% needed for the run to prove anything): raise --max-in-flight or lower --rate",
+            verdict.started_share * 100.0,
+            MIN_STARTED_SHARE * 100.0
+        );
+    }
+    Ok(())
 }
 
 fn has_files(dir: &std::path::Path, prefix: &str) -> bool {
@@ -270,24 +498,39 @@ fn has_files(dir: &std::path::Path, prefix: &str) -> bool {
     })
 }
 
+/// One API instance, as the verifier reaches it.
+#[derive(Debug)]
+struct Api {
+    name: &'static str,
+    url: String,
+    /// Kills the instance's process.
+    killer: Killer,
+}
+
 /// The system under test, as the verifier reaches it.
 #[derive(Debug)]
 struct Target {
-    api_url: String,
+    apis: Vec<Api>,
     bank_url: String,
     api_key: String,
     bank_token_file: std::path::PathBuf,
-    /// Kills the API process.
-    api: Killer,
+    store: StoreTarget,
 }
 
-/// Traffic, chaos and kills; then heal, settle, replay and audit. Returns the violations.
+/// What a run found.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    violations: usize,
+    started_share: f64,
+}
+
+/// Traffic, chaos, kills and store faults; then heal, settle, replay and audit.
 async fn verify(
     system: &Target,
     args: &ChaosArgs,
     plan: &ChaosPlan,
     seed: u64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Verdict> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -296,13 +539,27 @@ async fn verify(
         .context("cannot read the bank admin token")?
         .trim()
         .to_owned();
-    let config = load::config_from(
+    let api_url = system.apis[0].url.clone();
+    let mut config = load::config_from(
         &args.traffic,
-        system.api_url.clone(),
+        api_url.clone(),
         system.api_key.clone(),
         seed,
         format!("chaos-{seed}"),
     );
+    config.api_urls = system.apis.iter().map(|a| a.url.clone()).collect();
+    config.unique_amounts = Some(AMOUNT_BASE);
+    // A faulted store holds requests for seconds (a lock timeout is 5 s); the bound must hold
+    // them without shedding what the run offers.
+    let sized =
+        (args.traffic.rate * (config.request_timeout.as_secs_f64() + 2.0) * 2.0).ceil() as usize;
+    if sized > config.max_in_flight {
+        println!(
+            "[chaos] in-flight bound raised from {} to {sized} (rate × (request timeout + 2 s) × 2), so held requests do not shed the offered load",
+            config.max_in_flight
+        );
+        config.max_in_flight = sized;
+    }
 
     set_chaos(
         &http,
@@ -313,10 +570,13 @@ async fn verify(
     .await?;
     let started = Instant::now();
     let traffic = tokio::spawn(load::run(config.clone(), std::future::pending()));
-    let kills = kill_on_schedule(&http, &system.api_url, &system.api, &plan.kills, started).await;
+    let (kills, injected) = tokio::join!(
+        kill_on_schedule(&http, &system.apis, &plan.kills, started),
+        inject_store_faults(&system.store, &plan.store_faults, started),
+    );
     let mut report = traffic.await.context("the load task failed")??;
     println!(
-        "[chaos] traffic done after {:.1}s; {kills} kills",
+        "[chaos] traffic done after {:.1}s; {kills} kills, {injected} store faults injected",
         started.elapsed().as_secs_f64()
     );
     print!("{}", report.table());
@@ -330,60 +590,214 @@ async fn verify(
     )
     .await?;
     let settle_started = Instant::now();
-    let backlog = wait_for_backlog(&http, &system.api_url, args.settle_timeout).await;
-    match backlog {
-        Some(0) => println!(
-            "[chaos] bank healthy; reconciler backlog 0 after {:.1}s",
-            settle_started.elapsed().as_secs_f64()
-        ),
-        other => println!(
-            "[chaos] reconciler backlog still {} after {:?}",
-            other.map_or("unknown".to_owned(), |n| n.to_string()),
-            args.settle_timeout
-        ),
+    for api in &system.apis {
+        let left = args.settle_timeout.saturating_sub(settle_started.elapsed());
+        let backlog = wait_for_backlog(&http, &api.url, left).await;
+        match backlog {
+            Some(0) => println!(
+                "[chaos] bank healthy; {} reconciler backlog 0 after {:.1}s",
+                api.name,
+                settle_started.elapsed().as_secs_f64()
+            ),
+            other => println!(
+                "[chaos] {} reconciler backlog still {} after {:?}",
+                api.name,
+                other.map_or("unknown".to_owned(), |n| n.to_string()),
+                args.settle_timeout
+            ),
+        }
     }
     let replayed = load::replay_all(&config, &mut report).await?;
     println!("[chaos] replayed all {replayed} keys once more");
 
-    let payments = all_payments(&http, &system.api_url, &system.api_key).await?;
+    let payments = all_payments(&http, &api_url, &system.api_key).await?;
     let charges = whole_ledger(&http, &system.bank_url).await?;
-    let audit = audit::audit(&payments, &charges, &report.records);
+    let key_by_amount = keys_by_amount(&report.bodies);
+    let audit = audit::audit_with_amounts(&payments, &charges, &report.records, &key_by_amount);
     println!("{audit}");
     let gave_up = report.payments.get("gave_up").copied().unwrap_or(0);
     let answered = report.payments.values().sum::<u64>() - gave_up;
     println!(
-        "chaos result: scenario {}, seed {seed}, {:.0}s, {} payments offered, {answered} answered, {gave_up} gave up, {} payments, {} charges, {kills} kills, {} violations",
+        "chaos result: scenario {}, seed {seed}, {:.0}s, {} API instances, {} payments offered, {} started ({:.1}%), {answered} answered, {gave_up} gave up, {} payments, {} answered 201, {} charges, {} charges succeeded, {} keys audited, {} pending, {kills} kills, {injected} store faults, {} violations",
         args.scenario.name(),
         args.traffic.duration.as_secs_f64(),
+        system.apis.len(),
         report.offered,
+        report.started(),
+        report.started_share() * 100.0,
         audit.payments,
+        audit.keys_answered_201,
         audit.charges,
+        audit.succeeded_charges,
+        audit.keys,
+        audit.pending,
         audit.violations()
     );
-    Ok(audit.violations())
+    Ok(Verdict {
+        violations: audit.violations(),
+        started_share: report.started_share(),
+    })
 }
 
-/// SIGKILLs the API at each planned moment (once it answers again after the previous kill).
-/// Returns how many kills happened.
+/// Each key's amount → the key, for amounts that are unique (all of them in a chaos run).
+fn keys_by_amount(
+    bodies: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> HashMap<i64, String> {
+    let mut seen: HashMap<i64, Option<String>> = HashMap::new();
+    for (key, body) in bodies {
+        if let Some(amount) = body["amount"].as_i64() {
+            seen.entry(amount)
+                .and_modify(|k| *k = None)
+                .or_insert_with(|| Some(key.clone()));
+        }
+    }
+    seen.into_iter()
+        .filter_map(|(amount, key)| Some((amount, key?)))
+        .collect()
+}
+
+/// Injects each planned store fault at its moment; returns how many were injected.
+async fn inject_store_faults(
+    store: &StoreTarget,
+    faults: &[(Duration, FaultKind)],
+    started: Instant,
+) -> usize {
+    let mut done = 0;
+    for (i, (moment, kind)) in faults.iter().enumerate() {
+        tokio::time::sleep_until((started + *moment).into()).await;
+        let at = started.elapsed().as_secs_f64();
+        let label = format!("store fault {} of {}: {}", i + 1, faults.len(), kind.name());
+        match inject(store, *kind).await {
+            Ok(what) => {
+                done += 1;
+                println!("[chaos] {at:.1}s: {label}: {what}");
+            }
+            Err(error) => println!("[chaos] {at:.1}s: {label} FAILED to inject: {error:#}"),
+        }
+    }
+    done
+}
+
+/// One store fault, from start to end; returns what was done.
+async fn inject(store: &StoreTarget, kind: FaultKind) -> anyhow::Result<String> {
+    let hold = kind.hold();
+    let blocking = |f: Box<dyn FnOnce() -> anyhow::Result<String> + Send>| async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .context("the fault task failed")?
+    };
+    match kind {
+        FaultKind::DiskFull => {
+            let dir = store.data_dir.clone();
+            let max_mb = store
+                .disk_mb
+                .ok_or_else(|| anyhow!("the data directory is not a tmpfs"))?;
+            let filled = {
+                let dir = dir.clone();
+                blocking(Box::new(move || {
+                    store_faults::fill_disk(&dir, max_mb).map(|mb| mb.to_string())
+                }))
+                .await?
+            };
+            tokio::time::sleep(hold).await;
+            store_faults::free_disk(&dir)?;
+            Ok(format!(
+                "disk filled ({filled} MiB of filler, writes get ENOSPC), held {hold:?}, freed"
+            ))
+        }
+        FaultKind::Lock => {
+            let db = store.data_dir.join("payments.db");
+            blocking(Box::new(move || {
+                let waited = store_faults::hold_sqlite_lock(&db, hold)?;
+                Ok(format!(
+                    "SQLite write lock (BEGIN IMMEDIATE) held {hold:?}, longer than the API's 5 s busy timeout (took {:.0} ms to get)",
+                    waited.as_secs_f64() * 1000.0
+                ))
+            }))
+            .await
+        }
+        FaultKind::PgRestart => {
+            let pg = owned_pg(store)?;
+            let begun = Instant::now();
+            blocking(Box::new(move || {
+                pg.crash_restart()?;
+                Ok(String::new())
+            }))
+            .await?;
+            Ok(format!(
+                "PostgreSQL crash-restarted (pg_ctl restart -m immediate), accepting connections again after {:.1}s",
+                begun.elapsed().as_secs_f64()
+            ))
+        }
+        FaultKind::PgStop => {
+            let pg = owned_pg(store)?;
+            {
+                let pg = pg.clone();
+                blocking(Box::new(move || {
+                    pg.stop()?;
+                    Ok(String::new())
+                }))
+                .await?;
+            }
+            tokio::time::sleep(hold).await;
+            let begun = Instant::now();
+            blocking(Box::new(move || {
+                pg.start_again()?;
+                Ok(String::new())
+            }))
+            .await?;
+            Ok(format!(
+                "PostgreSQL stopped (immediate) for {hold:?}, then started ({:.1}s to accept connections)",
+                begun.elapsed().as_secs_f64()
+            ))
+        }
+        FaultKind::PgDrop => {
+            let url = store
+                .database_url
+                .as_deref()
+                .ok_or_else(|| anyhow!("no PostgreSQL database"))?;
+            let dropped = store_faults::drop_pg_connections(url).await?;
+            Ok(format!(
+                "{dropped} PostgreSQL connections terminated (pg_terminate_backend)"
+            ))
+        }
+    }
+}
+
+fn owned_pg(store: &StoreTarget) -> anyhow::Result<Arc<PgServer>> {
+    store
+        .pg
+        .clone()
+        .ok_or_else(|| anyhow!("the runner does not own the PostgreSQL server"))
+}
+
+/// SIGKILLs an API instance at each planned moment, in turn across the instances (once the
+/// killed one answers again). Returns how many kills happened.
 async fn kill_on_schedule(
     http: &reqwest::Client,
-    api_url: &str,
-    killer: &Killer,
+    apis: &[Api],
     at: &[Duration],
     started: Instant,
 ) -> usize {
     let mut done = 0;
     for (i, moment) in at.iter().enumerate() {
         tokio::time::sleep_until((started + *moment).into()).await;
-        let Some(pid) = killer.kill() else {
-            println!("[chaos] kill {}: the API was not running; skipped", i + 1);
+        let api = &apis[i % apis.len()];
+        let Some(pid) = api.killer.kill() else {
+            println!(
+                "[chaos] kill {}: the {} was not running; skipped",
+                i + 1,
+                api.name
+            );
             continue;
         };
+        let api_url = &api.url;
         done += 1;
         let killed_at = Instant::now();
         println!(
-            "[chaos] {:.1}s: SIGKILL to the payment API (pid {pid}), kill {} of {}",
+            "[chaos] {:.1}s: SIGKILL to the {} (pid {pid}), kill {} of {}",
             started.elapsed().as_secs_f64(),
+            api.name,
             i + 1,
             at.len()
         );
@@ -399,7 +813,8 @@ async fn kill_on_schedule(
                 .is_ok_and(|r| r.status().is_success())
             {
                 println!(
-                    "[chaos] the payment API answers again {:.0} ms after the kill",
+                    "[chaos] the {} answers again {:.0} ms after the kill",
+                    api.name,
                     killed_at.elapsed().as_secs_f64() * 1000.0
                 );
                 break;
@@ -529,9 +944,15 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_plan_and_another_seed_another() {
         let minutes = Duration::from_secs(600);
-        let a = plan(ScenarioName::Everything, minutes, 7, None);
-        assert_eq!(a, plan(ScenarioName::Everything, minutes, 7, None));
-        assert_ne!(a, plan(ScenarioName::Everything, minutes, 8, None));
+        let a = plan(ScenarioName::Everything, minutes, 7, None, &[], None);
+        assert_eq!(
+            a,
+            plan(ScenarioName::Everything, minutes, 7, None, &[], None)
+        );
+        assert_ne!(
+            a,
+            plan(ScenarioName::Everything, minutes, 8, None, &[], None)
+        );
     }
 
     #[test]
@@ -539,7 +960,7 @@ mod tests {
         for seed in 0..50 {
             for secs in [10, 20, 120, 600, 3600] {
                 let duration = Duration::from_secs(secs);
-                let p = plan(ScenarioName::Everything, duration, seed, None);
+                let p = plan(ScenarioName::Everything, duration, seed, None, &[], None);
                 assert!(!p.steps.is_empty() && p.steps.len() <= MAX_STEPS);
                 assert_eq!(p.steps[0].at_ms, 0);
                 assert!(p.steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
@@ -553,7 +974,14 @@ mod tests {
 
     #[test]
     fn a_long_everything_run_visits_every_preset() {
-        let p = plan(ScenarioName::Everything, Duration::from_secs(600), 1, None);
+        let p = plan(
+            ScenarioName::Everything,
+            Duration::from_secs(600),
+            1,
+            None,
+            &[],
+            None,
+        );
         for preset in Preset::ALL {
             assert!(
                 p.steps.iter().any(|s| s.preset == preset),
@@ -566,10 +994,22 @@ mod tests {
     #[test]
     fn kills_default_by_scenario_and_can_be_set() {
         let minute = Duration::from_secs(60);
-        assert!(plan(ScenarioName::Lossy, minute, 1, None).kills.is_empty());
-        assert_eq!(plan(ScenarioName::Crashes, minute, 1, None).kills.len(), 2);
-        assert_eq!(plan(ScenarioName::Flaky, minute, 1, Some(3)).kills.len(), 3);
-        let outage = plan(ScenarioName::OutageAndRecovery, minute, 1, None);
+        assert!(plan(ScenarioName::Lossy, minute, 1, None, &[], None)
+            .kills
+            .is_empty());
+        assert_eq!(
+            plan(ScenarioName::Crashes, minute, 1, None, &[], None)
+                .kills
+                .len(),
+            2
+        );
+        assert_eq!(
+            plan(ScenarioName::Flaky, minute, 1, Some(3), &[], None)
+                .kills
+                .len(),
+            3
+        );
+        let outage = plan(ScenarioName::OutageAndRecovery, minute, 1, None, &[], None);
         let presets: Vec<Preset> = outage.steps.iter().map(|s| s.preset).collect();
         assert_eq!(
             presets,
@@ -580,5 +1020,83 @@ mod tests {
                 Preset::Healthy
             ]
         );
+    }
+
+    #[test]
+    fn store_faults_take_turns_inside_the_run_and_kills_keep_out_of_their_windows() {
+        let kinds = [FaultKind::PgRestart, FaultKind::PgStop, FaultKind::PgDrop];
+        for seed in 0..50 {
+            let duration = Duration::from_secs(40);
+            let p = plan(
+                ScenarioName::Everything,
+                duration,
+                seed,
+                Some(3),
+                &kinds,
+                Some(3),
+            );
+            assert_eq!(p.store_faults.len(), 3);
+            let mut seen: Vec<FaultKind> = p.store_faults.iter().map(|f| f.1).collect();
+            seen.sort();
+            assert_eq!(seen, kinds, "each kind once");
+            assert!(p.store_faults.windows(2).all(|w| w[0].0 < w[1].0));
+            for (start, kind) in &p.store_faults {
+                assert!(*start >= duration / 10 && *start + kind.hold() <= duration);
+            }
+            assert_eq!(
+                p,
+                plan(
+                    ScenarioName::Everything,
+                    duration,
+                    seed,
+                    Some(3),
+                    &kinds,
+                    Some(3)
+                )
+            );
+        }
+        let sqlite = plan(
+            ScenarioName::Everything,
+            Duration::from_secs(600),
+            3,
+            None,
+            &[FaultKind::DiskFull, FaultKind::Lock],
+            None,
+        );
+        assert_eq!(sqlite.store_faults.len(), 30);
+        for kill in &sqlite.kills {
+            assert!(
+                sqlite
+                    .store_faults
+                    .iter()
+                    .all(|(start, kind)| *kill + Duration::from_secs(1) < *start
+                        || *kill > *start + kind.hold() + Duration::from_secs(2)),
+                "kill at {kill:?} inside a fault window"
+            );
+        }
+        assert!(plan(
+            ScenarioName::Flaky,
+            Duration::from_secs(60),
+            1,
+            None,
+            &[],
+            None
+        )
+        .store_faults
+        .is_empty());
+    }
+
+    #[test]
+    fn keys_are_found_by_unique_amounts_only() {
+        let bodies = [
+            ("a".to_owned(), serde_json::json!({"amount": 1000})),
+            ("b".to_owned(), serde_json::json!({"amount": 1001})),
+            ("c".to_owned(), serde_json::json!({"amount": 1001})),
+        ]
+        .into_iter()
+        .collect();
+        let map = keys_by_amount(&bodies);
+        assert_eq!(map.len(), 1);
+        assert_eq!(map[&1000], "a");
     }
 }

@@ -197,9 +197,40 @@ pub struct ChaosArgs {
     #[arg(long, env = "RUN_CHAOS_SETTLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub settle_timeout: std::time::Duration,
 
-    /// Store of the API: `postgres://...`; unset, SQLite in the data dir.
+    /// Store of the API: `postgres://...` (an empty database; the runner can then only drop
+    /// its connections, not restart the server); unset, SQLite in the data dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Use a throwaway PostgreSQL server the runner starts (initdb/pg_ctl, as the tests do) and
+    /// can crash, stop and restart.
+    #[arg(long, conflicts_with = "database_url")]
+    pub postgres: bool,
+
+    /// API processes on one PostgreSQL database, each on its own port; client retries and
+    /// SIGKILLs are spread across them. More than 1 needs PostgreSQL.
+    #[arg(long, env = "RUN_CHAOS_API_INSTANCES", default_value_t = 1)]
+    pub api_instances: usize,
+
+    /// Store faults to inject: `none`, `auto` (every fault the store and the environment
+    /// allow), or a list of `disk-full`, `lock` (SQLite), `pg-restart`, `pg-stop`, `pg-drop`
+    /// (PostgreSQL).
+    #[arg(
+        long,
+        env = "RUN_CHAOS_STORE_FAULTS",
+        default_value = "auto",
+        value_parser = crate::store_faults::parse_store_faults
+    )]
+    pub store_faults: crate::store_faults::StoreFaultChoice,
+
+    /// How many store faults in the run (default: one per 20 s of traffic, at least 2), taken
+    /// in turn from the chosen kinds at seeded random moments.
+    #[arg(long, env = "RUN_CHAOS_STORE_FAULT_COUNT")]
+    pub store_fault_count: Option<usize>,
+
+    /// Size of the tmpfs mounted as the data directory for the disk-full fault, in MiB.
+    #[arg(long, env = "RUN_CHAOS_STORE_DISK_MB", default_value_t = 512)]
+    pub store_disk_mb: u64,
 
     /// Extra flag for the API child (see `run --help`); overrides the fast timings chaos uses.
     #[arg(

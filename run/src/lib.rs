@@ -14,7 +14,9 @@
 //! - `up`: the start-up of the whole system, as `run` and `run chaos` use it.
 //! - [`load`]: the traffic generator (`run load`), also a library function.
 //! - `chaos`: the chaos verifier (`run chaos`): scenarios, kills, settling, the audit's inputs.
-//! - [`audit`]: the pure audit of payments against the bank ledger (DESIGN.md §6, 1–5).
+//! - `store_faults`: store faults for `run chaos` (SQLite disk full and lock timeouts,
+//!   PostgreSQL crash-restart, stop and dropped connections) and a throwaway PostgreSQL server.
+//! - [`audit`]: the pure audit of payments against the bank ledger (DESIGN.md §6, 1–5 and 7).
 
 pub mod audit;
 mod chaos;
@@ -23,6 +25,7 @@ mod credentials;
 pub mod load;
 mod ports;
 mod service;
+pub mod store_faults;
 mod supervisor;
 mod up;
 

@@ -2,8 +2,14 @@
 //! sends and careful client retries, recording every answer per key for the audit.
 //!
 //! Open loop: payment *i* is due at `i / rate` whatever the answers' latency, as real users
-//! arrive; a bound on payments in progress keeps a stalled system from piling up tasks without
-//! limit, and payments due while it is reached are shed and counted (never silently delayed).
+//! arrive; a bound on requests in progress keeps a stalled system from piling up connections
+//! without limit, and payments due while it is reached are shed and counted (never silently
+//! delayed). A client waiting out a `Retry-After` or a backoff gives its slot back and takes one
+//! again to send (waiting for it), so waiting clients do not shed the offered load; the report
+//! prints the share of offered payments that were started.
+//!
+//! With several API URLs (several instances on one database) each attempt, first send or retry,
+//! goes to an instance picked at random, as behind a load balancer.
 //!
 //! A client retries the same key on a transport error or timeout, 409, 429, 500, 503 and 504,
 //! waiting `Retry-After` (capped) or an exponential backoff with jitter, until it gets an answer
@@ -29,21 +35,28 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::json;
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
 
 use crate::audit::{ClientAnswer, KeyRecord, KEY_FIELD};
 
 /// Everything the generator needs.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    pub api_url: String,
+    /// Base URLs of the API instances (at least one); each attempt picks one.
+    pub api_urls: Vec<String>,
     pub api_key: String,
     /// Payments started per second.
     pub rate: f64,
     /// How long new payments are started.
     pub duration: Duration,
-    /// Payments in progress at once.
+    /// Requests in progress at once (a client waiting to retry holds no slot).
     pub max_in_flight: usize,
+    /// When set, payment *i* is sent with amount `base + i`: every key has an amount of its
+    /// own, so the audit can tie a ledger charge to its key without trusting the API.
+    pub unique_amounts: Option<i64>,
     pub duplicate_share: f64,
     pub decline_share: f64,
     pub request_timeout: Duration,
@@ -63,7 +76,7 @@ pub struct LoadReport {
     pub total: Duration,
     /// Payments due by the schedule.
     pub offered: u64,
-    /// Payments shed because [`LoadConfig::max_in_flight`] were in progress.
+    /// Payments shed because [`LoadConfig::max_in_flight`] requests were in progress.
     pub shed: u64,
     /// Second sends with the same key.
     pub duplicates: u64,
@@ -92,6 +105,8 @@ struct Shared {
     requests: AtomicU64,
     duplicates: AtomicU64,
     finished: AtomicU64,
+    /// The in-flight bound: a request holds a slot while it is sent and answered.
+    slots: Option<Arc<Semaphore>>,
     /// One lock for all figures: a few microseconds per request, far from the bottleneck.
     stats: Mutex<Stats>,
 }
@@ -145,9 +160,13 @@ fn plan(config: &LoadConfig, i: u64, rng: &mut SmallRng) -> Plan {
                 Duplicate::AfterAnswer(Duration::from_millis(rng.gen_range(0..500)))
             }
         });
+    let amount = match config.unique_amounts {
+        Some(base) => base + i as i64,
+        None => rng.gen_range(100..100_000),
+    };
     Plan {
         body: json!({
-            "amount": rng.gen_range(100..100_000),
+            "amount": amount,
             "currency": "TRY",
             "source": source,
             "metadata": { KEY_FIELD: key },
@@ -166,18 +185,21 @@ pub async fn run(config: LoadConfig, stop: impl Future<Output = ()>) -> anyhow::
         "--rate must be positive"
     );
     anyhow::ensure!(config.max_in_flight > 0, "--max-in-flight must be positive");
+    anyhow::ensure!(!config.api_urls.is_empty(), "no API URL to send to");
     let client = reqwest::Client::builder()
         .timeout(config.request_timeout)
         .connect_timeout(Duration::from_secs(2))
         .pool_max_idle_per_host(config.max_in_flight)
         .build()
         .context("cannot build an HTTP client")?;
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let shared = Arc::new(Shared {
         client,
         config: config.clone(),
         requests: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         finished: AtomicU64::new(0),
+        slots: Some(in_flight.clone()),
         stats: Mutex::new(Stats {
             payments: BTreeMap::new(),
             answers: BTreeMap::new(),
@@ -186,7 +208,6 @@ pub async fn run(config: LoadConfig, stop: impl Future<Output = ()>) -> anyhow::
             records: BTreeMap::new(),
         }),
     });
-    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let mut tasks = JoinSet::new();
     let started = Instant::now();
@@ -214,8 +235,7 @@ pub async fn run(config: LoadConfig, stop: impl Future<Output = ()>) -> anyhow::
                 bodies.insert(plan.key.clone(), plan.body.clone());
                 let shared = shared.clone();
                 tasks.spawn(async move {
-                    pay(&shared, plan).await;
-                    drop(permit);
+                    pay(&shared, plan, permit).await;
                 });
             }
             Err(_) => shed += 1,
@@ -294,6 +314,7 @@ pub async fn replay_all(config: &LoadConfig, report: &mut LoadReport) -> anyhow:
         requests: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         finished: AtomicU64::new(0),
+        slots: None,
         stats: Mutex::new(Stats {
             payments: BTreeMap::new(),
             answers: BTreeMap::new(),
@@ -315,7 +336,7 @@ pub async fn replay_all(config: &LoadConfig, report: &mut LoadReport) -> anyhow:
         };
         tasks.spawn(async move {
             let mut rng = SmallRng::seed_from_u64(plan.rng_seed);
-            send_until_answered(&shared, &plan, &mut rng).await;
+            send_until_answered(&shared, &plan, &mut rng, &mut None).await;
             drop(permit);
         });
     }
@@ -336,21 +357,25 @@ pub async fn replay_all(config: &LoadConfig, report: &mut LoadReport) -> anyhow:
     Ok(replayed)
 }
 
-/// One payment: its first send, and its duplicate if the plan has one.
-async fn pay(shared: &Arc<Shared>, plan: Plan) {
+/// One payment: its first send (holding `slot`, taken when it was started), and its duplicate
+/// if the plan has one.
+async fn pay(shared: &Arc<Shared>, plan: Plan, slot: OwnedSemaphorePermit) {
     let mut rng = SmallRng::seed_from_u64(plan.rng_seed);
+    let mut slot = Some(slot);
     let started = Instant::now();
     let twin = match plan.duplicate {
         Some(Duplicate::DoubleClick) => {
             shared.duplicates.fetch_add(1, Ordering::Relaxed);
             let (shared, plan, seed) = (shared.clone(), plan.clone(), rng.gen());
             Some(tokio::spawn(async move {
-                send_until_answered(&shared, &plan, &mut SmallRng::seed_from_u64(seed)).await
+                let mut rng = SmallRng::seed_from_u64(seed);
+                send_until_answered(&shared, &plan, &mut rng, &mut None).await
             }))
         }
         _ => None,
     };
-    let outcome = send_until_answered(shared, &plan, &mut rng).await;
+    let outcome = send_until_answered(shared, &plan, &mut rng, &mut slot).await;
+    drop(slot);
     let elapsed = started.elapsed();
     if let Some(twin) = twin {
         let _ = twin.await;
@@ -358,7 +383,7 @@ async fn pay(shared: &Arc<Shared>, plan: Plan) {
     if let Some(Duplicate::AfterAnswer(after)) = plan.duplicate {
         shared.duplicates.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(after).await;
-        send_until_answered(shared, &plan, &mut rng).await;
+        send_until_answered(shared, &plan, &mut rng, &mut None).await;
     }
     let mut stats = shared.stats.lock().expect("stats lock");
     *stats.payments.entry(outcome).or_default() += 1;
@@ -370,17 +395,32 @@ async fn pay(shared: &Arc<Shared>, plan: Plan) {
 }
 
 /// Sends the payment, retrying the same key, until an answer about the key arrives; returns
-/// how the payment ended for this client.
-async fn send_until_answered(shared: &Shared, plan: &Plan, rng: &mut SmallRng) -> &'static str {
+/// how the payment ended for this client. Each request holds a slot of the in-flight bound
+/// (`slot`, taken here when empty); waiting to retry, the client gives it back.
+async fn send_until_answered(
+    shared: &Shared,
+    plan: &Plan,
+    rng: &mut SmallRng,
+    slot: &mut Option<OwnedSemaphorePermit>,
+) -> &'static str {
     let config = &shared.config;
     let deadline = Instant::now() + config.give_up_after;
     let mut backoff = Duration::from_millis(50);
     loop {
+        if let (None, Some(slots)) = (slot.as_ref(), &shared.slots) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => *slot = Some(permit),
+                _ => return "gave_up",
+            }
+        }
+        let api_url = &config.api_urls[rng.gen_range(0..config.api_urls.len())];
         let sent_at = Instant::now();
+        let sent_wall = std::time::SystemTime::now();
         shared.requests.fetch_add(1, Ordering::Relaxed);
         let sent = shared
             .client
-            .post(format!("{}/v1/payments", config.api_url))
+            .post(format!("{api_url}/v1/payments"))
             .bearer_auth(&config.api_key)
             .header("Idempotency-Key", &plan.key)
             .json(&plan.body)
@@ -403,10 +443,10 @@ async fn send_until_answered(shared: &Shared, plan: &Plan, rng: &mut SmallRng) -
                             plan,
                             sent_at,
                             status.to_string(),
-                            Some(ClientAnswer {
-                                status,
-                                body: body.to_vec(),
-                            }),
+                            ClientAnswer {
+                                sent_at: sent_wall,
+                                ..ClientAnswer::new(status, body.to_vec())
+                            },
                         );
                         label = match status {
                             201 => Some("succeeded"),
@@ -419,7 +459,8 @@ async fn send_until_answered(shared: &Shared, plan: &Plan, rng: &mut SmallRng) -
                     }
                     // The answer was cut off: as good as no answer.
                     Err(_) => {
-                        record(shared, plan, sent_at, "transport_error".into(), None);
+                        let none = ClientAnswer::none("transport_error", sent_wall);
+                        record(shared, plan, sent_at, "transport_error".into(), none);
                         label = None;
                     }
                 }
@@ -430,7 +471,13 @@ async fn send_until_answered(shared: &Shared, plan: &Plan, rng: &mut SmallRng) -
                 } else {
                     "transport_error"
                 };
-                record(shared, plan, sent_at, kind.into(), None);
+                record(
+                    shared,
+                    plan,
+                    sent_at,
+                    kind.into(),
+                    ClientAnswer::none(kind, sent_wall),
+                );
                 label = None;
             }
         }
@@ -445,29 +492,23 @@ async fn send_until_answered(shared: &Shared, plan: &Plan, rng: &mut SmallRng) -
         if Instant::now() + wait >= deadline {
             return "gave_up";
         }
+        // Waiting is not sending: the slot goes back to the bound meanwhile.
+        *slot = None;
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
-fn record(
-    shared: &Shared,
-    plan: &Plan,
-    sent_at: Instant,
-    label: String,
-    answer: Option<ClientAnswer>,
-) {
+fn record(shared: &Shared, plan: &Plan, sent_at: Instant, label: String, answer: ClientAnswer) {
     let micros = sent_at.elapsed().as_micros().max(1) as u64;
     let mut stats = shared.stats.lock().expect("stats lock");
     let _ = stats.request_latency.record(micros);
     *stats.answers.entry(label).or_default() += 1;
-    if let Some(answer) = answer {
-        stats
-            .records
-            .entry(plan.key.clone())
-            .or_default()
-            .push(answer);
-    }
+    stats
+        .records
+        .entry(plan.key.clone())
+        .or_default()
+        .push(answer);
 }
 
 fn print_progress(shared: &Shared, started: Instant, offered: u64, shed: u64, in_flight: usize) {
@@ -490,18 +531,32 @@ fn print_progress(shared: &Shared, started: Instant, offered: u64, shed: u64, in
 }
 
 impl LoadReport {
+    /// Payments started (offered and not shed).
+    pub fn started(&self) -> u64 {
+        self.offered - self.shed
+    }
+
+    /// The share of offered payments that were started, 0 to 1 (1 when nothing was offered).
+    pub fn started_share(&self) -> f64 {
+        if self.offered == 0 {
+            1.0
+        } else {
+            self.started() as f64 / self.offered as f64
+        }
+    }
+
     /// The final table.
     pub fn table(&self) -> String {
         let mut out = String::new();
         let secs = self.sending.as_secs_f64().max(1e-9);
-        let started = self.offered - self.shed;
         out.push_str(&format!(
-            "load: {:.1}s sending ({:.1}s until the last answer); {} payments offered ({:.1}/s), {} started, {} shed at the in-flight bound, {} duplicate sends\n",
+            "load: {:.1}s sending ({:.1}s until the last answer); {} payments offered ({:.1}/s), {} started ({:.1}% of offered), {} shed at the in-flight bound, {} duplicate sends\n",
             self.sending.as_secs_f64(),
             self.total.as_secs_f64(),
             self.offered,
             self.offered as f64 / secs,
-            started,
+            self.started(),
+            self.started_share() * 100.0,
             self.shed,
             self.duplicates,
         ));
@@ -568,7 +623,10 @@ pub(crate) async fn command(args: crate::cli::LoadArgs) -> anyhow::Result<()> {
     let config = config_from(&args.traffic, args.api_url, api_key, seed, key_prefix);
     println!(
         "[load] {:.1} payments/s for {:?} against {} (seed {seed}, keys {}-N)",
-        config.rate, config.duration, config.api_url, config.key_prefix
+        config.rate,
+        config.duration,
+        config.api_urls.join(", "),
+        config.key_prefix
     );
     let report = run(config, service_runtime::shutdown_signal()).await?;
     print!("{}", report.table());
@@ -584,11 +642,12 @@ pub(crate) fn config_from(
     key_prefix: String,
 ) -> LoadConfig {
     LoadConfig {
-        api_url: api_url.trim_end_matches('/').to_owned(),
+        api_urls: vec![api_url.trim_end_matches('/').to_owned()],
         api_key,
         rate: traffic.rate,
         duration: traffic.duration,
         max_in_flight: traffic.max_in_flight,
+        unique_amounts: None,
         duplicate_share: traffic.duplicate_share,
         decline_share: traffic.decline_share,
         request_timeout: Duration::from_millis(traffic.request_timeout_ms),
@@ -605,11 +664,12 @@ mod tests {
 
     fn config() -> LoadConfig {
         LoadConfig {
-            api_url: "http://127.0.0.1:9".into(),
+            api_urls: vec!["http://127.0.0.1:9".into()],
             api_key: "k".into(),
             rate: 100.0,
             duration: Duration::from_secs(1),
             max_in_flight: 4,
+            unique_amounts: None,
             duplicate_share: 0.5,
             decline_share: 0.2,
             request_timeout: Duration::from_millis(100),

@@ -36,6 +36,9 @@ pub(crate) struct StartOptions {
     pub(crate) api_defaults: Vec<(String, String)>,
     /// Extra environment for every child (e.g. `RUST_LOG`).
     pub(crate) child_env: Vec<(String, String)>,
+    /// Payment API processes (the chaos verifier's `--api-instances`, on one PostgreSQL
+    /// database): the first on `--api-port`, the others on free ports.
+    pub(crate) api_instances: usize,
 }
 
 impl Default for StartOptions {
@@ -45,6 +48,7 @@ impl Default for StartOptions {
             dashboard: true,
             api_defaults: Vec::new(),
             child_env: Vec::new(),
+            api_instances: 1,
         }
     }
 }
@@ -54,6 +58,8 @@ impl Default for StartOptions {
 pub(crate) struct System {
     pub(crate) supervisor: Supervisor,
     pub(crate) api_url: String,
+    /// Every API instance: `(child name, URL)`, the first being [`API`] at `api_url`.
+    pub(crate) apis: Vec<(&'static str, String)>,
     pub(crate) bank_url: String,
     pub(crate) dashboard_url: String,
     pub(crate) creds: DevCredentials,
@@ -67,6 +73,13 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
     let bank = ports::reserve(args.bank_port, "mock bank", "--bank-port")?;
     let api = ports::reserve(args.api_port, "payment API", "--api-port")?;
     let dashboard = ports::reserve(args.dashboard_port, "dashboard", "--dashboard-port")?;
+    let mut more_apis = Vec::new();
+    for i in 2..=options.api_instances {
+        let addr = ports::reserve(0, "payment API", "--api-instances")?;
+        // A child's name lives as long as the supervisor; a few bytes per instance, once.
+        let name: &'static str = Box::leak(format!("{API} {i}").into_boxed_str());
+        more_apis.push((name, addr));
+    }
     let creds = DevCredentials::load_or_create(&args.data_dir)?;
     let data_dir = std::path::absolute(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
 
@@ -108,15 +121,25 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
         "--admin-token-file".into(),
         creds.bank_token_file.clone().into_os_string(),
     ]);
-    let mut api_args = service("payment-api");
-    api_args.extend(os(["--listen", &api.to_string(), "--bank-url", &bank_url]));
-    api_args.extend([
-        "--api-keys-file".into(),
-        creds.api_keys_file.clone().into_os_string(),
-        "--data-dir".into(),
-        data_dir.clone().into_os_string(),
-    ]);
-    api_args.extend(api_flags(&options.api_defaults, &args.api_arg));
+    let api_args = |listen: SocketAddr| {
+        let mut api_args = service("payment-api");
+        api_args.extend(os([
+            "--listen",
+            &listen.to_string(),
+            "--bank-url",
+            &bank_url,
+        ]));
+        api_args.extend([
+            "--api-keys-file".into(),
+            creds.api_keys_file.clone().into_os_string(),
+            "--data-dir".into(),
+            data_dir.clone().into_os_string(),
+        ]);
+        api_args.extend(api_flags(&options.api_defaults, &args.api_arg));
+        api_args
+    };
+    let mut apis = vec![(API, api_url.clone())];
+    apis.extend(more_apis.iter().map(|(n, a)| (*n, format!("http://{a}"))));
     let mut dashboard_args = service("dashboard");
     dashboard_args.extend(os([
         "--listen",
@@ -136,12 +159,15 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
     let mut supervisor = Supervisor::new(options.policy);
     let started = async {
         supervisor.start(spec(BANK, bank, bank_args)).await?;
-        let mut api_spec = spec(API, api, api_args);
-        // By environment, not argument: a URL may hold a password, and arguments show in `ps`.
-        if let Some(url) = &args.database_url {
-            api_spec.env.push(("DATABASE_URL".to_owned(), url.clone()));
+        for (name, addr) in std::iter::once((API, api)).chain(more_apis.iter().copied()) {
+            let mut api_spec = spec(name, addr, api_args(addr));
+            // By environment, not argument: a URL may hold a password, and arguments show in
+            // `ps`.
+            if let Some(url) = &args.database_url {
+                api_spec.env.push(("DATABASE_URL".to_owned(), url.clone()));
+            }
+            supervisor.start(api_spec).await?;
         }
-        supervisor.start(api_spec).await?;
         if options.dashboard {
             supervisor
                 .start(spec(DASHBOARD, dashboard, dashboard_args))
@@ -168,6 +194,7 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
     Ok(Some(System {
         supervisor,
         api_url,
+        apis,
         bank_url,
         dashboard_url: format!("http://{dashboard}"),
         creds,
@@ -180,6 +207,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let Some(System {
         mut supervisor,
         api_url,
+        apis: _,
         bank_url,
         dashboard_url,
         creds,
