@@ -78,4 +78,16 @@ async fn the_openapi_document_is_served_and_lists_the_payment_routes() {
     assert!(doc["paths"]["/v1/payments"]["get"].is_object());
     assert!(doc["components"]["schemas"]["Payment"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every 429 and 5xx answer to a payment documents what the client may conclude.
+    let post = &doc["paths"]["/v1/payments"]["post"]["responses"];
+    for status in ["429", "500", "502", "503"] {
+        let schema = &post[status]["content"]["application/problem+json"]["schema"]["$ref"];
+        assert_eq!(schema, "#/components/schemas/PaymentRefusal", "{status}");
+    }
+    let charged = &doc["components"]["schemas"]["ChargedMember"]["enum"];
+    assert_eq!(charged, &serde_json::json!(["no", "unknown"]));
+    assert!(doc["components"]["schemas"]["PaymentRefusal"]["required"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("charged")));
 }

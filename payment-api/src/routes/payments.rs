@@ -50,9 +50,11 @@ use crate::{
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The request took longer than the request timeout; a payment that started is still recorded", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body, or the key was used with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "This API key is over its rate limit (Retry-After); not processed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This API key is over its rate limit (Retry-After); `charged: \"no\"`", body = PaymentRefusal, content_type = "application/problem+json"),
         (status = 431, description = "Too many or too large request headers", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded (shed), breaker open, bulkhead full, bank unavailable or store unavailable (Retry-After); not processed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected failure; `charged: \"unknown\"`: retry with the same key", body = PaymentRefusal, content_type = "application/problem+json"),
+        (status = 502, description = "The bank refused the request itself (`bank_rejected_request`, final and stored); `charged: \"no\"`", body = PaymentRefusal, content_type = "application/problem+json"),
+        (status = 503, description = "Retry-After. `charged: \"no\"` (the key is free): `overloaded`, `breaker_open`, `bulkhead_full`, `bank_unavailable`. `charged: \"unknown\"` (retry with the same key, never a new one): `store_unavailable`, `outcome_unknown`", body = PaymentRefusal, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn create(
@@ -94,6 +96,45 @@ pub(crate) async fn create(
         .unwrap_or_else(|join| Err(ApiError::Internal(join.to_string())));
     tracing::Span::current().record("outcome", outcome(&answer).as_str());
     Ok(into_response(answer?))
+}
+
+/// A 429 or 5xx answer to `POST /v1/payments` (DESIGN.md §2): a problem body (RFC 9457) that
+/// also says what the client may conclude about its money. Documentation only: answers are
+/// built as [`Problem`]s with these members.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct PaymentRefusal {
+    /// A URI reference naming the problem type.
+    #[serde(rename = "type")]
+    type_uri: String,
+    /// A short summary, stable per `code`.
+    title: String,
+    /// The HTTP status code.
+    status: u16,
+    /// A human explanation; it agrees with `charged` (only a `"no"` says "not processed").
+    detail: String,
+    /// The stable code: `rate_limited`, `overloaded`, `breaker_open`, `bulkhead_full`,
+    /// `bank_unavailable`, `bank_rejected_request`, `store_unavailable`, `outcome_unknown`,
+    /// `internal_error`.
+    code: String,
+    charged: ChargedMember,
+    /// The same wait as the `Retry-After` header, in seconds, where a retry makes sense.
+    retry_after_seconds: Option<u64>,
+}
+
+/// What the client may conclude about its money.
+/// - `no`: no charge exists or will ever be made under this key by this request, and the key is
+///   free (refused before the claim, or released after every attempt was definitely not
+///   processed and the store confirmed the release).
+/// - `unknown`: this key may hold a payment that is, or will be, charged (the store could not
+///   be read or written, a lease was lost): retry with the same `Idempotency-Key`, never a new
+///   one, to learn its outcome.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(crate) enum ChargedMember {
+    No,
+    Unknown,
 }
 
 /// A short name of how a payment request ended, for the request's span.
