@@ -90,6 +90,12 @@ pub struct EdgeArgs {
     /// Most bytes of header names and values a request may carry; more is 431.
     #[arg(long, env = "PAYMENT_API_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
+    /// On SIGTERM/SIGINT: how long requests and payments in progress get to finish, in
+    /// milliseconds, after the listener closes. Unset: --deadline-ms plus the lease safety
+    /// margin (12000 with the defaults), enough for a payment that has just started. A payment
+    /// still running after it keeps its lease in the store; the next process resumes it.
+    #[arg(long, env = "PAYMENT_API_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
 }
 
 impl Default for EdgeArgs {
@@ -101,6 +107,7 @@ impl Default for EdgeArgs {
             request_timeout_ms: 30_000,
             max_headers: 64,
             max_header_bytes: 16 * 1024,
+            drain_timeout_ms: None,
         }
     }
 }
@@ -180,8 +187,11 @@ pub struct ReconcilerArgs {
     /// How long after the last charge attempt a charge the bank has no record of is re-sent.
     #[arg(long, env = "PAYMENT_API_RECONCILE_GRACE_MS", default_value_t = 5000)]
     pub reconcile_grace_ms: u64,
-    /// Lease of a request on its payment; a crashed handler's payment is resumed after it.
-    /// Must exceed the payment deadline.
+    /// Lease of a request (or of the reconciler) on its payment, in milliseconds; a crashed
+    /// or stopped handler's payment is resumed by a reconciler once it expires. Must be at
+    /// least --deadline-ms plus a safety margin of max(2000 ms, 20% of --deadline-ms)
+    /// (12000 with the default deadline): the API refuses to start otherwise, since a lease
+    /// that ends while its payment is still running lets a second worker take it.
     #[arg(long, env = "PAYMENT_API_LEASE_MS", default_value_t = 15_000)]
     pub lease_ms: u64,
     /// How long completed idempotency keys are kept, in hours.
@@ -222,7 +232,72 @@ impl Default for ReconcilerArgs {
     }
 }
 
+/// The least a lease must exceed the payment deadline by: the larger of 2 s and 20% of the
+/// deadline. A payment's handler holds its lease for the whole deadline, then writes its
+/// outcome (a store write that may wait behind others), on a runtime that may be busy, on a
+/// host whose clock may step; the margin covers that tail, so the reconciler never takes a
+/// payment whose handler is still running.
+pub fn lease_margin(deadline: Duration) -> Duration {
+    (deadline / 5).max(Duration::from_secs(2))
+}
+
+/// A combination of settings the API refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--lease-ms ({lease_ms}) must be at least --deadline-ms ({deadline_ms}) plus a safety margin of {margin_ms} ms (the larger of 2000 ms and 20% of the deadline): set --lease-ms to {min_lease_ms} or more (PAYMENT_API_LEASE_MS), or lower --deadline-ms. A lease that ends while its payment is still running lets another worker take the payment."
+    )]
+    LeaseTooShort {
+        lease_ms: u64,
+        deadline_ms: u64,
+        margin_ms: u64,
+        min_lease_ms: u64,
+    },
+    #[error(
+        "--request-timeout-ms ({request_timeout_ms}) must exceed --deadline-ms ({deadline_ms}): a payment needs its whole deadline"
+    )]
+    RequestTimeoutTooShort {
+        request_timeout_ms: u64,
+        deadline_ms: u64,
+    },
+}
+
 impl Config {
+    /// Checks the settings that constrain each other; [`crate::Application::build`] refuses to
+    /// start on the first error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let deadline_ms = self.resilience.deadline_ms;
+        let margin_ms = duration_ms(lease_margin(Duration::from_millis(deadline_ms)));
+        let min_lease_ms = deadline_ms.saturating_add(margin_ms);
+        if self.reconciler.lease_ms < min_lease_ms {
+            return Err(ConfigError::LeaseTooShort {
+                lease_ms: self.reconciler.lease_ms,
+                deadline_ms,
+                margin_ms,
+                min_lease_ms,
+            });
+        }
+        if self.edge.request_timeout_ms <= deadline_ms {
+            return Err(ConfigError::RequestTimeoutTooShort {
+                request_timeout_ms: self.edge.request_timeout_ms,
+                deadline_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// How long a shutdown waits for requests and payments in progress (see
+    /// `--drain-timeout-ms`).
+    pub fn drain_timeout(&self) -> Duration {
+        match self.edge.drain_timeout_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => {
+                let deadline = Duration::from_millis(self.resilience.deadline_ms);
+                deadline + lease_margin(deadline)
+            }
+        }
+    }
+
     /// A config for tests: loopback on a free port, the given bank and keys, a private data dir.
     pub fn for_tests(bank_url: reqwest::Url, api_keys: &str, data_dir: PathBuf) -> Self {
         Self {
@@ -291,5 +366,109 @@ impl Config {
             deadline: ms(r.deadline_ms),
             ..PipelineConfig::default()
         }
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["payment-api", "--api-keys", "acme:0123456789abcdef"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().config
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        let config = parse(&[]);
+        assert_eq!(config.resilience.deadline_ms, 10_000);
+        assert_eq!(config.reconciler.lease_ms, 15_000);
+        assert_eq!(config.validate(), Ok(()));
+        let tests = Config::for_tests(
+            "http://127.0.0.1:1".parse().unwrap(),
+            "acme:0123456789abcdef",
+            PathBuf::from("/nonexistent"),
+        );
+        assert_eq!(tests.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_margin_is_two_seconds_or_a_fifth_of_the_deadline() {
+        let ms = Duration::from_millis;
+        assert_eq!(lease_margin(ms(1500)), ms(2000));
+        assert_eq!(lease_margin(ms(10_000)), ms(2000));
+        assert_eq!(lease_margin(ms(20_000)), ms(4000));
+        assert_eq!(lease_margin(ms(60_000)), ms(12_000));
+    }
+
+    #[test]
+    fn a_lease_within_the_margin_of_the_deadline_is_refused_naming_both_flags_and_the_minimum() {
+        for (deadline, lease, min) in [
+            ("10000", "10000", 12_000),
+            ("10000", "11999", 12_000),
+            ("1500", "2500", 3500),
+            ("20000", "4000", 24_000),
+            ("5000", "2500", 7000),
+            ("30000", "35999", 36_000),
+        ] {
+            let config = parse(&["--deadline-ms", deadline, "--lease-ms", lease]);
+            let error = config.validate().unwrap_err();
+            assert!(
+                matches!(error, ConfigError::LeaseTooShort { min_lease_ms, .. } if min_lease_ms == min),
+                "{deadline}/{lease}: {error:?}"
+            );
+            let text = error.to_string();
+            for needle in [
+                "--lease-ms",
+                "--deadline-ms",
+                lease,
+                deadline,
+                &min.to_string(),
+            ] {
+                assert!(text.contains(needle), "{needle:?} missing from: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lease_at_or_over_the_minimum_is_accepted() {
+        for (deadline, lease) in [
+            ("10000", "12000"),
+            ("1500", "3500"),
+            ("2000", "5000"),
+            ("20000", "24000"),
+        ] {
+            let config = parse(&["--deadline-ms", deadline, "--lease-ms", lease]);
+            assert_eq!(config.validate(), Ok(()), "{deadline}/{lease}");
+        }
+    }
+
+    #[test]
+    fn a_request_timeout_within_the_deadline_is_refused() {
+        let config = parse(&["--deadline-ms", "10000", "--request-timeout-ms", "10000"]);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::RequestTimeoutTooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn the_drain_timeout_defaults_to_the_deadline_plus_the_margin() {
+        assert_eq!(parse(&[]).drain_timeout(), Duration::from_secs(12));
+        assert_eq!(
+            parse(&["--deadline-ms", "20000", "--lease-ms", "30000"]).drain_timeout(),
+            Duration::from_secs(24)
+        );
+        assert_eq!(
+            parse(&["--drain-timeout-ms", "500"]).drain_timeout(),
+            Duration::from_millis(500)
+        );
     }
 }

@@ -42,20 +42,18 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     router: axum::Router,
     state: Arc<routes::AppState>,
+    /// How long a shutdown waits for requests and payments in progress.
+    drain_timeout: std::time::Duration,
 }
 
 impl Application {
     /// Loads the API keys, opens (and migrates) the store, builds the bank pipeline and binds
     /// the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Settings that constrain each other (lease vs deadline, request timeout vs deadline)
+        // are checked in one place, before anything is opened.
+        config.validate()?;
         let keys = auth::ApiKeys::load(&config)?;
-        if config.edge.request_timeout_ms <= config.resilience.deadline_ms {
-            anyhow::bail!(
-                "--request-timeout-ms ({}) must exceed --deadline-ms ({}): a payment needs its whole deadline",
-                config.edge.request_timeout_ms,
-                config.resilience.deadline_ms
-            );
-        }
         // Metrics recorded from here on reach `/metrics`, whether or not `telemetry::init` ran.
         let _ = telemetry::metrics::prometheus();
         let database_url = config
@@ -120,6 +118,7 @@ impl Application {
             listener,
             router: routes::router(state.clone()),
             state,
+            drain_timeout: config.drain_timeout(),
         })
     }
 
@@ -130,27 +129,100 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Runs the reconciler and serves until `shutdown` resolves, then drains in-flight requests.
+    /// Runs the reconciler and serves until `shutdown` resolves, then shuts down gracefully
+    /// within the drain time (`--drain-timeout-ms`), counted from the signal:
+    /// 1. the listener closes (new connections are refused) and the reconciler is told to stop
+    ///    (it finishes its current pass and starts no new one);
+    /// 2. each open connection gets the answer to its request in progress, then closes;
+    /// 3. payments whose client went away (each runs as its own task) are waited for too;
+    /// 4. the reconciler's last pass is waited for.
+    ///
+    /// Whatever is still running when the drain time is over is dropped where it stands: its
+    /// payment keeps its lease in the store, and once the lease expires the next process's
+    /// reconciler resumes it (asks the bank by reference, re-sends with the same reference).
+    /// Nothing is lost: every step of a payment is durable before the next one starts (the
+    /// store answers a write only once it is committed, so no acknowledged write waits in a
+    /// buffer), and the store closes when the last handle on it is dropped, as this returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+            drain_timeout,
+        } = self;
+        // What holds the payment service while nothing is in progress: the state, plus the
+        // reconciler's handle once it runs. Each payment in progress holds one more.
+        let idle_holders = Arc::strong_count(&state.payments);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let reconciler = tokio::spawn(reconciler::run(
-            self.state.payments.clone(),
-            self.state.reconciler.clone(),
-            self.state.reconciler_stats.clone(),
+        let mut reconciler = tokio::spawn(reconciler::run(
+            state.payments.clone(),
+            state.reconciler.clone(),
+            state.reconciler_stats.clone(),
             stop_rx,
         ));
         let breaker_events = tokio::spawn(watch_breaker(
-            self.state.payments.bank.pipeline().breaker().subscribe(),
+            state.payments.bank.pipeline().breaker().subscribe(),
             stop_tx.subscribe(),
         ));
-        let served = service_runtime::serve(self.listener, self.router, shutdown).await;
+        // The drain clock starts with the signal; the reconciler stops starting passes then.
+        let (began_tx, began_rx) = tokio::sync::oneshot::channel();
+        let signalled = {
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown.await;
+                let _ = began_tx.send(tokio::time::Instant::now());
+                let _ = stop_tx.send(true);
+            }
+        };
+        let served =
+            service_runtime::serve_with_drain(listener, router, signalled, drain_timeout).await;
+        let began = began_rx.await.unwrap_or_else(|_| tokio::time::Instant::now());
+        let drain_until = began + drain_timeout;
         let _ = stop_tx.send(true);
-        let _ = reconciler.await;
+
+        // Payments whose request is gone still run as their own tasks; give them the rest of
+        // the drain time. Each holds the payment service, so its count says how many remain.
+        let in_progress = || {
+            Arc::strong_count(&state.payments)
+                .saturating_sub(idle_holders + usize::from(!reconciler.is_finished()))
+        };
+        let mut remaining = in_progress();
+        if remaining > 0 {
+            tracing::info!(
+                payments = remaining,
+                "waiting for payments in progress without a client"
+            );
+        }
+        while remaining > 0 && tokio::time::Instant::now() < drain_until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            remaining = in_progress();
+        }
+        let reconciler_done = tokio::time::timeout_at(drain_until, &mut reconciler)
+            .await
+            .is_ok();
+        if !reconciler_done {
+            reconciler.abort();
+        }
+        let left = Arc::strong_count(&state.payments).saturating_sub(idle_holders);
+        if matches!(served, Ok(service_runtime::Drain::TimedOut)) || left > 0 || !reconciler_done
+        {
+            tracing::warn!(
+                payments_left = left,
+                reconciler_stopped = reconciler_done,
+                drain_timeout_ms = drain_timeout.as_millis() as u64,
+                "drain time over with work in progress: each such payment keeps its lease and is resumed by the next process once the lease expires"
+            );
+        } else {
+            tracing::info!(
+                drain_ms = began.elapsed().as_millis() as u64,
+                "drained: every request answered, every payment recorded"
+            );
+        }
         let _ = breaker_events.await;
-        served
+        served.map(|_| ())
     }
 }
 

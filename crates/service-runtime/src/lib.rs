@@ -78,8 +78,17 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// How long in-flight requests get to finish after shutdown starts.
+/// How long in-flight requests get to finish after shutdown starts, for [`serve`].
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every connection finished its request in progress and closed.
+    Complete,
+    /// The drain time ran out with connections still open (they are left to the caller's exit).
+    TimedOut,
+}
 
 /// Header fields hyper parses before refusing a request with a bare 431. Set well above any
 /// service's own (problem+json) limit, so the service's limit is the one clients meet.
@@ -91,15 +100,30 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests for at
 /// most [`DRAIN_TIMEOUT`] (a hung client must not keep the process alive).
-///
-/// This is `axum::serve` spelt out over hyper's HTTP/1 connection builder, for the settings
-/// `axum::serve` does not expose: the parser's header limit, the header read timeout, and
-/// `TCP_NODELAY` (answers are small; send them at once).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_with_drain(listener, router, shutdown, DRAIN_TIMEOUT)
+        .await
+        .map(|_| ())
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting (the listener
+/// is closed, so new connections are refused), tells every open connection to close once its
+/// request in progress is answered (idle keep-alive connections close at once), and waits up to
+/// `drain` for them all.
+///
+/// This is `axum::serve` spelt out over hyper's HTTP/1 connection builder, for the settings
+/// `axum::serve` does not expose: the parser's header limit, the header read timeout, and
+/// `TCP_NODELAY` (answers are small; send them at once).
+pub async fn serve_with_drain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> io::Result<Drain> {
     use hyper_util::{
         rt::{TokioIo, TokioTimer},
         server::graceful::GracefulShutdown,
@@ -143,16 +167,25 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            drain_timeout_ms = drain.as_millis() as u64,
+            "listener closed; draining the connections still open"
+        );
+    }
+    if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            drain_timeout_ms = drain.as_millis() as u64,
             "drain timed out; closing"
         );
+        return Ok(Drain::TimedOut);
     }
-    Ok(())
+    Ok(Drain::Complete)
 }
 
 #[cfg(test)]
@@ -181,5 +214,110 @@ mod tests {
         }));
         tx.send(()).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// A router whose `/slow` answers when told to, and that says when a request reached it.
+    fn gated_router() -> (
+        Router,
+        tokio::sync::mpsc::Receiver<()>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
+        let (reached_tx, reached) = tokio::sync::mpsc::channel::<()>(8);
+        let (release, release_rx) = tokio::sync::watch::channel(false);
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get(move || {
+                let reached_tx = reached_tx.clone();
+                let mut release_rx = release_rx.clone();
+                async move {
+                    let _ = reached_tx.send(()).await;
+                    let _ = release_rx.wait_for(|go| *go).await;
+                    "done"
+                }
+            }),
+        );
+        (router, reached, release)
+    }
+
+    /// One raw HTTP/1.1 GET; returns everything the server sent until it closed.
+    async fn raw_get(addr: SocketAddr) -> io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_request_in_progress_at_shutdown_is_answered_and_new_connections_are_refused() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "--listen")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (router, mut reached, release) = gated_router();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with_drain(
+            listener,
+            router,
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(10),
+        ));
+        let client = tokio::spawn(raw_get(addr));
+        tokio::time::timeout(Duration::from_secs(5), reached.recv())
+            .await
+            .expect("the request reaches the handler");
+        tx.send(()).unwrap();
+        // The server stops accepting while the request is still in progress.
+        let refused = async {
+            for _ in 0..500 {
+                if tokio::net::TcpStream::connect(addr).await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        };
+        assert!(
+            refused.await,
+            "new connections are refused once shutdown starts"
+        );
+        assert!(!server.is_finished(), "the drain waits for the request");
+        release.send(true).unwrap();
+        let answer = client.await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        assert_eq!(server.await.unwrap().unwrap(), Drain::Complete);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_outlives_the_drain_time_does_not_hold_the_server() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "--listen")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (router, mut reached, _release) = gated_router();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with_drain(
+            listener,
+            router,
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_millis(200),
+        ));
+        let _client = tokio::spawn(raw_get(addr));
+        tokio::time::timeout(Duration::from_secs(5), reached.recv())
+            .await
+            .expect("the request reaches the handler");
+        tx.send(()).unwrap();
+        let drained = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns once the drain time is over");
+        assert_eq!(drained.unwrap().unwrap(), Drain::TimedOut);
     }
 }

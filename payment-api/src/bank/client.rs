@@ -188,3 +188,7 @@ impl BankClient {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;
