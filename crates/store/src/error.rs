@@ -19,4 +19,9 @@ pub enum StoreError {
     /// The store was configured wrongly (bad URL, unwritable directory).
     #[error("configuration: {0}")]
     Config(String),
+    /// The SQLite writer thread could not apply a write for a reason of its own (it lost the
+    /// write's outcome, or it is not running); the write may or may not have been applied only
+    /// where the message says so.
+    #[error("SQLite writer: {0}")]
+    Writer(String),
 }

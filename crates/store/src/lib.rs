@@ -5,9 +5,11 @@
 //! - [`records`]: what is stored: [`PaymentRecord`], [`KeyRecord`], [`StoredResponse`].
 //! - [`fingerprint`]: the request fingerprint (method, path, canonical JSON) that ties a key to one
 //!   request body.
-//! - [`SqliteStore`]: the embedded default backend (a file, WAL, durable commits). Its writes go
-//!   through `group_commit` (one writer thread, one transaction and fsync per batch); its key
-//!   lookups through `lookup` (inline, on read-only connections); everything else through sqlx.
+//! - [`SqliteStore`]: the embedded default backend (a file, WAL, durable commits), in `sqlite/`:
+//!   every write goes through its writer thread (`sqlite::writer`: one connection, one
+//!   transaction and fsync per batch); key lookups run inline on read-only connections
+//!   (`sqlite::lookup`); other reads go through sqlx; the SQL and row mapping they share is
+//!   `sqlite::sql`.
 //! - [`PostgresStore`]: the shared backend for several API instances.
 //! - [`open`]: picks and opens a backend from a database URL.
 //! - `test_support` (feature `test-support`): a throwaway PostgreSQL server and temporary
@@ -15,6 +17,23 @@
 //!
 //! Both backends store times as milliseconds since the epoch: a time read back has
 //! sub-millisecond precision dropped.
+//!
+//! # Whose clock a lease runs on
+//! Leases decide who may act on a payment, so they must be granted and compared on one clock.
+//! - **SQLite** (one process owns the file): the caller's clock. A lease runs until the `until`
+//!   (or [`NewPayment::lease_expires_at`]) passed in, and is expired when it is `<=` the `now`
+//!   passed in.
+//! - **PostgreSQL** (several instances, whose clocks may disagree): the database server's clock.
+//!   A lease is the *duration* `until - now` of the caller's arguments; the database stores
+//!   `lease_expires_at = <its now> + duration` and a lease is expired when
+//!   `lease_expires_at <= <its now>`, whatever `now` the caller passed. So an instance whose
+//!   clock runs ahead cannot take a live lease, and one whose clock runs behind cannot grant a
+//!   lease that is already expired (or last longer than it asked). A duration of zero or less
+//!   grants a lease that is already expired. The `lease_expires_at` read back is on the
+//!   database's clock.
+//! - `next_reconcile_at` (when the reconciler looks at a payment again) stays on the caller's
+//!   clock on both backends: it is a schedule, not an exclusion. A skewed instance only looks
+//!   earlier or later; [`Store::acquire_lease`] still decides who acts.
 //!
 //! # Guarantees every backend gives
 //! - **A key is claimed once.** [`Store::claim`] inserts the key and its payment in one
@@ -35,8 +54,6 @@ pub mod test_support;
 
 mod convert;
 mod error;
-mod group_commit;
-mod lookup;
 mod postgres;
 mod sqlite;
 
@@ -53,7 +70,7 @@ pub use records::{
     ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentQuery, PaymentRecord, Settlement,
     StoredResponse,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, WriterStats as SqliteWriterStats};
 
 /// The SQLite file [`open`] uses when no database URL is given.
 pub const DEFAULT_SQLITE_FILE: &str = "payments.db";
@@ -110,18 +127,22 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// The operations the payment API needs; each is atomic. Times are passed in (never read from
-/// the wall clock inside a backend) so tests control them.
+/// The operations the payment API needs; each is atomic. Times are passed in so tests control
+/// them; the one exception is the lease on PostgreSQL, which runs on the database's clock: see
+/// "Whose clock a lease runs on" in the [crate docs](crate).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is.
     fn kind(&self) -> StoreKind;
 
-    /// Succeeds when the store answers a trivial query (readiness).
+    /// Readiness: succeeds when the store can both read and write. Besides a trivial read it
+    /// commits a tiny write (a heartbeat row in `store_health`), so a store that cannot write
+    /// (a held lock, a full disk, a read-only file) fails it. Cheap enough to call every second.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Claims `new.idempotency_key` for `new.tenant` and creates its payment (status pending,
-    /// leased to `new.lease_owner` until `new.lease_expires_at`) in one transaction. If the key
+    /// leased to `new.lease_owner` until `new.lease_expires_at`; on PostgreSQL for
+    /// `lease_expires_at - now` on the database's clock) in one transaction. If the key
     /// exists, nothing is written and the existing record is returned for the caller to judge
     /// (fingerprint mismatch, in flight, pending, or a completed response to replay).
     async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError>;
@@ -129,8 +150,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The record of a key, with its payment's lease and status, if the key exists.
     async fn find_key(&self, tenant: &str, key: &str) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// Takes the lease on a pending payment if it is free, expired, or already `owner`'s.
-    /// Returns whether `owner` now holds it.
+    /// Takes the lease on a pending payment if it is free, expired, or already `owner`'s, until
+    /// `until` (on PostgreSQL: for `until - now` from the database's now, and "expired" on the
+    /// database's clock). Returns whether `owner` now holds it.
     async fn acquire_lease(
         &self,
         payment_id: Uuid,
@@ -182,8 +204,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Payments newest first, filtered and paged (see [`PaymentQuery`]).
     async fn list_payments(&self, query: &PaymentQuery) -> Result<Vec<PaymentRecord>, StoreError>;
 
-    /// Pending payments whose `next_reconcile_at` has come and whose lease is free or expired,
-    /// oldest first (longest overdue: by `next_reconcile_at`, then `created_at`), at most
+    /// Pending payments whose `next_reconcile_at` has come (at `now`) and whose lease is free or
+    /// expired (at `now`; on PostgreSQL at the database's now), oldest first (longest overdue: by `next_reconcile_at`, then `created_at`), at most
     /// `limit`. Listing takes no lease: the caller must win [`Store::acquire_lease`] before
     /// acting on one.
     async fn due_for_reconcile(

@@ -6,6 +6,15 @@
 //! re-checks against the latest row version when two instances race (READ COMMITTED). Times
 //! are BIGINT milliseconds since the epoch (as in SQLite), uuids UUID, metadata and response
 //! headers JSONB, response bodies BYTEA.
+//!
+//! **Clock.** Several instances share the database and their clocks may disagree, so leases run
+//! on the database server's clock (`clock_timestamp()`): a lease is the duration `until - now` of the
+//! caller's arguments, stored as `lease_expires_at = <db now> + duration`, and it is expired when
+//! `lease_expires_at <= <db now>`, in [`Store::claim`], [`Store::acquire_lease`] and
+//! [`Store::due_for_reconcile`]. The caller's `now` is otherwise ignored for leases: an instance
+//! whose clock runs ahead cannot take a live lease, one whose clock runs behind cannot grant an
+//! already-expired lease. `next_reconcile_at` (a schedule, not an exclusion) stays on the
+//! caller's clock. See the crate docs, "Whose clock a lease runs on".
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -37,6 +46,24 @@ const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, amount, curr
      description, metadata, bank_reference, bank_charge_id, decline_code, failure_reason, \
      attempts, lease_owner, lease_expires_at, next_reconcile_at, last_attempt_at, created_at, \
      updated_at";
+
+/// The database's clock, in the unit of every stored time (ms since the epoch), as SQL text for
+/// `concat!` (statements stay `&'static str`). `clock_timestamp()`, not `now()`: the time of the
+/// statement, not of its transaction's start.
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// How long readiness waits for the heartbeat row (statement and lock), so `/ready` answers
+/// quickly on a database that cannot write.
+const PING_TIMEOUT_MS: &str = "2000";
+
+/// A lease's duration in milliseconds: `until - now` on the caller's clock.
+fn lease_ms(until: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    convert::to_ms(until).saturating_sub(convert::to_ms(now))
+}
 
 const KEY_SELECT: &str = "SELECT k.tenant, k.idempotency_key, k.fingerprint, k.payment_id, \
      k.state, k.response_status, k.response_headers, k.response_body, k.created_at, \
@@ -139,15 +166,50 @@ impl Store for PostgresStore {
         StoreKind::Postgres
     }
 
+    /// A heartbeat `UPDATE` under a short statement and lock timeout: fails when the database
+    /// cannot write (disk full, read-only, the row locked for longer than the timeout), not
+    /// only when it cannot be reached.
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        // `is_local`: the timeouts end with this transaction, the pooled connection keeps none.
+        sqlx::query(
+            "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)",
+        )
+        .bind(PING_TIMEOUT_MS)
+        .execute(&mut *tx)
+        .await?;
+        let updated = sqlx::query(concat!(
+            "UPDATE store_health SET beats = beats + 1, beat_at = ",
+            db_now_ms!(),
+            " WHERE id = 1"
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(StoreError::Corrupt(
+                "the store_health row is missing (migration 0002)".into(),
+            ));
+        }
+        tx.commit().await?;
         Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(payment_id = %new.id, tenant = %new.tenant))]
     async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError> {
         let now = convert::to_ms(new.now);
-        let lease_until = convert::to_ms(new.lease_expires_at);
+        // The lease runs on the database's clock; the first look (a schedule) stays on the
+        // caller's.
+        let lease = lease_ms(new.lease_expires_at, new.now);
+        let next_reconcile_at = convert::to_ms(new.lease_expires_at);
+        let insert_payment = concat!(
+            "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
+             source, description, metadata, bank_reference, attempts, lease_owner, \
+             lease_expires_at, next_reconcile_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, ",
+            db_now_ms!(),
+            " + $11, $12, $13, $13)"
+        );
         for _ in 0..CLAIM_ROUNDS {
             let mut tx = self.pool.begin().await?;
             // A concurrent claim of the same key makes this insert wait for that transaction:
@@ -167,26 +229,22 @@ impl Store for PostgresStore {
             .await?
             .rows_affected();
             if inserted == 1 {
-                sqlx::query(
-                    "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
-                     source, description, metadata, bank_reference, attempts, lease_owner, \
-                     lease_expires_at, next_reconcile_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $12, $12)",
-                )
-                .bind(new.id)
-                .bind(&new.tenant)
-                .bind(&new.idempotency_key)
-                .bind(new.amount)
-                .bind(&new.currency)
-                .bind(&new.source)
-                .bind(&new.description)
-                .bind(new.metadata.as_ref().map(Json))
-                .bind(&new.bank_reference)
-                .bind(&new.lease_owner)
-                .bind(lease_until)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(insert_payment)
+                    .bind(new.id)
+                    .bind(&new.tenant)
+                    .bind(&new.idempotency_key)
+                    .bind(new.amount)
+                    .bind(&new.currency)
+                    .bind(&new.source)
+                    .bind(&new.description)
+                    .bind(new.metadata.as_ref().map(Json))
+                    .bind(&new.bank_reference)
+                    .bind(&new.lease_owner)
+                    .bind(lease)
+                    .bind(next_reconcile_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 return Ok(ClaimOutcome::Claimed);
             }
@@ -224,16 +282,19 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         // The compare-and-set: a racing instance's UPDATE waits for ours and then re-evaluates
-        // the WHERE clause against our new lease, which no longer matches.
-        let updated = sqlx::query(
-            "UPDATE payments SET lease_owner = $1, lease_expires_at = $2 \
-             WHERE id = $3 AND status = 'pending' \
-             AND (lease_owner IS NULL OR lease_expires_at <= $4 OR lease_owner = $1)",
-        )
+        // the WHERE clause against our new lease, which no longer matches. Granted and compared
+        // on the database's clock, read once for the statement.
+        let updated = sqlx::query(concat!(
+            "WITH clock AS (SELECT ",
+            db_now_ms!(),
+            " AS now_ms) \
+             UPDATE payments SET lease_owner = $1, lease_expires_at = clock.now_ms + $2 \
+             FROM clock WHERE id = $3 AND status = 'pending' \
+             AND (lease_owner IS NULL OR lease_expires_at <= clock.now_ms OR lease_owner = $1)"
+        ))
         .bind(owner)
-        .bind(convert::to_ms(until))
+        .bind(lease_ms(until, now))
         .bind(payment_id)
-        .bind(convert::to_ms(now))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -404,8 +465,9 @@ impl Store for PostgresStore {
         let sql = format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments \
              WHERE status = 'pending' AND next_reconcile_at <= $1 \
-             AND (lease_owner IS NULL OR lease_expires_at <= $1) \
-             ORDER BY next_reconcile_at ASC, created_at ASC, id ASC LIMIT $2"
+             AND (lease_owner IS NULL OR lease_expires_at <= {db_now}) \
+             ORDER BY next_reconcile_at ASC, created_at ASC, id ASC LIMIT $2",
+            db_now = db_now_ms!()
         );
         let rows = sqlx::query(&sql)
             .bind(convert::to_ms(now))

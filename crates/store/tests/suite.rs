@@ -3,6 +3,12 @@
 //! database; one throwaway PostgreSQL server is shared by the whole binary (see
 //! `payment_store::test_support`). Without PostgreSQL binaries the `postgres::` tests print
 //! `SKIPPED` and pass, except under `CI=true`, where they fail.
+//!
+//! Times: the cases pass artificial times (`at(secs)`), which SQLite stores and compares as
+//! given. PostgreSQL runs leases on its own clock (see the crate docs, "Whose clock a lease runs
+//! on"): a lease there lasts `until - now` from the database's time of the call. So a case that
+//! needs an expired lease grants one of zero length (`until == now`), which has run out on both
+//! backends, rather than passing a later `now`.
 
 use std::sync::Arc;
 
@@ -123,8 +129,10 @@ mod cases {
     use std::collections::HashSet;
     use std::sync::Arc;
 
+    use chrono::{DateTime, Utc};
     use payment_store::{
-        ClaimOutcome, KeyState, PaymentQuery, PaymentRecord, Settlement, Store, StoredResponse,
+        ClaimOutcome, KeyState, NewPayment, PaymentQuery, PaymentRecord, Settlement, Store,
+        StoreKind, StoredResponse,
     };
     use payment_types::payment::PaymentStatus;
     use uuid::Uuid;
@@ -168,6 +176,52 @@ mod cases {
         }
     }
 
+    /// This machine's clock before and after a call that granted a lease.
+    type Window = (DateTime<Utc>, DateTime<Utc>);
+
+    /// Checks a lease granted during `window` by a call that passed `until` and `now`: on SQLite
+    /// it ends at `until`; on PostgreSQL, whose leases run on the database's clock, it ends
+    /// `until - now` after the database's time of the call (the throwaway server runs on this
+    /// machine, so that time lies within `window`, give or take the millisecond rounding).
+    fn assert_lease(
+        store: &Arc<dyn Store>,
+        actual: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        (before, after): Window,
+    ) {
+        let actual = actual.expect("a lease is set");
+        match store.kind() {
+            StoreKind::Sqlite => assert_eq!(actual, until, "the lease ends at the caller's until"),
+            StoreKind::Postgres => {
+                let length = until - now;
+                let slack = chrono::Duration::milliseconds(2);
+                assert!(
+                    before + length - slack <= actual && actual <= after + length + slack,
+                    "the lease ends {length} after the database's now: {actual} is not within \
+                     [{before}, {after}] + {length}"
+                );
+            }
+        }
+    }
+
+    /// `new` as [`Store::claim`] stored it: as given, but for the lease (see [`assert_lease`]).
+    async fn assert_stored_as_claimed(store: &Arc<dyn Store>, new: &NewPayment, window: Window) {
+        let stored = payment(store, new.id).await;
+        assert_lease(
+            store,
+            stored.lease_expires_at,
+            new.lease_expires_at,
+            new.now,
+            window,
+        );
+        let expected = PaymentRecord {
+            lease_expires_at: stored.lease_expires_at,
+            ..PaymentRecord::from_new(new)
+        };
+        assert_eq!(stored, expected);
+    }
+
     async fn payment(store: &Arc<dyn Store>, id: Uuid) -> PaymentRecord {
         store
             .get_payment(None, id)
@@ -182,17 +236,16 @@ mod cases {
             .as_mut()
             .unwrap()
             .insert("nested".to_owned(), json!({"b": [1, 2.5, null], "a": true}));
+        let before = Utc::now();
         assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
-        assert_eq!(payment(&store, new.id).await, PaymentRecord::from_new(&new));
+        assert_stored_as_claimed(&store, &new, (before, Utc::now())).await;
 
         let mut bare = new_payment("acme", "k2", "h1", at(1), at(31));
         bare.description = None;
         bare.metadata = None;
+        let before = Utc::now();
         assert_eq!(store.claim(&bare).await.unwrap(), ClaimOutcome::Claimed);
-        assert_eq!(
-            payment(&store, bare.id).await,
-            PaymentRecord::from_new(&bare)
-        );
+        assert_stored_as_claimed(&store, &bare, (before, Utc::now())).await;
 
         let key = store.find_key("acme", "k1").await.unwrap().unwrap();
         assert_eq!(key.state, KeyState::InFlight);
@@ -374,7 +427,9 @@ mod cases {
     pub(super) async fn an_existing_key_returns_its_fingerprint_state_and_lease(
         store: Arc<dyn Store>,
     ) {
+        let before = Utc::now();
         let id = claimed(&store, "acme", "k", "h1", 0, 30).await;
+        let window = (before, Utc::now());
         let mut other_body = new_payment("acme", "k", "h2", at(1), at(31));
         other_body.fingerprint = "another-body".to_owned();
         let ClaimOutcome::Existing(record) = store.claim(&other_body).await.unwrap() else {
@@ -388,7 +443,7 @@ mod cases {
         assert_eq!(record.state, KeyState::InFlight);
         assert_eq!(record.payment_status, PaymentStatus::Pending);
         assert_eq!(record.lease_owner.as_deref(), Some("h1"));
-        assert_eq!(record.lease_expires_at, Some(at(30)));
+        assert_lease(&store, record.lease_expires_at, at(30), at(0), window);
         assert_eq!(record.response, None);
         assert!(
             store
@@ -465,24 +520,35 @@ mod cases {
             "a's lease is unexpired"
         );
         assert_eq!(payment(&store, id).await.lease_owner.as_deref(), Some("a"));
+        let before = Utc::now();
         assert!(
             store.acquire_lease(id, "a", at(60), at(10)).await.unwrap(),
             "the owner may extend"
         );
-        assert_eq!(payment(&store, id).await.lease_expires_at, Some(at(60)));
+        let window = (before, Utc::now());
+        assert_lease(
+            &store,
+            payment(&store, id).await.lease_expires_at,
+            at(60),
+            at(10),
+            window,
+        );
         assert!(
             !store.acquire_lease(id, "b", at(90), at(59)).await.unwrap(),
             "still unexpired"
         );
+        // Time runs out for a: a renewal of zero length ends its lease at 60 on SQLite's
+        // (caller's) clock and at once on PostgreSQL's (the database's).
+        assert!(store.acquire_lease(id, "a", at(60), at(60)).await.unwrap());
+        let before = Utc::now();
         assert!(
             store.acquire_lease(id, "b", at(90), at(60)).await.unwrap(),
-            "expired at 60"
+            "expired at 60: a lease ending at now has run out"
         );
+        let window = (before, Utc::now());
         let leased = payment(&store, id).await;
-        assert_eq!(
-            (leased.lease_owner.as_deref(), leased.lease_expires_at),
-            (Some("b"), Some(at(90)))
-        );
+        assert_eq!(leased.lease_owner.as_deref(), Some("b"));
+        assert_lease(&store, leased.lease_expires_at, at(90), at(60), window);
         assert!(
             !store.acquire_lease(id, "a", at(120), at(61)).await.unwrap(),
             "b holds it now"
@@ -511,7 +577,8 @@ mod cases {
         store: Arc<dyn Store>,
     ) {
         for round in 0..5 {
-            let id = claimed(&store, "acme", &format!("k{round}"), "crashed", 0, 1).await;
+            // A lease that has run out: zero length, expired on every backend's clock.
+            let id = claimed(&store, "acme", &format!("k{round}"), "crashed", 0, 0).await;
             let tasks: Vec<_> = (0..12)
                 .map(|i| {
                     let store = store.clone();
@@ -770,8 +837,9 @@ mod cases {
             .mark_pending(middle, "h", 1, None, at(40), at(3))
             .await
             .unwrap();
-        // An in-flight claim whose handler died: due once its lease expired at 30.
-        let crashed = claimed(&store, "acme", "crashed", "dead", 3, 30).await;
+        // An in-flight claim whose handler died: due from 30 (its first look), its lease run
+        // out (zero length, so on the database's clock too).
+        let crashed = claimed(&store, "acme", "crashed", "dead", 30, 30).await;
         // An in-flight claim with a live lease, and a pending one a reconciler holds: not due.
         claimed(&store, "acme", "live", "h", 4, 1000).await;
         let held = claimed(&store, "acme", "held", "h", 5, 10).await;
@@ -1154,12 +1222,316 @@ mod sqlite_only {
     }
 }
 
+mod sqlite_writes {
+    //! SQLite under write pressure: every write goes through the one writer connection, a lock
+    //! held by someone else fails each batch of writes once (not each write after its own
+    //! timeout), and readiness reports a store that cannot write.
+
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use payment_store::test_support::TempDir;
+    use payment_store::{
+        ClaimOutcome, Settlement, SqliteOptions, SqliteStore, Store, StoreError, StoredResponse,
+    };
+    use payment_types::payment::PaymentStatus;
+    use uuid::Uuid;
+
+    use super::{at, new_payment};
+
+    async fn store_with(busy_timeout: Duration) -> (TempDir, Arc<SqliteStore>) {
+        let dir = TempDir::new("store-writes").unwrap();
+        let options = SqliteOptions::default().busy_timeout(busy_timeout);
+        let store = SqliteStore::open_with(&dir.path().join("payments.db"), options)
+            .await
+            .unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn response() -> StoredResponse {
+        StoredResponse {
+            status: 201,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: b"{}".to_vec(),
+        }
+    }
+
+    fn succeeded() -> Settlement {
+        Settlement::Succeeded {
+            charge_id: "ch".to_owned(),
+        }
+    }
+
+    async fn claim(store: &SqliteStore, key: &str, owner: &str) -> Uuid {
+        let new = new_payment("acme", key, owner, at(0), at(1000));
+        assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
+        new.id
+    }
+
+    fn is_busy(error: &StoreError) -> bool {
+        matches!(
+            error,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy
+        )
+    }
+
+    /// Each kind of write is exactly one write of the writer: none of them takes a second
+    /// connection that would compete with the writer for SQLite's lock.
+    #[tokio::test]
+    async fn every_kind_of_write_goes_through_the_writer() {
+        let (_dir, store) = store_with(Duration::from_secs(5)).await;
+        let id = claim(&store, "k", "h").await;
+        let other = claim(&store, "k2", "h").await;
+        let writes = || store.writer_stats().writes;
+
+        let before = writes();
+        store
+            .mark_pending(id, "h", 1, None, at(10), at(1))
+            .await
+            .unwrap();
+        assert_eq!(writes(), before + 1, "mark_pending");
+
+        let before = writes();
+        assert!(store.acquire_lease(id, "r", at(100), at(10)).await.unwrap());
+        assert_eq!(writes(), before + 1, "acquire_lease");
+
+        let before = writes();
+        store
+            .reschedule(id, "r", None, 2, at(20), at(11))
+            .await
+            .unwrap();
+        assert_eq!(writes(), before + 1, "reschedule");
+
+        let before = writes();
+        assert!(store.release(other, "h").await.unwrap());
+        assert_eq!(writes(), before + 1, "release");
+
+        let before = writes();
+        assert_eq!(store.reap_keys(at(5)).await.unwrap(), 0);
+        assert_eq!(writes(), before + 1, "reap_keys");
+
+        let before = writes();
+        store.ping().await.unwrap();
+        assert_eq!(writes(), before + 1, "ping writes a heartbeat");
+
+        // And they did what they always did.
+        let p = store.get_payment(None, id).await.unwrap().unwrap();
+        assert_eq!(
+            (p.attempts, p.next_reconcile_at, p.lease_owner),
+            (2, Some(at(20)), None)
+        );
+        assert_eq!(store.get_payment(None, other).await.unwrap(), None);
+    }
+
+    /// Under a sustained load of claims and settlements, with a lock timeout short enough that
+    /// a write on a second connection would lose the race for the lock and fail with BUSY, the
+    /// reconciler's and the handlers' other writes all succeed: they queue behind the writer's
+    /// batches instead of competing with them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writes_beside_a_claim_load_never_starve_with_a_short_lock_timeout() {
+        let (_dir, store) = store_with(Duration::from_millis(20)).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let load_payments = Arc::new(AtomicU64::new(0));
+        let load: Vec<_> = (0..8)
+            .map(|worker| {
+                let (store, stop, done) = (store.clone(), stop.clone(), load_payments.clone());
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = claim(&store, &format!("load-{worker}-{n}"), "h").await;
+                        assert!(store
+                            .settle(id, &succeeded(), 1, &response(), at(1))
+                            .await
+                            .unwrap());
+                        done.fetch_add(1, Ordering::Relaxed);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+
+        for round in 0..40 {
+            let id = claim(&store, &format!("r{round}"), "h").await;
+            store
+                .mark_pending(id, "h", 1, Some(at(1)), at(2), at(1))
+                .await
+                .unwrap();
+            assert!(store.acquire_lease(id, "r", at(100), at(2)).await.unwrap());
+            store
+                .reschedule(id, "r", None, 2, at(3), at(2))
+                .await
+                .unwrap();
+            assert!(store.acquire_lease(id, "r", at(100), at(3)).await.unwrap());
+            assert!(store.release(id, "r").await.unwrap(), "round {round}");
+            store.reap_keys(at(0)).await.unwrap();
+            store.ping().await.unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for task in load {
+            task.await.unwrap();
+        }
+        assert!(
+            load_payments.load(Ordering::Relaxed) > 0,
+            "the load ran beside the other writes"
+        );
+    }
+
+    /// Another connection holds the write lock (`BEGIN IMMEDIATE`) while claims, settlements,
+    /// mark-pendings, leases and a ping are submitted: each batch fails once, all its writes
+    /// together with BUSY, and no write is re-run alone (which would wait out the lock timeout
+    /// once per write). Reads still work, nothing failed was written, and once the lock is
+    /// released the same writes succeed and ping succeeds again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_held_lock_fails_each_batch_of_writes_once_and_the_store_recovers() {
+        let busy = Duration::from_millis(500);
+        let (_dir, store) = store_with(busy).await;
+        let mut settle_ids = Vec::new();
+        let mut pending_ids = Vec::new();
+        let mut lease_ids = Vec::new();
+        for i in 0..4 {
+            settle_ids.push(claim(&store, &format!("s{i}"), "h").await);
+            pending_ids.push(claim(&store, &format!("p{i}"), "h").await);
+            let id = claim(&store, &format!("l{i}"), "h").await;
+            store
+                .mark_pending(id, "h", 1, None, at(1), at(1))
+                .await
+                .unwrap();
+            lease_ids.push(id);
+        }
+        store.ping().await.unwrap();
+
+        let holder = rusqlite::Connection::open(store.path()).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let stats_before = store.writer_stats();
+        let started = Instant::now();
+
+        // Every write at once, as concurrent requests and the reconciler would make them.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let new = new_payment("acme", &format!("new{i}"), "h", at(0), at(1000));
+                store.claim(&new).await.map(|_| ())
+            }));
+        }
+        for &id in &settle_ids {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .settle(id, &succeeded(), 1, &response(), at(2))
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        for &id in &pending_ids {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.mark_pending(id, "h", 1, None, at(9), at(2)).await
+            }));
+        }
+        for &id in &lease_ids {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .acquire_lease(id, "r", at(100), at(2))
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.ping().await }));
+        }
+        let submitted = tasks.len() as u64;
+        for task in tasks {
+            let error = task.await.unwrap().expect_err("the file is locked");
+            assert!(is_busy(&error), "a store error naming the lock: {error}");
+        }
+        let elapsed = started.elapsed();
+        let stats = store.writer_stats();
+        let batches = stats.batches - stats_before.batches;
+        assert_eq!(stats.writes - stats_before.writes, submitted);
+        assert_eq!(
+            stats.writes_rerun_alone, stats_before.writes_rerun_alone,
+            "no write of a batch that failed on the lock was re-run alone"
+        );
+        assert_eq!(
+            stats.transactions - stats_before.transactions,
+            batches,
+            "one attempt per batch"
+        );
+        assert_eq!(
+            stats.whole_database_failures - stats_before.whole_database_failures,
+            batches,
+            "every failed batch failed as a whole"
+        );
+        assert!(
+            batches < submitted / 2,
+            "the writes queued behind the first wait and failed together ({batches} batches for {submitted} writes)"
+        );
+        // Generous: well under one lock timeout per write (the old behaviour).
+        assert!(
+            elapsed < busy * (submitted as u32) / 2,
+            "{submitted} writes failed in {elapsed:?}"
+        );
+
+        // Reads work under WAL while the lock is held, and nothing that failed was written.
+        assert!(store.find_key("acme", "new0").await.unwrap().is_none());
+        let p = store
+            .get_payment(None, settle_ids[0])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.status, PaymentStatus::Pending);
+
+        holder.execute_batch("ROLLBACK").unwrap();
+        store.ping().await.unwrap();
+        for i in 0..8 {
+            claim(&store, &format!("new{i}"), "h").await;
+        }
+        for &id in &settle_ids {
+            assert!(store
+                .settle(id, &succeeded(), 1, &response(), at(2))
+                .await
+                .unwrap());
+        }
+        for &id in &pending_ids {
+            store
+                .mark_pending(id, "h", 1, None, at(9), at(2))
+                .await
+                .unwrap();
+            let p = store.get_payment(None, id).await.unwrap().unwrap();
+            assert_eq!((p.next_reconcile_at, p.lease_owner), (Some(at(9)), None));
+        }
+        for &id in &lease_ids {
+            assert!(store.acquire_lease(id, "r", at(100), at(2)).await.unwrap());
+        }
+    }
+
+    /// Readiness fails while the store cannot write, though it can still read.
+    #[tokio::test]
+    async fn ping_fails_while_another_connection_holds_the_write_lock() {
+        let (_dir, store) = store_with(Duration::from_millis(200)).await;
+        store.ping().await.unwrap();
+        let holder = rusqlite::Connection::open(store.path()).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let error = store.ping().await.expect_err("the store cannot write");
+        assert!(is_busy(&error), "{error}");
+        assert_eq!(store.pending_count().await.unwrap(), 0, "reads still work");
+        holder.execute_batch("COMMIT").unwrap();
+        store.ping().await.unwrap();
+    }
+}
+
 mod postgres_only {
     //! What only the shared backend promises: several API instances on one database.
 
     use std::sync::Arc;
 
-    use payment_store::{ClaimOutcome, PostgresStore, Store, StoreKind};
+    use chrono::Utc;
+    use payment_store::{ClaimOutcome, PostgresStore, Store, StoreError, StoreKind};
 
     use super::{at, new_payment};
 
@@ -1177,12 +1549,14 @@ mod postgres_only {
             .map(|i| {
                 let store = instances[i % 2].clone();
                 tokio::spawn(async move {
+                    // Leases of zero length: their handlers "crashed" and the leases have run
+                    // out on the database's clock, so the reconcilers below may take them.
                     let new = new_payment(
                         "acme",
                         &format!("k{}", i % 10),
                         &format!("h{i}"),
                         at(0),
-                        at(5),
+                        at(0),
                     );
                     matches!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed)
                 })
@@ -1215,6 +1589,117 @@ mod postgres_only {
             won += usize::from(task.await.unwrap());
         }
         assert_eq!(won, 10, "every payment leased exactly once");
+    }
+
+    /// Leases run on the database's clock: an instance whose clock is a day ahead cannot take
+    /// a live lease or see it as due, nor make its own lease last a day longer; one whose clock
+    /// is a day behind cannot grant a lease that has already run out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_with_a_skewed_clock_cannot_steal_or_stretch_a_live_lease() {
+        let Some(server) = payment_store::test_support::pg_or_skip() else {
+            return;
+        };
+        let store = PostgresStore::connect(&server.new_database().unwrap())
+            .await
+            .unwrap();
+        let day = chrono::Duration::days(1);
+        let minute = chrono::Duration::seconds(60);
+        let now = Utc::now();
+
+        // A correct clock claims with a one-minute lease.
+        let held = new_payment("acme", "held", "a", now, now + minute);
+        assert_eq!(store.claim(&held).await.unwrap(), ClaimOutcome::Claimed);
+
+        // A day ahead, the lease looks long expired to the caller; not to the database.
+        let ahead = now + day;
+        assert!(
+            !store
+                .acquire_lease(held.id, "thief", ahead + minute, ahead)
+                .await
+                .unwrap(),
+            "a clock running ahead cannot take a live lease"
+        );
+        assert!(
+            store.due_for_reconcile(ahead, 10).await.unwrap().is_empty(),
+            "a live lease is not due, whatever the caller's now"
+        );
+
+        // The owner, its clock a day ahead, renews for 30 s: it gets 30 s, not a day more.
+        let before = Utc::now();
+        assert!(store
+            .acquire_lease(held.id, "a", ahead + chrono::Duration::seconds(30), ahead)
+            .await
+            .unwrap());
+        let after = Utc::now();
+        let lease = store
+            .get_payment(None, held.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_expires_at
+            .unwrap();
+        let slack = chrono::Duration::milliseconds(2);
+        assert!(
+            before + chrono::Duration::seconds(30) - slack <= lease
+                && lease <= after + chrono::Duration::seconds(30) + slack,
+            "the renewal lasts 30 s on the database's clock, not until {ahead}: {lease}"
+        );
+
+        // A day behind, a claim's one-minute lease is a minute from the database's now, not
+        // already over: a correct clock's reconciler cannot take it.
+        let behind = now - day;
+        let slow = new_payment("acme", "slow", "s", behind, behind + minute);
+        assert_eq!(store.claim(&slow).await.unwrap(), ClaimOutcome::Claimed);
+        let now = Utc::now();
+        assert!(
+            !store
+                .acquire_lease(slow.id, "reconciler", now + minute, now)
+                .await
+                .unwrap(),
+            "a clock running behind cannot grant a lease that has already run out"
+        );
+        assert!(store.due_for_reconcile(now, 10).await.unwrap().is_empty());
+
+        // A lease of zero length has run out for everyone at once.
+        assert!(store
+            .acquire_lease(slow.id, "s", behind, behind)
+            .await
+            .unwrap());
+        assert!(store
+            .acquire_lease(slow.id, "reconciler", now + minute, now)
+            .await
+            .unwrap());
+    }
+
+    /// Readiness fails while the database cannot write the heartbeat (here: another session
+    /// holds its row lock for longer than the ping's lock timeout), though it still answers
+    /// reads; it passes again once the lock is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ping_fails_while_the_heartbeat_cannot_be_written() {
+        let Some(server) = payment_store::test_support::pg_or_skip() else {
+            return;
+        };
+        let url = server.new_database().unwrap();
+        let store = PostgresStore::connect(&url).await.unwrap();
+        store.ping().await.unwrap();
+
+        let holder = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut lock = holder.begin().await.unwrap();
+        sqlx::query("SELECT beats FROM store_health WHERE id = 1 FOR UPDATE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let error = store
+            .ping()
+            .await
+            .expect_err("the heartbeat cannot be written");
+        assert!(
+            matches!(error, StoreError::Database(_)),
+            "a database error (lock timeout): {error}"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 0, "reads still work");
+        lock.rollback().await.unwrap();
+        store.ping().await.unwrap();
     }
 
     #[tokio::test]

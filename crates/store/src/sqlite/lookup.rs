@@ -1,5 +1,6 @@
-//! Point lookups on SQLite, run on the calling thread: a handful of read-only connections with
-//! prepared statements, each behind a mutex.
+//! Point lookups on SQLite, run on the calling thread: owns a handful of read-only connections
+//! with prepared statements, each behind a mutex. The SQL and the row mapping are
+//! [`super::sql`]'s.
 //!
 //! sqlx runs every SQLite statement on its connection's own thread and hands the result back
 //! through a channel. For a read by primary key (a few microseconds of SQLite work) that hand-off
@@ -15,9 +16,10 @@ use std::sync::{
 };
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::{convert, KeyRecord, StoreError, StoredResponse};
+use super::sql;
+use crate::{KeyRecord, StoreError};
 
 /// Read-only connections: enough that the API's worker threads rarely share one.
 const CONNECTIONS: usize = 4;
@@ -40,8 +42,9 @@ impl std::fmt::Debug for Lookups {
 }
 
 impl Lookups {
-    /// Opens read-only connections to the (already created and migrated) database at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens read-only connections to the (already created and migrated) database at `path`;
+    /// a read that must wait for the file (rare under WAL) waits at most `busy_timeout`.
+    pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let connections = (0..CONNECTIONS)
             .map(|_| {
                 let conn = Connection::open_with_flags(
@@ -50,7 +53,7 @@ impl Lookups {
                         | OpenFlags::SQLITE_OPEN_NO_MUTEX
                         | OpenFlags::SQLITE_OPEN_URI,
                 )?;
-                conn.busy_timeout(Duration::from_secs(5))?;
+                conn.busy_timeout(busy_timeout)?;
                 conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 Ok(Mutex::new(conn))
             })
@@ -86,46 +89,11 @@ impl Lookups {
         key: &str,
     ) -> Result<Option<KeyRecord>, StoreError> {
         self.with(|conn| {
-            let mut statement = conn.prepare_cached(crate::sqlite::KEY_SELECT)?;
+            let mut statement = conn.prepare_cached(sql::KEY_SELECT)?;
             let found = statement
-                .query_row((tenant, key), |row| Ok(key_from_row(row)))
+                .query_row((tenant, key), |row| Ok(sql::key_from_row(row)))
                 .optional()?;
             found.transpose()
         })
     }
-}
-
-/// The same decoding as `sqlite::key_from_row`, over a rusqlite row.
-pub(crate) fn key_from_row(row: &Row<'_>) -> Result<KeyRecord, StoreError> {
-    let text = |name: &str| -> Result<String, StoreError> { Ok(row.get::<_, String>(name)?) };
-    let status: Option<i64> = row.get("response_status")?;
-    let response = match status {
-        Some(status) => {
-            let headers: Option<String> = row.get("response_headers")?;
-            let body: Option<Vec<u8>> = row.get("response_body")?;
-            Some(StoredResponse {
-                status: convert::http_status(status)?,
-                headers: headers
-                    .as_deref()
-                    .map(convert::headers_from_text)
-                    .transpose()?
-                    .unwrap_or_default(),
-                body: body.unwrap_or_default(),
-            })
-        }
-        None => None,
-    };
-    Ok(KeyRecord {
-        tenant: text("tenant")?,
-        key: text("idempotency_key")?,
-        fingerprint: text("fingerprint")?,
-        payment_id: convert::parse_uuid(&text("payment_id")?)?,
-        state: convert::parse_state(&text("state")?)?,
-        response,
-        payment_status: convert::parse_status(&text("status")?)?,
-        lease_owner: row.get("lease_owner")?,
-        lease_expires_at: convert::from_ms_opt(row.get("lease_expires_at")?)?,
-        created_at: convert::from_ms(row.get("created_at")?)?,
-        completed_at: convert::from_ms_opt(row.get("completed_at")?)?,
-    })
 }

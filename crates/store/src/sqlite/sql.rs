@@ -1,0 +1,158 @@
+//! The SQLite backend's SQL text and row mapping, in one place: every statement the store, the
+//! writer and the lookups run, and the decoding of a row into a [`PaymentRecord`] or a
+//! [`KeyRecord`]. It imports nothing from its sibling modules; they all import it.
+//!
+//! Statements take positional parameters (`?1`, …) bound by rusqlite (the writer, the lookups)
+//! or sqlx (the store's reads); times are INTEGER milliseconds since the epoch.
+
+use rusqlite::Row;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
+
+use crate::{convert, KeyRecord, PaymentRecord, StoreError, StoredResponse};
+
+/// The columns [`payment_from_sqlx`] decodes, in the order of the table.
+pub(crate) const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, amount, currency, \
+     source, description, metadata, bank_reference, bank_charge_id, decline_code, \
+     failure_reason, attempts, lease_owner, lease_expires_at, next_reconcile_at, \
+     last_attempt_at, created_at, updated_at";
+
+/// A key with its payment's status and lease, by (tenant, key); decoded by [`key_from_row`].
+pub(crate) const KEY_SELECT: &str =
+    "SELECT k.tenant, k.idempotency_key, k.fingerprint, k.payment_id, \
+     k.state, k.response_status, k.response_headers, k.response_body, k.created_at, \
+     k.completed_at, p.status, p.lease_owner, p.lease_expires_at \
+     FROM idempotency_keys k JOIN payments p ON p.id = k.payment_id \
+     WHERE k.tenant = ?1 AND k.idempotency_key = ?2";
+
+/// Claims the key unless it exists (the unique constraint decides).
+pub(crate) const INSERT_KEY: &str = "INSERT INTO idempotency_keys \
+     (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
+     VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5) \
+     ON CONFLICT (tenant, idempotency_key) DO NOTHING";
+
+/// Creates the claimed key's payment, pending and leased.
+pub(crate) const INSERT_PAYMENT: &str = "INSERT INTO payments (id, tenant, idempotency_key, \
+     status, amount, currency, source, description, metadata, bank_reference, attempts, \
+     lease_owner, lease_expires_at, next_reconcile_at, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12)";
+
+/// Records a final outcome, only on a pending payment.
+pub(crate) const SETTLE_PAYMENT: &str = "UPDATE payments SET status = ?1, bank_charge_id = ?2, \
+     decline_code = ?3, failure_reason = ?4, attempts = ?5, lease_owner = NULL, \
+     lease_expires_at = NULL, next_reconcile_at = NULL, updated_at = ?6 \
+     WHERE id = ?7 AND status = 'pending'";
+
+/// Stores the response replayed for a settled payment's key.
+pub(crate) const SETTLE_KEY: &str = "UPDATE idempotency_keys SET state = 'completed', \
+     response_status = ?1, response_headers = ?2, response_body = ?3, completed_at = ?4 \
+     WHERE payment_id = ?5";
+
+/// Takes the lease on a pending payment if it is free, expired (at `?4`), or already `?1`'s.
+pub(crate) const ACQUIRE_LEASE: &str = "UPDATE payments SET lease_owner = ?1, \
+     lease_expires_at = ?2 \
+     WHERE id = ?3 AND status = 'pending' \
+     AND (lease_owner IS NULL OR lease_expires_at <= ?4 OR lease_owner = ?1)";
+
+/// Hands a pending payment back to the reconciler (mark pending, reschedule): attempts,
+/// last attempt (NULL keeps it), next look; releases the lease. Only by the lease owner.
+pub(crate) const UNLEASE_PAYMENT: &str = "UPDATE payments SET attempts = ?1, \
+     last_attempt_at = COALESCE(?2, last_attempt_at), next_reconcile_at = ?3, \
+     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?4 \
+     WHERE id = ?5 AND status = 'pending' AND lease_owner = ?6";
+
+/// A key whose handler answered 202: replays show the current state from now on.
+pub(crate) const KEY_PENDING: &str =
+    "UPDATE idempotency_keys SET state = 'pending' WHERE payment_id = ?1 AND state = 'in_flight'";
+
+/// Deletes a payment the bank never processed, only by the lease owner of a pending payment.
+pub(crate) const DELETE_PAYMENT: &str =
+    "DELETE FROM payments WHERE id = ?1 AND status = 'pending' AND lease_owner = ?2";
+
+/// Deletes a released payment's key (its foreign key is deferred: checked at commit).
+pub(crate) const DELETE_KEY: &str = "DELETE FROM idempotency_keys WHERE payment_id = ?1";
+
+/// The reaper: completed keys completed before `?1`.
+pub(crate) const REAP_KEYS: &str =
+    "DELETE FROM idempotency_keys WHERE state = 'completed' AND completed_at < ?1";
+
+/// The readiness probe's write: one row, so it costs a page in the WAL, and it fails exactly
+/// when a write would (a held lock, a full disk, a read-only or broken file). The time is
+/// SQLite's, for whoever looks at the row; nothing reads it.
+pub(crate) const HEARTBEAT: &str = "UPDATE store_health SET beats = beats + 1, \
+     beat_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = 1";
+
+/// How many payments are pending.
+pub(crate) const PENDING_COUNT: &str = "SELECT COUNT(*) FROM payments WHERE status = 'pending'";
+
+/// Pending payments due at `?1` whose lease is free or expired at `?1`, oldest first, at most
+/// `?2`.
+pub(crate) fn due_for_reconcile() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments \
+         WHERE status = 'pending' AND next_reconcile_at <= ?1 \
+         AND (lease_owner IS NULL OR lease_expires_at <= ?1) \
+         ORDER BY next_reconcile_at ASC, created_at ASC, id ASC LIMIT ?2"
+    )
+}
+
+/// A payment row (all of [`PAYMENT_COLUMNS`]) read through sqlx.
+pub(crate) fn payment_from_sqlx(row: &SqliteRow) -> Result<PaymentRecord, StoreError> {
+    Ok(PaymentRecord {
+        id: convert::parse_uuid(row.try_get("id")?)?,
+        tenant: row.try_get("tenant")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        status: convert::parse_status(row.try_get("status")?)?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        source: row.try_get("source")?,
+        description: row.try_get("description")?,
+        metadata: convert::metadata_from_text(row.try_get("metadata")?)?,
+        bank_reference: row.try_get("bank_reference")?,
+        bank_charge_id: row.try_get("bank_charge_id")?,
+        decline_code: row.try_get("decline_code")?,
+        failure_reason: row.try_get("failure_reason")?,
+        attempts: convert::attempts(row.try_get("attempts")?)?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: convert::from_ms_opt(row.try_get("lease_expires_at")?)?,
+        next_reconcile_at: convert::from_ms_opt(row.try_get("next_reconcile_at")?)?,
+        last_attempt_at: convert::from_ms_opt(row.try_get("last_attempt_at")?)?,
+        created_at: convert::from_ms(row.try_get("created_at")?)?,
+        updated_at: convert::from_ms(row.try_get("updated_at")?)?,
+    })
+}
+
+/// A [`KEY_SELECT`] row read through rusqlite.
+pub(crate) fn key_from_row(row: &Row<'_>) -> Result<KeyRecord, StoreError> {
+    let text = |name: &str| -> Result<String, StoreError> { Ok(row.get::<_, String>(name)?) };
+    let status: Option<i64> = row.get("response_status")?;
+    let response = match status {
+        Some(status) => {
+            let headers: Option<String> = row.get("response_headers")?;
+            let body: Option<Vec<u8>> = row.get("response_body")?;
+            Some(StoredResponse {
+                status: convert::http_status(status)?,
+                headers: headers
+                    .as_deref()
+                    .map(convert::headers_from_text)
+                    .transpose()?
+                    .unwrap_or_default(),
+                body: body.unwrap_or_default(),
+            })
+        }
+        None => None,
+    };
+    Ok(KeyRecord {
+        tenant: text("tenant")?,
+        key: text("idempotency_key")?,
+        fingerprint: text("fingerprint")?,
+        payment_id: convert::parse_uuid(&text("payment_id")?)?,
+        state: convert::parse_state(&text("state")?)?,
+        response,
+        payment_status: convert::parse_status(&text("status")?)?,
+        lease_owner: row.get("lease_owner")?,
+        lease_expires_at: convert::from_ms_opt(row.get("lease_expires_at")?)?,
+        created_at: convert::from_ms(row.get("created_at")?)?,
+        completed_at: convert::from_ms_opt(row.get("completed_at")?)?,
+    })
+}
