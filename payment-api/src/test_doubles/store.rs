@@ -126,7 +126,7 @@ impl FaultyStore {
 }
 
 fn injected(op: Op) -> StoreError {
-    StoreError::Writer(format!("injected fault in {op:?}"))
+    StoreError::Config(format!("injected fault in {op:?}"))
 }
 
 #[async_trait]
