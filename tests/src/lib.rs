@@ -426,7 +426,9 @@ pub fn fast_api_with(overrides: &[(&'static str, &'static str)]) -> Vec<&'static
     args
 }
 
-/// API flags that make the resilience timings test-sized (sub-second).
+/// API flags that make the resilience timings test-sized (sub-second). The lease must be at
+/// least the deadline plus max(2 s, 20% of it) (the API refuses to start otherwise): a test
+/// that raises `--deadline-ms` raises `--lease-ms` with it.
 pub const FAST_API: &[&str] = &[
     "--attempt-timeout-ms",
     "300",
@@ -445,5 +447,5 @@ pub const FAST_API: &[&str] = &[
     "--reconcile-grace-ms",
     "300",
     "--lease-ms",
-    "2500",
+    "4000",
 ];

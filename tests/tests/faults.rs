@@ -179,10 +179,12 @@ async fn under_a_flaky_bank_five_hundred_payments_reconcile_with_the_ledger() {
 async fn a_payment_in_flight_when_the_api_is_killed_is_settled_after_restart() {
     let bank = start_bank(&["--chaos", "blackhole"]).await;
     let data = temp_dir("crash");
-    // A long deadline keeps the charge surely in flight while the API is killed.
+    // A long deadline keeps the charge surely in flight while the API is killed; the lease
+    // outlives it (deadline + margin), and the next process resumes the payment once it expires.
     let slow = e2e::fast_api_with(&[
-        ("--deadline-ms", "20000"),
-        ("--attempt-timeout-ms", "10000"),
+        ("--deadline-ms", "6000"),
+        ("--attempt-timeout-ms", "5000"),
+        ("--lease-ms", "9000"),
     ]);
     let mut api = start_api(&bank.url(), &data, &slow).await;
     let in_flight = tokio::spawn({
@@ -214,8 +216,8 @@ async fn a_payment_in_flight_when_the_api_is_killed_is_settled_after_restart() {
     set_chaos(&bank.url(), "healthy").await;
     let api = start_api(&bank.url(), &data, FAST_API).await;
     let (status_code, replayed, _, bytes) = eventually(
-        Duration::from_secs(20),
-        "the retry gets the settled answer",
+        Duration::from_secs(30),
+        "the retry gets the settled answer (after the dead process's lease expires)",
         || {
             let api = api.url();
             async move {

@@ -295,12 +295,21 @@ async fn the_same_key_with_another_body_is_422_and_the_original_is_untouched() {
 #[tokio::test]
 async fn the_same_key_while_in_flight_is_409_with_retry_after() {
     let bank = start_bank(&["--chaos", "blackhole"]).await;
-    // A deadline long enough that the first request is surely still in flight when probed.
-    let flags = e2e::fast_api_with(&[("--deadline-ms", "5000"), ("--attempt-timeout-ms", "4000")]);
+    // A deadline long enough that the first request is surely still in flight when probed,
+    // and a lease that outlives it (the API refuses a lease under deadline + margin): the key
+    // is freed by the first request's own outcome, never by its lease running out.
+    let flags = e2e::fast_api_with(&[
+        ("--deadline-ms", "5000"),
+        ("--attempt-timeout-ms", "4000"),
+        ("--lease-ms", "8000"),
+    ]);
     let api = start_api(&bank.url(), &temp_dir("row7"), &flags).await;
     let first = tokio::spawn({
         let api = api.url();
-        async move { parts(pay(&api, "row7", &body(100)).await).await }
+        async move {
+            let started = std::time::Instant::now();
+            (parts(pay(&api, "row7", &body(100)).await).await, started)
+        }
     });
     eventually(
         Duration::from_secs(5),
@@ -312,13 +321,42 @@ async fn the_same_key_while_in_flight_is_409_with_retry_after() {
     )
     .await;
     let (status, _, retry_after, problem) = parts(pay(&api.url(), "row7", &body(100)).await).await;
-    assert_eq!(status, 409);
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&problem));
     assert_eq!(json_of(&problem)["code"], "idempotency_key_in_use");
     assert!(retry_after.is_some());
     // And a different body is 422 even while in flight (the fingerprint is checked first).
     let (status, _, _, _) = parts(pay(&api.url(), "row7", &body(999)).await).await;
     assert_eq!(status, 422);
-    assert_eq!(first.await.unwrap().0, 202);
+
+    // The first request's own answer (its deadline passed with the bank silent) ends the
+    // conflict: 202 pending, well before its 8 s lease would have run out.
+    let ((status, _, _, pending), started) = first.await.unwrap();
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&pending));
+    assert!(
+        started.elapsed() < Duration::from_millis(8000),
+        "answered within the lease: {:?}",
+        started.elapsed()
+    );
+    let id = json_of(&pending)["id"].as_str().unwrap().to_owned();
+    let (status, replayed, _, _) = parts(pay(&api.url(), "row7", &body(100)).await).await;
+    assert_eq!(
+        (status, replayed.as_deref()),
+        (202, Some("true")),
+        "once answered, the key shows the pending payment, no longer 409"
+    );
+
+    // The bank recovers; the reconciler settles the payment and the key replays its outcome.
+    set_chaos(&bank.url(), "healthy").await;
+    eventually(Duration::from_secs(20), "the payment settles", || {
+        let api = api.url();
+        let id = id.clone();
+        async move { (payment(&api, &id).await["status"] == "succeeded").then_some(()) }
+    })
+    .await;
+    let (status, replayed, _, settled) = parts(pay(&api.url(), "row7", &body(100)).await).await;
+    assert_eq!((status, replayed.as_deref()), (201, Some("true")));
+    assert_eq!(json_of(&settled)["id"], id.as_str());
+    assert_eq!(ledger(&bank.url()).await.len(), 1);
 }
 
 #[tokio::test]
@@ -434,4 +472,155 @@ async fn keys_are_scoped_by_tenant() {
         .unwrap();
     assert_eq!(peek.status(), 404);
     assert_eq!(ledger(&bank.url()).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_is_503_bulkhead_full_with_retry_after_and_leaves_the_key_free() {
+    let bank = start_bank(&[]).await;
+    // One bank call at a time, and each takes a second and a half at the bank.
+    e2e::client::put_chaos(&bank.url(), json!({"latency": {"base_ms": 1500}})).await;
+    let flags = e2e::fast_api_with(&[
+        ("--bulkhead", "1"),
+        ("--deadline-ms", "5000"),
+        ("--attempt-timeout-ms", "4000"),
+        ("--lease-ms", "8000"),
+    ]);
+    let api = start_api(&bank.url(), &temp_dir("bulkhead"), &flags).await;
+    let first = tokio::spawn({
+        let api = api.url();
+        async move { parts(pay(&api, "bh-first", &body(100)).await).await }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the first payment holds the only bank call slot",
+        || {
+            let api = api.url();
+            async move { (status(&api).await["bulkhead"]["in_use"].as_u64()? == 1).then_some(()) }
+        },
+    )
+    .await;
+    let (status_code, replayed, retry_after, problem) =
+        parts(pay(&api.url(), "bh-second", &body(200)).await).await;
+    assert_eq!(status_code, 503, "{}", String::from_utf8_lossy(&problem));
+    assert_eq!(json_of(&problem)["code"], "bulkhead_full");
+    assert!(
+        retry_after
+            .as_deref()
+            .is_some_and(|s| s.parse::<u64>().unwrap() >= 1),
+        "Retry-After: {retry_after:?}"
+    );
+    assert_ne!(replayed.as_deref(), Some("true"));
+    assert_eq!(first.await.unwrap().0, 201);
+
+    // The refused key was not consumed: once the slot is free, the same key is a fresh payment.
+    let (status_code, replayed, _, bytes) =
+        parts(pay(&api.url(), "bh-second", &body(200)).await).await;
+    assert_eq!(
+        (status_code, replayed.as_deref()),
+        (201, Some("false")),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let charges = ledger(&bank.url()).await;
+    assert_eq!(charges.len(), 2, "one charge per key, none for the refusal");
+    assert!(charges.iter().any(|c| c["amount"] == 200));
+}
+
+/// A stand-in bank that refuses every request with `422 invalid_request` (the mock bank accepts
+/// everything the API can send, so it cannot be made to). Counts the requests it got.
+async fn refusing_bank() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{atomic::Ordering, Arc};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                // Read the head and the body (Content-Length), bounded in size and time.
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 4096];
+                let read_all = async {
+                    while request.len() < 64 * 1024 {
+                        let n = stream.read(&mut buffer).await.ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                        request.extend_from_slice(&buffer[..n]);
+                        let text = String::from_utf8_lossy(&request).to_string();
+                        if let Some(head_end) = text.find("\r\n\r\n") {
+                            let length = text[..head_end]
+                                .lines()
+                                .find_map(|l| {
+                                    let (name, value) = l.split_once(':')?;
+                                    name.eq_ignore_ascii_case("content-length")
+                                        .then(|| value.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if request.len() >= head_end + 4 + length {
+                                return Some(text[..head_end].to_owned());
+                            }
+                        }
+                    }
+                    None
+                };
+                let Ok(Some(head)) = tokio::time::timeout(Duration::from_secs(5), read_all).await
+                else {
+                    return;
+                };
+                if head.starts_with("POST /v1/charges ") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                let body = json!({
+                    "type": "/problems/invalid_request",
+                    "title": "Invalid request",
+                    "status": 422,
+                    "detail": "The bank does not accept this request.",
+                    "code": "invalid_request",
+                })
+                .to_string();
+                let answer = format!(
+                    "HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test]
+async fn a_request_the_bank_refuses_is_502_bank_rejected_request_stored_and_not_retried() {
+    use std::sync::atomic::Ordering;
+    let (bank_url, bank_requests) = refusing_bank().await;
+    let api = start_api(&bank_url, &temp_dir("rejected"), FAST_API).await;
+    let (status_code, replayed, _, first) =
+        parts(pay(&api.url(), "rejected-1", &body(100)).await).await;
+    assert_eq!(status_code, 502, "{}", String::from_utf8_lossy(&first));
+    assert_eq!(json_of(&first)["code"], "bank_rejected_request");
+    assert_eq!(replayed.as_deref(), Some("false"));
+    assert_eq!(
+        bank_requests.load(Ordering::SeqCst),
+        1,
+        "a refusal is final: never retried"
+    );
+    // Stored under the key: the same key replays it, without calling the bank again.
+    let (status_code, replayed, _, again) =
+        parts(pay(&api.url(), "rejected-1", &body(100)).await).await;
+    assert_eq!((status_code, replayed.as_deref()), (502, Some("true")));
+    assert_eq!(json_of(&again)["code"], "bank_rejected_request");
+    assert_eq!(bank_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        status(&api.url()).await["breaker"]["state"],
+        "closed",
+        "a refusal is not a bank failure"
+    );
 }

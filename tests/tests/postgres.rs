@@ -105,11 +105,12 @@ async fn when_one_instance_dies_the_other_settles_its_pending_payments() {
     let bank = start_bank(&["--chaos", "blackhole"]).await;
     let flags = [FAST_API, &["--database-url", &url]].concat();
     // The doomed instance waits long on the bank (so its payments are surely in flight when it
-    // dies); its leases are short so the survivor can take over soon after.
+    // dies); its leases are as short as its deadline allows (deadline + margin), so the
+    // survivor can take over soon after.
     let mut doomed_flags = e2e::fast_api_with(&[
-        ("--deadline-ms", "20000"),
-        ("--attempt-timeout-ms", "10000"),
-        ("--lease-ms", "4000"),
+        ("--deadline-ms", "6000"),
+        ("--attempt-timeout-ms", "5000"),
+        ("--lease-ms", "9000"),
     ]);
     doomed_flags.extend(["--database-url", url.as_str()]);
     let mut doomed = start_api(&bank.url(), &temp_dir("pg-doomed"), &doomed_flags).await;
