@@ -134,8 +134,8 @@ impl Application {
     /// 1. the listener closes (new connections are refused) and the reconciler is told to stop
     ///    (it finishes its current pass and starts no new one);
     /// 2. each open connection gets the answer to its request in progress, then closes;
-    /// 3. payments whose client went away (each runs as its own task) are waited for too;
-    /// 4. the reconciler's last pass is waited for.
+    /// 3. the reconciler's last pass is waited for;
+    /// 4. payments whose client went away (each runs as its own task) are waited for too.
     ///
     /// Whatever is still running when the drain time is over is dropped where it stands: its
     /// payment keeps its lease in the store, and once the lease expires the next process's
@@ -153,8 +153,8 @@ impl Application {
             state,
             drain_timeout,
         } = self;
-        // What holds the payment service while nothing is in progress: the state, plus the
-        // reconciler's handle once it runs. Each payment in progress holds one more.
+        // What holds the payment service while nothing is in progress (the state). The
+        // reconciler and each payment in progress hold one more while they run.
         let idle_holders = Arc::strong_count(&state.payments);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut reconciler = tokio::spawn(reconciler::run(
@@ -179,18 +179,25 @@ impl Application {
         };
         let served =
             service_runtime::serve_with_drain(listener, router, signalled, drain_timeout).await;
-        let began = began_rx.await.unwrap_or_else(|_| tokio::time::Instant::now());
+        let began = began_rx
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now());
         let drain_until = began + drain_timeout;
         let _ = stop_tx.send(true);
 
+        // The reconciler finishes its current pass (its payments keep their leases if it is
+        // cut at the end of the drain time).
+        let reconciler_done = tokio::time::timeout_at(drain_until, &mut reconciler)
+            .await
+            .is_ok();
+        if !reconciler_done {
+            reconciler.abort();
+        }
         // Payments whose request is gone still run as their own tasks; give them the rest of
         // the drain time. Each holds the payment service, so its count says how many remain.
-        let in_progress = || {
-            Arc::strong_count(&state.payments)
-                .saturating_sub(idle_holders + usize::from(!reconciler.is_finished()))
-        };
+        let in_progress = || Arc::strong_count(&state.payments).saturating_sub(idle_holders);
         let mut remaining = in_progress();
-        if remaining > 0 {
+        if remaining > 0 && reconciler_done {
             tracing::info!(
                 payments = remaining,
                 "waiting for payments in progress without a client"
@@ -200,17 +207,12 @@ impl Application {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             remaining = in_progress();
         }
-        let reconciler_done = tokio::time::timeout_at(drain_until, &mut reconciler)
-            .await
-            .is_ok();
-        if !reconciler_done {
-            reconciler.abort();
-        }
-        let left = Arc::strong_count(&state.payments).saturating_sub(idle_holders);
-        if matches!(served, Ok(service_runtime::Drain::TimedOut)) || left > 0 || !reconciler_done
+        if matches!(served, Ok(service_runtime::Drain::TimedOut))
+            || remaining > 0
+            || !reconciler_done
         {
             tracing::warn!(
-                payments_left = left,
+                payments_left = remaining,
                 reconciler_stopped = reconciler_done,
                 drain_timeout_ms = drain_timeout.as_millis() as u64,
                 "drain time over with work in progress: each such payment keeps its lease and is resumed by the next process once the lease expires"
