@@ -134,3 +134,38 @@ async fn bad_requests_get_problem_json_with_stable_codes() {
         assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
 }
+
+/// Runs the API binary with `args` and `env` until it exits (it is expected to refuse to start).
+fn start_refused(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let dir = temp_dir("lease-refused");
+    let keys = format!("e2e:{TEST_API_KEY}");
+    let output = std::process::Command::new(e2e::binary("payment-api"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(args)
+        .env("PAYMENT_API_KEYS", keys)
+        .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_api_refuses_to_start_with_a_lease_its_payments_could_outlive() {
+    // Under deadline + max(2 s, 20%): refused at start, naming both flags and the minimum.
+    let (started, stderr) = start_refused(&["--deadline-ms", "10000", "--lease-ms", "11999"], &[]);
+    assert!(!started);
+    for needle in ["--lease-ms", "--deadline-ms", "11999", "12000"] {
+        assert!(stderr.contains(needle), "{needle:?} missing from: {stderr}");
+    }
+    // The environment variable is held to the same rule.
+    let (started, stderr) = start_refused(&[], &[("PAYMENT_API_LEASE_MS", "10000")]);
+    assert!(!started);
+    assert!(stderr.contains("--lease-ms"), "{stderr}");
+}
