@@ -340,11 +340,25 @@ async fn list_payments(
             query.push_str(&format!("&{name}={value}"));
         }
     }
-    let answer = state
+    let mut answer = state
         .upstream
         .api_get(&format!("/v1/payments?{query}"), true)
         .await?;
+    if let Some(rows) = answer.body["data"].as_array_mut() {
+        rows.iter_mut().for_each(with_amount_display);
+    }
     Ok(pass_through(answer))
+}
+
+/// Adds `amount_display`: the amount in major units with the currency's own decimals (19.99 TRY,
+/// 1999 JPY, 1.999 KWD), from the same ISO 4217 data the API validates with.
+fn with_amount_display(payment: &mut Value) {
+    let currency = payment["currency"]
+        .as_str()
+        .and_then(payment_types::currency::Currency::from_code);
+    if let (Some(currency), Some(amount)) = (currency, payment["amount"].as_i64()) {
+        payment["amount_display"] = Value::from(currency.format(amount));
+    }
 }
 
 /// `GET /api/payments/{id}`: the payment and its log lines.
@@ -361,7 +375,8 @@ async fn payment_details(
         state.upstream.api_get(&path, true),
         fetch_logs(&state.upstream, &query),
     );
-    let payment = payment?;
+    let mut payment = payment?;
+    with_amount_display(&mut payment.body);
     Ok(Json(json!({
         "status": payment.status,
         "payment": payment.body,

@@ -460,7 +460,7 @@ function renderPayments(rows) {
     const tr = el('tr', { class: 'payment' + (p.id === state.selectedPayment ? ' selected' : ''), tabindex: '0', 'data-id': p.id, title: p.id },
       el('td', { text: clock(Date.parse(p.created_at)) }),
       el('td', {}, el('span', { class: 'st', 'data-s': p.status, text: p.status + (p.decline_code ? ' (' + p.decline_code + ')' : '') })),
-      el('td', { class: 'num', text: (p.amount / 100).toFixed(2) + ' ' + p.currency }),
+      el('td', { class: 'num', text: p.amount_display || p.amount + ' ' + p.currency + ' (minor units)' }),
       el('td', { class: 'num', text: String(p.attempts) }),
       el('td', { class: 'num', text: isNaN(latency) ? '–' : dur(latency) }));
     tr.addEventListener('click', () => openPayment(p.id));
@@ -478,7 +478,7 @@ async function openPayment(id) {
     const d = await api('GET', '/api/payments/' + encodeURIComponent(id));
     const p = d.payment || {};
     const facts = el('dl', { class: 'facts' });
-    for (const [k, v] of [['id', p.id], ['status', p.status], ['amount', p.amount + ' ' + p.currency], ['card', p.source], ['attempts', p.attempts], ['bank reference', p.bank_reference], ['bank charge', p.bank_charge_id || '–'], ['decline', p.decline_code || '–'], ['created', p.created_at], ['updated', p.updated_at]]) {
+    for (const [k, v] of [['id', p.id], ['status', p.status], ['amount', (p.amount_display || p.currency) + ' (' + p.amount + ' minor units)'], ['card', p.source], ['attempts', p.attempts], ['bank reference', p.bank_reference], ['bank charge', p.bank_charge_id || '–'], ['decline', p.decline_code || '–'], ['created', p.created_at], ['updated', p.updated_at]]) {
       facts.append(el('dt', { text: k }), el('dd', { text: v === undefined ? '–' : String(v) }));
     }
     const logs = el('ol', { class: 'logs' });

@@ -98,11 +98,15 @@ async fn fake_upstream(logs_endpoint: bool) -> (reqwest::Url, Log) {
                 )
                     .into_response()
             }
-            ("GET", "/v1/payments") => {
-                Json(json!({"data": [{"id": "pay-1"}], "next_cursor": null})).into_response()
-            }
+            ("GET", "/v1/payments") => Json(json!({"data": [
+                    {"id": "pay-1", "amount": 1999, "currency": "TRY"},
+                    {"id": "pay-2", "amount": 1999, "currency": "JPY"},
+                    {"id": "pay-3", "amount": 1999, "currency": "KWD"},
+                ], "next_cursor": null}))
+            .into_response(),
             ("GET", "/v1/payments/pay-1") => {
-                Json(json!({"id": "pay-1", "status": "succeeded"})).into_response()
+                Json(json!({"id": "pay-1", "status": "succeeded", "amount": 5, "currency": "EUR"}))
+                    .into_response()
             }
             ("GET", "/v1/logs") if logs_endpoint => Json(json!({
                 "records": [{"seq": 3, "level": "INFO", "message": "payment succeeded",
@@ -509,6 +513,15 @@ async fn a_payments_details_come_with_its_log_lines() {
     let (status, list) = call_json(&h.router, get("/api/payments?limit=5&status=succeeded")).await;
     assert_eq!(status, 200);
     assert_eq!(list["data"][0]["id"], "pay-1");
+    // Amounts are shown in each currency's own minor units, not divided by 100 for all.
+    let shown: Vec<_> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["amount_display"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shown, ["19.99 TRY", "1999 JPY", "1.999 KWD"]);
+    assert_eq!(body["payment"]["amount_display"], "0.05 EUR");
     let seen = h.log.lock().unwrap().clone();
     assert!(seen
         .iter()

@@ -338,14 +338,18 @@ fn parse(
     if !visible_ascii(&request.reference, 255) {
         return invalid("reference", "must be 1 to 255 visible ASCII characters");
     }
-    if !(1..=MAX_AMOUNT).contains(&request.amount) {
+    // A real bank refuses a currency it does not know, and bounds amounts in major units.
+    let Some(currency) = payment_types::currency::Currency::from_code(&request.currency) else {
+        return invalid(
+            "currency",
+            "must be an active ISO 4217 code such as TRY, EUR, USD, JPY or KWD",
+        );
+    };
+    if !(1..=currency.max_amount().min(MAX_AMOUNT)).contains(&request.amount) {
         return invalid(
             "amount",
-            "must be a positive integer of minor units, at most 10^12",
+            "must be a positive integer of minor units, at most 10^8 major units of the currency",
         );
-    }
-    if request.currency.len() != 3 || !request.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return invalid("currency", "must be an ISO 4217 code such as TRY");
     }
     if !visible_ascii(&request.source, 255) {
         return invalid("source", "must be 1 to 255 visible ASCII characters");
@@ -430,6 +434,9 @@ mod tests {
             r#"{"amount":0,"currency":"TRY","source":"tok_visa","reference":"r"}"#,
             r#"{"amount":-5,"currency":"TRY","source":"tok_visa","reference":"r"}"#,
             r#"{"amount":5,"currency":"try","source":"tok_visa","reference":"r"}"#,
+            r#"{"amount":5,"currency":"ABC","source":"tok_visa","reference":"r"}"#,
+            r#"{"amount":5,"currency":"XTS","source":"tok_visa","reference":"r"}"#,
+            r#"{"amount":100000001,"currency":"JPY","source":"tok_visa","reference":"r"}"#,
             r#"{"amount":5,"currency":"TRY","source":"","reference":"r"}"#,
             r#"{"amount":5,"currency":"TRY","source":"tok_visa","reference":"r","extra":1}"#,
             r#"{"amount":"5","currency":"TRY","source":"tok_visa","reference":"r"}"#,
@@ -440,6 +447,19 @@ mod tests {
             assert!(status.is_client_error(), "{body}: {status}");
             assert!(problem["code"].is_string(), "{body}: {problem}");
         }
+        assert_eq!(state.ledger.len(), 0, "nothing invalid is charged");
+        for (i, body) in [
+            r#"{"amount":1999,"currency":"JPY","source":"tok_visa","reference":"jpy"}"#,
+            r#"{"amount":1999,"currency":"KWD","source":"tok_visa","reference":"kwd"}"#,
+            r#"{"amount":1999,"currency":"EUR","source":"tok_visa","reference":"eur"}"#,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let reference = ["jpy", "kwd", "eur"][i];
+            let (status, problem) = send(&state, charge_request(Some(reference), body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}: {problem}");
+        }
         let no_type = Request::post("/v1/charges")
             .header("idempotency-key", "ref-1")
             .body(Body::from(VISA))
@@ -448,7 +468,7 @@ mod tests {
             send(&state, no_type).await.0,
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
-        assert_eq!(state.ledger.len(), 0);
+        assert_eq!(state.ledger.len(), 3, "only the three valid charges");
     }
 
     #[tokio::test]

@@ -1,11 +1,10 @@
-//! A payment request whose every field has been checked: amount in minor units within bounds,
-//! a currency code, a card token, bounded description and metadata.
+//! A payment request whose every field has been checked: an accepted ISO 4217 currency, an
+//! amount in its minor units within the currency's bound, a card token, bounded description and
+//! metadata.
 
-use payment_types::payment::CreatePayment;
+use payment_types::{currency::Currency, payment::CreatePayment};
 use serde_json::{Map, Value};
 
-/// Largest accepted amount in minor units (a sanity bound, not a business limit).
-pub(crate) const MAX_AMOUNT: i64 = 10_000_000_000;
 const MAX_DESCRIPTION: usize = 500;
 const MAX_SOURCE: usize = 64;
 const MAX_METADATA_KEYS: usize = 20;
@@ -41,22 +40,27 @@ pub(crate) struct PaymentRequest {
 
 impl PaymentRequest {
     pub(crate) fn parse(body: CreatePayment) -> Result<Self, ValidationError> {
-        if body.amount <= 0 || body.amount > MAX_AMOUNT {
+        let Some(currency) = Currency::from_code(&body.currency) else {
+            return Err(invalid(
+                "invalid_currency",
+                "currency",
+                format!(
+                    "currency {:?} is not an active ISO 4217 currency: send an upper-case code such as TRY, EUR, USD, JPY or KWD",
+                    truncated(&body.currency)
+                ),
+            ));
+        };
+        let max = currency.max_amount();
+        if body.amount <= 0 || body.amount > max {
             return Err(invalid(
                 "invalid_amount",
                 "amount",
                 format!(
-                    "amount must be an integer number of minor units between 1 and {MAX_AMOUNT}"
+                    "amount must be an integer number of minor units of {code} between 1 and {max} ({code} has {} decimals: 1999 is {})",
+                    currency.exponent(),
+                    currency.format(1999),
+                    code = currency.code(),
                 ),
-            ));
-        }
-        let currency_ok =
-            body.currency.len() == 3 && body.currency.bytes().all(|b| b.is_ascii_uppercase());
-        if !currency_ok {
-            return Err(invalid(
-                "invalid_currency",
-                "currency",
-                "currency must be a three-letter ISO 4217 code in upper case, e.g. TRY",
             ));
         }
         let source_ok = !body.source.is_empty()
@@ -96,6 +100,11 @@ impl PaymentRequest {
     }
 }
 
+/// At most 16 characters of a client's value, for an error message.
+fn truncated(value: &str) -> String {
+    value.chars().take(16).collect()
+}
+
 fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ValidationError> {
     if metadata.len() > MAX_METADATA_KEYS {
         return Err(invalid(
@@ -130,6 +139,9 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ValidationError> 
 mod tests {
     use super::*;
 
+    /// Largest accepted amount in minor units of any currency: KWD's (three decimals).
+    const MAX_AMOUNT: i64 = 100_000_000_000;
+
     fn body() -> CreatePayment {
         CreatePayment {
             amount: 1999,
@@ -147,20 +159,44 @@ mod tests {
 
     #[test]
     fn amounts_outside_1_to_max_are_refused() {
-        for amount in [0, -1, MAX_AMOUNT + 1, i64::MIN] {
+        for amount in [0, -1, 10_000_000_001, MAX_AMOUNT + 1, i64::MIN] {
             let err = PaymentRequest::parse(CreatePayment { amount, ..body() }).unwrap_err();
             assert_eq!(err.code, "invalid_amount");
         }
         assert!(PaymentRequest::parse(CreatePayment {
-            amount: MAX_AMOUNT,
+            amount: 10_000_000_000,
             ..body()
         })
         .is_ok());
     }
 
     #[test]
-    fn currency_must_be_three_upper_case_letters() {
-        for currency in ["try", "TR", "TRYY", "", "T1Y"] {
+    fn the_amount_bound_follows_the_currency_minor_units() {
+        let parse = |currency: &str, amount| {
+            PaymentRequest::parse(CreatePayment {
+                amount,
+                currency: currency.into(),
+                ..body()
+            })
+        };
+        assert!(parse("JPY", 100_000_000).is_ok());
+        let err = parse("JPY", 100_000_001).unwrap_err();
+        assert_eq!(err.code, "invalid_amount");
+        assert!(err.detail.contains("0 decimals"), "{}", err.detail);
+        assert!(parse("KWD", MAX_AMOUNT).is_ok());
+        assert_eq!(
+            parse("KWD", MAX_AMOUNT + 1).unwrap_err().code,
+            "invalid_amount"
+        );
+        assert!(parse("EUR", 1).is_ok());
+        assert!(parse("USD", 10_000_000_000).is_ok());
+    }
+
+    #[test]
+    fn currency_must_be_an_active_iso_4217_code() {
+        for currency in [
+            "try", "TR", "TRYY", "", "T1Y", "ABC", "XTS", "HRK", "BOV", "XAU",
+        ] {
             let err = PaymentRequest::parse(CreatePayment {
                 currency: currency.into(),
                 ..body()
