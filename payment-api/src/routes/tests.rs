@@ -310,3 +310,31 @@ async fn an_unreachable_store_fails_closed_with_503_and_an_opaque_body() {
     let (status, _, _) = send(app, Request::get("/ready").body(Body::empty()).unwrap()).await;
     assert_eq!(status, 503, "not ready while the store is down");
 }
+
+#[tokio::test]
+async fn ready_is_503_when_the_store_cannot_write_or_does_not_answer_in_time() {
+    use crate::test_doubles::{Fault, FaultyStore, Op};
+    let dir = std::env::temp_dir().join(format!("api-ready-{}", Uuid::new_v4().simple()));
+    let inner = payment_store::open(None, &dir).await.unwrap();
+    let store = Arc::new(FaultyStore::new(inner));
+    let app = router(test_state(
+        &config("http://127.0.0.1:1", &dir),
+        store.clone(),
+    ));
+    let ready = || Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(send(app.clone(), ready()).await.0, 200);
+    // A heartbeat write that fails (disk full, read-only database).
+    store.fail_always(Op::Ping, Fault::Fail);
+    let (status, _, body) = send(app.clone(), ready()).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["reason"], "store cannot be read or written");
+    // A store that never answers (a lock held past the busy timeout): the probe still gets
+    // its answer, within the readiness timeout.
+    store.fail_always(Op::Ping, Fault::Hang);
+    let (status, _, body) = send(app.clone(), ready()).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["reason"], "store did not answer in time");
+    store.heal();
+    assert_eq!(send(app, ready()).await.0, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

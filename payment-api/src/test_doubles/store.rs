@@ -26,6 +26,7 @@ pub(crate) enum Op {
     DueForReconcile,
     Reschedule,
     ReapKeys,
+    Ping,
 }
 
 /// How an operation fails.
@@ -36,6 +37,8 @@ pub(crate) enum Fault {
     /// Applies the operation, then fails as if its answer was lost (a commit whose
     /// acknowledgement never arrived).
     FailAfterApplying,
+    /// Never answers (a lock held forever, a server that stopped mid-query).
+    Hang,
     /// `release` finds no row it may delete (the lease was lost): answers `Ok(false)` without
     /// touching the store. Only meaningful for [`Op::Release`].
     NoRow,
@@ -117,6 +120,7 @@ impl FaultyStore {
         match self.enter(op) {
             None => apply.await,
             Some(Fault::Fail) | Some(Fault::NoRow) => Err(injected(op)),
+            Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::FailAfterApplying) => {
                 let _ = apply.await;
                 Err(injected(op))
@@ -136,7 +140,7 @@ impl Store for FaultyStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
+        self.run(Op::Ping, self.inner.ping()).await
     }
 
     async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError> {
