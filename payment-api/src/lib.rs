@@ -142,7 +142,7 @@ impl Application {
     /// reconciler resumes it (asks the bank by reference, re-sends with the same reference).
     /// Nothing is lost: every step of a payment is durable before the next one starts (the
     /// store answers a write only once it is committed, so no acknowledged write waits in a
-    /// buffer), and the store closes when the last handle on it is dropped, as this returns.
+    /// buffer), and the store is closed last: its queued writes commit first.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -223,6 +223,8 @@ impl Application {
                 "drained: every request answered, every payment recorded"
             );
         }
+        // Queued writes commit, then the connections close (SQLite checkpoints its WAL).
+        state.payments.store.close().await;
         let _ = breaker_events.await;
         served.map(|_| ())
     }

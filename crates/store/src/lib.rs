@@ -135,6 +135,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is.
     fn kind(&self) -> StoreKind;
 
+    /// Lets queued writes commit and closes the store's connections (a graceful shutdown).
+    /// Calls made afterwards fail. The default does nothing.
+    async fn close(&self) {}
+
     /// Readiness: succeeds when the store can both read and write. Besides a trivial read it
     /// commits a tiny write (a heartbeat row in `store_health`), so a store that cannot write
     /// (a held lock, a full disk, a read-only file) fails it. Cheap enough to call every second.

@@ -166,6 +166,10 @@ impl Store for PostgresStore {
         StoreKind::Postgres
     }
 
+    async fn close(&self) {
+        Self::close(self).await;
+    }
+
     /// A heartbeat `UPDATE` under a short statement and lock timeout: fails when the database
     /// cannot write (disk full, read-only, the row locked for longer than the timeout), not
     /// only when it cannot be reached.

@@ -139,6 +139,10 @@ impl Store for FaultyStore {
         self.inner.kind()
     }
 
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(Op::Ping, self.inner.ping()).await
     }

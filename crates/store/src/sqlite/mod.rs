@@ -167,6 +167,10 @@ impl Store for SqliteStore {
         StoreKind::Sqlite
     }
 
+    async fn close(&self) {
+        Self::close(self).await;
+    }
+
     /// A read on the pool, then a heartbeat write through the writer: fails when the store
     /// cannot write (a held lock, a full disk, a read-only or broken file), not only when it
     /// cannot read. Under load the heartbeat shares a batch (and its fsync) with the payments.
