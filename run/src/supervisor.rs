@@ -58,8 +58,9 @@ impl Default for RestartPolicy {
     }
 }
 
-/// Time a child gets to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Time a child gets to exit after SIGTERM before it is killed: longer than the API's default
+/// drain (deadline 10 s + margin 2 s), so a stop never cuts a drain short.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// A running, supervised child.
 #[derive(Debug)]
