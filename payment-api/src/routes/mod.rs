@@ -4,8 +4,10 @@ mod edge;
 mod health;
 mod logs;
 mod metrics;
+mod openapi;
 mod operator;
 mod payments;
+mod problems;
 mod status;
 
 use std::sync::Arc;
@@ -79,10 +81,18 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(operator::breaker_action))
 }
 
+/// The routes and the OpenAPI document, with the server's constraints attached
+/// ([`openapi::Contract`]) once every route has added its schemas.
+fn routes_and_document() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    let (routes, mut document) = api_routes().split_for_parts();
+    utoipa::Modify::modify(&openapi::Contract, &mut document);
+    (routes, document)
+}
+
 /// The API's OpenAPI document.
 #[cfg(test)]
 pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+    routes_and_document().1
 }
 
 #[derive(OpenApi)]
@@ -139,9 +149,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .layer(middleware::from_fn(observe))
         .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn(problems::problem_answers))
         .layer(middleware::from_fn_with_state(state.clone(), edge::enforce))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-    let (routes, openapi) = api_routes().split_for_parts();
+    let (routes, openapi) = routes_and_document();
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound })
@@ -176,8 +187,11 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
     )
 }
 
-/// Routes polled continuously (by the dashboard, probes and scrapers): their "request
-/// finished" line is DEBUG, so polling does not flood the log (or `/v1/logs` itself).
+/// Routes polled continuously (by the dashboard, probes and scrapers): a successful read of
+/// one logs its "request finished" line at DEBUG, so an idle system writes no line a second
+/// (nor fills `/v1/logs` with lines about reading `/v1/logs`). Reads of payments are here too:
+/// the dashboard polls the list and the payment it shows. Payments taken, operator actions and
+/// every error answer stay at INFO or above.
 const QUIET_ROUTES: &[&str] = &[
     "/health",
     "/ready",
@@ -185,7 +199,22 @@ const QUIET_ROUTES: &[&str] = &[
     "/v1/logs",
     "/metrics",
     "/openapi.json",
+    "/v1/payments",
+    "/v1/payments/{id}",
 ];
+
+/// The level of a request's "request finished" line: WARN for a 5xx, INFO for a 4xx and for
+/// anything that changes state, DEBUG for a successful polling read.
+fn finished_level(method: &axum::http::Method, route: &str, status: u16) -> tracing::Level {
+    let polling_read = (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && (QUIET_ROUTES.contains(&route) || route.starts_with("/docs"));
+    match status {
+        500.. => tracing::Level::WARN,
+        400.. => tracing::Level::INFO,
+        _ if polling_read => tracing::Level::DEBUG,
+        _ => tracing::Level::INFO,
+    }
+}
 
 /// One "request finished" line per request, and the HTTP metrics by route and status.
 async fn observe(request: Request, next: Next) -> Response {
@@ -199,12 +228,10 @@ async fn observe(request: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    if QUIET_ROUTES.contains(&route.as_str()) || route.starts_with("/docs") {
-        tracing::debug!(status, latency_ms, "request finished");
-    } else if status >= 500 {
-        tracing::warn!(status, latency_ms, "request finished");
-    } else {
-        tracing::info!(status, latency_ms, "request finished");
+    match finished_level(&method, &route, status) {
+        tracing::Level::WARN => tracing::warn!(status, latency_ms, "request finished"),
+        tracing::Level::INFO => tracing::info!(status, latency_ms, "request finished"),
+        _ => tracing::debug!(status, latency_ms, "request finished"),
     }
     let labels = [
         ("method", method.as_str().to_owned()),
@@ -271,4 +298,62 @@ pub(crate) fn test_state(
         logs: Arc::new(telemetry::LogBuffer::new(1000)),
         edge: EdgeLimits::new(&config.edge),
     })
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use axum::http::Method;
+    use tracing::Level;
+
+    use super::finished_level;
+
+    #[test]
+    fn polling_reads_are_debug_and_everything_else_is_info_or_above() {
+        for route in [
+            "/health",
+            "/ready",
+            "/v1/status",
+            "/v1/logs",
+            "/metrics",
+            "/openapi.json",
+            "/v1/payments",
+            "/v1/payments/{id}",
+            "/docs/index.html",
+        ] {
+            assert_eq!(
+                finished_level(&Method::GET, route, 200),
+                Level::DEBUG,
+                "{route}"
+            );
+            // An error answer on a polled route is still worth a line.
+            assert_eq!(
+                finished_level(&Method::GET, route, 401),
+                Level::INFO,
+                "{route}"
+            );
+            assert_eq!(
+                finished_level(&Method::GET, route, 503),
+                Level::WARN,
+                "{route}"
+            );
+        }
+        // Payments and operator actions are never quiet.
+        assert_eq!(
+            finished_level(&Method::POST, "/v1/payments", 201),
+            Level::INFO
+        );
+        assert_eq!(
+            finished_level(&Method::POST, "/v1/payments", 200),
+            Level::INFO
+        );
+        assert_eq!(
+            finished_level(&Method::POST, "/v1/breaker/{action}", 200),
+            Level::INFO
+        );
+        assert_eq!(finished_level(&Method::GET, "unmatched", 404), Level::INFO);
+        assert_eq!(
+            finished_level(&Method::POST, "/v1/payments", 502),
+            Level::WARN
+        );
+    }
 }
