@@ -446,9 +446,23 @@ impl PgServer {
     /// Crash-restart: `pg_ctl restart -m immediate`, waiting until it accepts connections.
     pub(crate) fn crash_restart(&self) -> anyhow::Result<()> {
         let data = self.data().display().to_string();
+        // `-l` as at the start: without it the new server would inherit (and hold open) the
+        // pipes this command's output is read from, and reading them would never end.
+        let log = self.dir.join("server.log").display().to_string();
         run_tool(&mut self.command(
             "pg_ctl",
-            &["-D", &data, "-w", "-t", "60", "restart", "-m", "immediate"],
+            &[
+                "-D",
+                &data,
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "restart",
+                "-m",
+                "immediate",
+            ],
         ))
         .context("pg_ctl restart failed")
     }

@@ -449,3 +449,86 @@ pub const FAST_API: &[&str] = &[
     "--lease-ms",
     "4000",
 ];
+
+/// Running `run chaos` from a test and reading its report.
+pub mod chaos {
+    use std::{process::ExitStatus, time::Duration};
+
+    use super::{binary, wait_exit, Process};
+
+    /// Runs `run chaos ARGS` until its `chaos result:` line (or an error), within `timeout`;
+    /// returns the exit status, the whole output and the result line (or the error line).
+    pub fn run_chaos(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
+        let mut argv = vec!["chaos"];
+        argv.extend_from_slice(args);
+        let mut run = Process::start("run chaos", &binary("run"), &argv, &[]);
+        let lines = run.read_until(timeout, |l| {
+            l.starts_with("chaos result:") || l.starts_with("run: error")
+        });
+        let mut output = lines.join("\n");
+        let result = lines.last().cloned().unwrap_or_default();
+        let status = wait_exit(&mut run.child, Duration::from_secs(60)).expect("run chaos exits");
+        // Whatever came after the result line (the shutdown, an error).
+        while let Some(line) = run.next_line(Duration::from_millis(200)) {
+            output.push('\n');
+            output.push_str(&line);
+        }
+        (status, output, result)
+    }
+
+    /// The number before `suffix` in the `, `-separated result line, e.g. `answered 201`.
+    pub fn figure(result: &str, suffix: &str) -> u64 {
+        result
+            .split(", ")
+            .find_map(|part| part.strip_suffix(suffix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `N {suffix}` in the result line: {result}"))
+    }
+
+    /// A result line with 0 violations, and each invariant in `invariants` reported clean.
+    pub fn assert_clean(result: &str, output: &str, invariants: &[u8]) {
+        assert!(result.starts_with("chaos result:"), "no report:\n{output}");
+        assert!(result.ends_with(" 0 violations"), "{result}\n{output}");
+        for invariant in invariants {
+            assert!(
+                output.contains(&format!("[ok  ] invariant {invariant}:")),
+                "invariant {invariant} not reported clean:\n{output}"
+            );
+        }
+    }
+
+    /// Floors a run must clear besides "0 violations" (which an API refusing everything would
+    /// also report): a quarter of the offered payments answered 201 and charged, nine in ten
+    /// started and audited, none left pending. Returns the payments offered.
+    pub fn assert_floors(result: &str, output: &str) -> u64 {
+        let offered = figure(result, " payments offered");
+        let started = figure(result, " started");
+        let answered_201 = figure(result, " answered 201");
+        let succeeded = figure(result, " charges succeeded");
+        let audited = figure(result, " keys audited");
+        let pending = figure(result, " pending");
+        let context = || format!("{result}\n{output}");
+        assert!(offered > 0, "{}", context());
+        assert!(
+            started * 10 >= offered * 9,
+            "only {started} of {offered} payments started: {}",
+            context()
+        );
+        assert!(
+            answered_201 * 4 >= offered,
+            "only {answered_201} of {offered} payments answered 201: {}",
+            context()
+        );
+        assert!(
+            succeeded * 4 >= offered,
+            "only {succeeded} succeeded charges in the ledger for {offered} payments: {}",
+            context()
+        );
+        assert!(
+            audited * 10 >= offered * 9,
+            "only {audited} keys audited of {offered}: {}",
+            context()
+        );
+        assert_eq!(pending, 0, "payments left pending: {}", context());
+        offered
+    }
+}
