@@ -4,10 +4,8 @@ mod edge;
 mod health;
 mod logs;
 mod metrics;
-mod openapi;
 mod operator;
 mod payments;
-mod problems;
 mod status;
 
 use std::sync::Arc;
@@ -81,18 +79,10 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(operator::breaker_action))
 }
 
-/// The routes and the OpenAPI document, with the server's constraints attached
-/// ([`openapi::Contract`]) once every route has added its schemas.
-fn routes_and_document() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
-    let (routes, mut document) = api_routes().split_for_parts();
-    utoipa::Modify::modify(&openapi::Contract, &mut document);
-    (routes, document)
-}
-
 /// The API's OpenAPI document.
 #[cfg(test)]
 pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
-    routes_and_document().1
+    api_routes().into_openapi()
 }
 
 #[derive(OpenApi)]
@@ -149,10 +139,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .layer(middleware::from_fn(observe))
         .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(middleware::from_fn(problems::problem_answers))
         .layer(middleware::from_fn_with_state(state.clone(), edge::enforce))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-    let (routes, openapi) = routes_and_document();
+    let (routes, openapi) = api_routes().split_for_parts();
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound })
