@@ -125,8 +125,7 @@ fn series_read(rules: &str) -> BTreeSet<String> {
     // Drop {...}, [...] and the (...) after by/without.
     let mut plain = String::new();
     let mut depth = 0;
-    let mut chars = exprs.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in exprs.chars() {
         match c {
             '{' | '[' => depth += 1,
             '}' | ']' => depth -= 1,
@@ -218,4 +217,16 @@ async fn every_series_the_rules_read_is_exported_by_the_api() {
         "the rules read series the API does not export: {missing:?}"
     );
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn series_read_finds_series_and_not_labels_functions_or_recorded_names() {
+    let rules = "      - record: job:x:ratio_rate5m\n        expr: |\n          sum by (job, le) (rate(a_total{status=~\"5..\"}[5m]))\n          /\n          histogram_quantile(0.99, b_bucket)\n\n      - alert: A\n        expr: min_over_time(c[10m]) > 0 and job:x:ratio_rate5m > 0.05\n        for: 5m\n        annotations:\n          summary: \"{{ $value | humanize }} on {{ $labels.instance }}\"\n";
+    let found: Vec<String> = series_read(rules).into_iter().collect();
+    assert_eq!(found, ["a_total", "b_bucket", "c"]);
+    // The real file: only series names.
+    let real = series_read(&std::fs::read_to_string(rules_dir().join("alerts.yml")).unwrap());
+    assert!(real
+        .iter()
+        .all(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
 }
