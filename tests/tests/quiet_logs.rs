@@ -236,7 +236,22 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
         .find(|r| r["message"] == "request finished")
         .unwrap();
     assert_eq!(finished["level"], "INFO");
-    assert_eq!(finished["fields"]["status"], 201);
+    // The payment's canonical line: everything about it on one line.
+    let fields = &finished["fields"];
+    assert_eq!(fields["status"], 201);
+    assert_eq!(fields["method"], "POST");
+    assert_eq!(fields["route"], "/v1/payments");
+    assert_eq!(fields["tenant"], TEST_TENANT);
+    assert_eq!(fields["idempotency_key"], "quiet-2");
+    assert_eq!(fields["outcome"], "succeeded");
+    assert_eq!(fields["attempts"], 1);
+    assert_eq!(fields["breaker_state"], "closed");
+    assert!(fields["payment_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    let bank_ms = fields["bank_ms"].as_f64().expect("bank_ms");
+    let latency_ms = fields["latency_ms"].as_f64().expect("latency_ms");
+    assert!(bank_ms > 0.0 && bank_ms <= latency_ms, "{fields}");
 
     // The polling did happen and was answered: the API counted every read.
     let metrics = reqwest::get(format!("{api_url}/metrics"))

@@ -239,6 +239,16 @@ impl PaymentService {
     ) -> Result<Answer, ApiError> {
         let attempts = record.attempts + execution.attempts.len() as u32;
         let retry_after = execution.retry_after().unwrap_or(Duration::from_secs(1));
+        // For the request's canonical line (fields of the request span; the reconciler's span
+        // has none of them, and recording them there does nothing).
+        let span = tracing::Span::current();
+        span.record("attempts", attempts);
+        let bank_time: Duration = execution.attempts.iter().map(|a| a.duration).sum();
+        span.record("bank_ms", bank_time.as_secs_f64() * 1000.0);
+        span.record(
+            "breaker_state",
+            self.bank.pipeline().breaker().state().as_str(),
+        );
         match classify(&execution) {
             Verdict::Final(settlement) => {
                 self.settle(record, owner, fingerprint, settlement, attempts)

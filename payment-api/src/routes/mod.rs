@@ -151,7 +151,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The span every log line of a request happens in. `tenant`, `idempotency_key`,
-/// `payment_id` and `outcome` are recorded on it once known, so later lines carry them too.
+/// `payment_id`, `outcome` (and for a payment `attempts`, `bank_ms`, `breaker_state`) are
+/// recorded on it once known, so later lines carry them too, and a payment's "request finished"
+/// line is its canonical line: everything about it on one line.
 /// Headers are not recorded (the credentials among them must never reach a log).
 fn request_span(request: &Request<Body>) -> tracing::Span {
     let request_id = request
@@ -173,6 +175,10 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         idempotency_key = tracing::field::Empty,
         payment_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
+        // A payment's canonical "request finished" line also says how the bank call went.
+        attempts = tracing::field::Empty,
+        bank_ms = tracing::field::Empty,
+        breaker_state = tracing::field::Empty,
     )
 }
 
