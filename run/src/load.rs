@@ -717,4 +717,95 @@ mod tests {
         assert!(report.total < Duration::from_secs(5));
         assert!(report.table().contains("per request"));
     }
+
+    /// A loopback server answering every request `503` with `Retry-After: 1` and
+    /// `"charged": "no"`; returns its URL.
+    async fn always_503() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Read the head and the (small) body, then answer and close.
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request);
+                        if let Some(head_end) = text.find("\r\n\r\n") {
+                            let length = text[..head_end]
+                                .lines()
+                                .find_map(|l| {
+                                    let (name, value) = l.split_once(':')?;
+                                    name.eq_ignore_ascii_case("content-length")
+                                        .then(|| value.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if request.len() >= head_end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let body = r#"{"status":503,"code":"breaker_open","charged":"no"}"#;
+                    let answer = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn clients_waiting_out_retry_after_give_their_slot_back() {
+        let url = always_503().await;
+        let report = run(
+            LoadConfig {
+                api_urls: vec![url],
+                rate: 50.0,
+                duration: Duration::from_millis(400),
+                max_in_flight: 2,
+                duplicate_share: 0.0,
+                request_timeout: Duration::from_secs(2),
+                give_up_after: Duration::from_millis(2500),
+                unique_amounts: Some(1000),
+                ..config()
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        // Every client waits 1 s (Retry-After) between attempts: holding their slots through
+        // those waits, 2 slots would have shed 18 of the 20 payments.
+        assert_eq!(report.offered, 20, "{}", report.table());
+        assert!(
+            report.started_share() >= 0.9,
+            "{} of {} started:\n{}",
+            report.started(),
+            report.offered,
+            report.table()
+        );
+        assert!(report.table().contains("% of offered)"));
+        // Every answer is recorded per key, with its time and its `charged` member.
+        let record = &report.records[0];
+        assert!(record.answers.len() >= 2, "{record:?}");
+        let answer = &record.answers[0];
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.charged_member().as_deref(), Some("no"));
+        assert!(answer.received_at >= answer.sent_at);
+        // Amounts are unique per key: 1000 + i.
+        let mut amounts: Vec<i64> = report
+            .bodies
+            .values()
+            .map(|b| b["amount"].as_i64().unwrap())
+            .collect();
+        amounts.sort_unstable();
+        assert_eq!(amounts, (1000..1020).collect::<Vec<_>>());
+    }
 }
