@@ -67,6 +67,19 @@ pub(crate) enum ApiError {
     /// Chaos: 500; the charge may or may not have committed (the body never says which).
     #[error("injected 500")]
     InjectedServerError,
+    /// No route at this path.
+    #[error("no such route")]
+    NotFound,
+    /// The route does not take this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// A path parameter that does not decode (bad percent-encoding, not UTF-8).
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    /// An answer a layer or an extractor gave on its own, re-issued as a problem
+    /// ([`ApiError::from_layer`]).
+    #[error("{detail}")]
+    Layer { status: StatusCode, detail: String },
 }
 
 impl ApiError {
@@ -79,6 +92,21 @@ impl ApiError {
         }
     }
 
+    /// The error for an answer that a layer, the router or an extractor gave on its own (not a
+    /// problem body): the one place such answers get their stable `code`.
+    pub(crate) fn from_layer(status: StatusCode, detail: &str) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::BodyTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            status => Self::Layer {
+                status,
+                detail: detail.chars().take(300).collect(),
+            },
+        }
+    }
+
     /// The counter name of this outcome in `/v1/status`.
     pub(crate) fn outcome(&self) -> &'static str {
         match self {
@@ -88,7 +116,11 @@ impl ApiError {
             | Self::KeyMissing
             | Self::KeyMismatch
             | Self::InvalidField { .. }
-            | Self::InvalidQuery(_) => "invalid",
+            | Self::InvalidQuery(_)
+            | Self::InvalidPath(_)
+            | Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::Layer { .. } => "invalid",
             Self::ReferenceReused { .. } => "reference_reused",
             Self::InProgress => "in_progress",
             Self::ChargeNotFound => "not_found",
@@ -213,6 +245,35 @@ impl ApiError {
                 ),
                 None,
             ),
+            Self::NotFound => (
+                Problem::new(404, "not_found", "Not found", "No such resource."),
+                None,
+            ),
+            Self::MethodNotAllowed => (
+                Problem::new(
+                    405,
+                    "method_not_allowed",
+                    "Method not allowed",
+                    "This route does not accept this HTTP method; see /openapi.json.",
+                ),
+                None,
+            ),
+            Self::InvalidPath(_) => (
+                Problem::new(400, "invalid_path", "Invalid path", detail),
+                None,
+            ),
+            Self::Layer { status, .. } => {
+                let (code, title) = match *status {
+                    StatusCode::BAD_REQUEST => ("malformed_request", "Malformed request"),
+                    StatusCode::REQUEST_TIMEOUT => ("request_timeout", "Request timeout"),
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                        ("headers_too_large", "Request headers too large")
+                    }
+                    status if status.is_server_error() => ("internal_error", "Internal error"),
+                    _ => ("request_refused", "Request refused"),
+                };
+                (Problem::new(status.as_u16(), code, title, detail), None)
+            }
         }
     }
 }

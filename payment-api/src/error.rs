@@ -66,6 +66,13 @@ pub(crate) enum ApiError {
     RequestTimeout(Duration),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A path parameter that does not decode (bad percent-encoding, not UTF-8).
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    /// An answer a layer or the router produced on its own (tower-http's body limit, an
+    /// extractor's rejection, ...), re-issued as a problem by [`ApiError::from_layer`].
+    #[error("{status}: {detail}")]
+    Layer { status: StatusCode, detail: String },
 }
 
 /// What a client may conclude about its money from an error answer (DESIGN.md §2).
@@ -102,6 +109,8 @@ impl ApiError {
             // The store could not be read or written (a claim may have committed), the lease
             // was lost, or the work failed in an unexpected way.
             StoreUnavailable(_) | OutcomeUnknown { .. } | Internal(_) => Some(Charged::Unknown),
+            // A layer's own 5xx: nothing says what happened to the key.
+            Layer { status, .. } if status.is_server_error() => Some(Charged::Unknown),
             _ => None,
         }
     }
@@ -195,6 +204,79 @@ impl ApiError {
                 Problem::new(500, "internal_error", "Internal error", "Something went wrong on our side; it has been logged. A payment under this key may exist: retry with the same Idempotency-Key, never a new one."),
                 None,
             ),
+            InvalidPath(detail) => (
+                Problem::new(400, "invalid_path", "Invalid path", detail.clone()),
+                None,
+            ),
+            Layer { status, detail } => (layer_problem(*status, detail), None),
+        }
+    }
+
+    /// The error for an answer that a layer, the router or an extractor gave on its own (not a
+    /// problem body): the one place such answers get their stable `code`. `detail` is the
+    /// layer's own text, used where it helps the client (a malformed request).
+    pub(crate) fn from_layer(status: StatusCode, detail: &str) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            status if status.is_server_error() => Self::Internal(format!("{status}: {detail}")),
+            status => Self::Layer {
+                status,
+                detail: detail.chars().take(300).collect(),
+            },
+        }
+    }
+}
+
+/// The problem for a layer's own 4xx answer ([`ApiError::from_layer`]); codes are the same as
+/// where our own code refuses the same thing (`body_too_large`, `unsupported_media_type`, ...).
+fn layer_problem(status: StatusCode, detail: &str) -> Problem {
+    let detail = if detail.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("Request refused")
+            .to_owned()
+    } else {
+        detail.to_owned()
+    };
+    match status {
+        StatusCode::BAD_REQUEST => {
+            Problem::new(400, "malformed_request", "Malformed request", detail)
+        }
+        StatusCode::REQUEST_TIMEOUT => Problem::new(
+            408,
+            "request_timeout",
+            "Request timeout",
+            "The request was not completed in time.",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            413,
+            "body_too_large",
+            "Body too large",
+            format!(
+                "The request body is larger than the limit of {} bytes.",
+                crate::routes::MAX_BODY_BYTES
+            ),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "Send the body as JSON with `Content-Type: application/json`.",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            Problem::new(422, "invalid_body", "Invalid body", detail)
+        }
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Problem::new(
+            431,
+            "headers_too_large",
+            "Request headers too large",
+            detail,
+        ),
+        status => {
+            let reason = status.canonical_reason().unwrap_or("Request refused");
+            let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+            Problem::new(status.as_u16(), code, reason, detail)
         }
     }
 }

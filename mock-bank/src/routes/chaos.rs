@@ -30,8 +30,11 @@ pub(super) async fn show(State(state): State<Arc<AppState>>) -> Response {
     request_body(content = Object, description = "A preset, a scenario or a profile"),
     responses(
         (status = 200, description = "The chaos state now in effect", body = Object),
+        (status = 400, description = "`invalid_body`: not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid chaos", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body_too_large`: a body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_chaos`: rates out of range, an unknown preset, an empty or unsorted scenario", body = Problem, content_type = "application/problem+json"),
     ),
     security(("admin_token" = [])))]
 pub(super) async fn replace(

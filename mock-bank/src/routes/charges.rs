@@ -9,7 +9,10 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{
+        rejection::{JsonRejection, PathRejection},
+        Path, State,
+    },
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -32,8 +35,14 @@ use crate::{
 /// answered 409 `charge_in_progress`.
 pub(crate) const IN_PROGRESS_WAIT: Duration = Duration::from_secs(30);
 
-/// Largest amount accepted, in minor units.
-const MAX_AMOUNT: i64 = 1_000_000_000_000;
+/// Largest amount accepted, in minor units (each currency's own bound is lower).
+pub(super) const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// Longest `reference` and `source`.
+pub(super) const MAX_FIELD: usize = 255;
+
+/// What `reference` and `source` may hold: visible ASCII ([`visible_ascii`]).
+pub(super) const VISIBLE_ASCII: &str = "^[!-~]+$";
 
 /// Charges a card, idempotently by reference: the first request with a reference decides, every
 /// later one gets the same answer. Chaos applies.
@@ -43,12 +52,16 @@ const MAX_AMOUNT: i64 = 1_000_000_000_000;
     responses(
         (status = 201, description = "Charged", body = Charge),
         (status = 200, description = "A repeat of a charged reference", body = Charge),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_mismatch` (not the body's reference), `invalid_body` (not JSON of this shape, unknown fields)", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Declined (`decline_code`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The first request with this reference is still in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid charge", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`charge_in_progress`: the first request with this reference is still in progress; `reference_reused`: the reference was used for another charge", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body_too_large`: a body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (member `field`): a field out of range", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Injected rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Injected server error (maybe after commit)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Injected unavailability or bank busy (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "`ledger_full`: the in-memory ledger holds --max-charges charges", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
@@ -137,13 +150,22 @@ async fn create_charge(
     params(("reference" = String, Path, description = "The charge's reference")),
     responses(
         (status = 200, description = "The charge", body = Charge),
+        (status = 400, description = "`invalid_path`: the reference does not decode", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No charge with this reference", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`charge_in_progress`: the first request with this reference is still in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Injected rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Injected server error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Injected unavailability (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn lookup(
     State(state): State<Arc<AppState>>,
     Connection(severer): Connection,
-    Path(reference): Path<String>,
+    reference: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let reference = match reference {
+        Ok(Path(reference)) => reference,
+        Err(rejection) => return refuse(&state, ApiError::InvalidPath(rejection.body_text())),
+    };
     let decision = decide(&state);
     match decision.fault {
         Fault::Hang { hold } => return state.hold_then_sever(severer, hold).await,
@@ -326,16 +348,17 @@ fn parse(
         .ok_or(ApiError::KeyMissing)?
         .to_str()
         .map_err(|_| ApiError::KeyMismatch)?;
-    // Accept the key bare or as an RFC 8941 quoted string.
-    let key = key
+    // Accept the key bare or as an RFC 8941 quoted string (a reference that itself begins and
+    // ends with `"` is accepted bare too).
+    let unquoted = key
         .strip_prefix('"')
         .and_then(|k| k.strip_suffix('"'))
         .unwrap_or(key);
-    if key != request.reference {
+    if key != request.reference && unquoted != request.reference {
         return Err(ApiError::KeyMismatch);
     }
     let invalid = |field, reason| Err(ApiError::InvalidField { field, reason });
-    if !visible_ascii(&request.reference, 255) {
+    if !visible_ascii(&request.reference, MAX_FIELD) {
         return invalid("reference", "must be 1 to 255 visible ASCII characters");
     }
     // A real bank refuses a currency it does not know, and bounds amounts in major units.
@@ -351,7 +374,7 @@ fn parse(
             "must be a positive integer of minor units, at most 10^8 major units of the currency",
         );
     }
-    if !visible_ascii(&request.source, 255) {
+    if !visible_ascii(&request.source, MAX_FIELD) {
         return invalid("source", "must be 1 to 255 visible ASCII characters");
     }
     Ok(request)

@@ -15,7 +15,10 @@ use super::AppState;
 use crate::error::ApiError;
 
 const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+/// Most charges per page.
+pub(super) const MAX_LIMIT: usize = 1000;
+/// What `after` may be: a cursor is a decimal position (19 digits always fit in a `u64`).
+pub(super) const CURSOR_PATTERN: &str = "^[0-9]{0,19}$";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,9 +60,9 @@ fn build(
             .map_err(|_| ApiError::InvalidQuery(format!("after: not a cursor: {cursor}")))?,
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit > MAX_LIMIT {
+    if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidQuery(format!(
-            "limit must be at most {MAX_LIMIT}"
+            "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
     let page = state.ledger.page(after, limit);

@@ -34,7 +34,19 @@ pub(super) async fn logs(
 ) -> Response {
     let query = params
         .map_err(|rejection| rejection.body_text())
-        .and_then(|Query(params)| params.into_query());
+        .and_then(|Query(params)| {
+            // The buffer would take more as its maximum; refused, as the document says.
+            if params
+                .limit
+                .is_some_and(|limit| limit > telemetry::buffer::MAX_LIMIT)
+            {
+                return Err(format!(
+                    "limit must be between 1 and {}",
+                    telemetry::buffer::MAX_LIMIT
+                ));
+            }
+            params.into_query()
+        });
     match query {
         Ok(query) => Json(state.logs.query(&query)).into_response(),
         Err(detail) => ApiError::InvalidQuery(detail).into_response(),

@@ -11,6 +11,8 @@ mod chaos;
 mod charges;
 mod ledger;
 mod logs;
+mod openapi;
+mod problems;
 mod status;
 
 use std::{sync::Arc, time::Duration};
@@ -31,7 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{auth::Secret, chaos::Chaos, ledger::Ledger, metrics::Counters, server::Severer};
 
 /// Largest request body: a charge or a chaos scenario fits easily.
-const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
 /// Shared state of the bank's handlers.
 #[derive(Debug)]
@@ -148,10 +150,19 @@ fn bank_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(chaos::presets))
 }
 
-/// The bank's OpenAPI document.
+/// The routes and the OpenAPI document, with the bank's constraints attached
+/// ([`openapi::constrain`]) once every route has added its schemas.
+fn routes_and_document() -> (Router<Arc<AppState>>, serde_json::Value) {
+    let (routes, document) = bank_routes().split_for_parts();
+    let mut document = serde_json::to_value(&document).expect("the OpenAPI document serialises");
+    openapi::constrain(&mut document);
+    (routes, document)
+}
+
+/// The bank's OpenAPI document, as served at `/openapi.json`.
 #[cfg(test)]
-pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
-    bank_routes().into_openapi()
+pub(crate) fn openapi() -> serde_json::Value {
+    routes_and_document().1
 }
 
 #[derive(OpenApi)]
@@ -182,10 +193,13 @@ impl utoipa::Modify for AdminToken {
 
 /// The bank's routes, with the request-id span outermost.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let (routes, openapi) = bank_routes().split_for_parts();
+    let (routes, openapi) = routes_and_document();
     routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
+        .fallback(|| async { crate::error::ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { crate::error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(problems::problem_answers))
         .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
@@ -307,7 +321,7 @@ mod tests {
             .unwrap()
             .to_bytes();
         let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(doc, serde_json::to_value(super::openapi()).unwrap());
+        assert_eq!(doc, super::openapi());
         assert!(doc["paths"]["/v1/charges"]["post"].is_object());
         assert!(doc["paths"]["/v1/chaos"]["put"].is_object());
 

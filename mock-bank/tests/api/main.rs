@@ -6,4 +6,5 @@ mod chaos;
 mod charges;
 mod control;
 mod helpers;
+mod openapi;
 mod scenario;

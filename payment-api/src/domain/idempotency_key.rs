@@ -19,7 +19,12 @@ pub(crate) enum IdempotencyKeyError {
 }
 
 impl IdempotencyKey {
+    /// Longest key, unquoted.
     pub(crate) const MAX_LEN: usize = 255;
+    /// The keys [`IdempotencyKey::parse`] accepts bare, as a regular expression for the OpenAPI
+    /// document: visible ASCII, not beginning or ending with `"` (such a key could only be sent
+    /// quoted). The RFC 8941 quoted form (`"abc"`, escapes `\"` and `\\`) is also accepted.
+    pub(crate) const PATTERN: &'static str = "^[!#-~]([!-~]*[!#-~])?$";
 
     pub(crate) fn parse(raw: &[u8]) -> Result<Self, IdempotencyKeyError> {
         let key = match raw {

@@ -5,11 +5,21 @@
 use payment_types::{currency::Currency, payment::CreatePayment};
 use serde_json::{Map, Value};
 
-const MAX_DESCRIPTION: usize = 500;
-const MAX_SOURCE: usize = 64;
-const MAX_METADATA_KEYS: usize = 20;
-const MAX_METADATA_KEY: usize = 40;
-const MAX_METADATA_VALUE: usize = 500;
+// The bounds below are also the OpenAPI document's (`routes::openapi`), so the schema a client
+// validates against and the checks here cannot drift apart.
+
+/// Longest `description`, in characters.
+pub(crate) const MAX_DESCRIPTION: usize = 500;
+/// Longest `source` (card token), in bytes (ASCII only).
+pub(crate) const MAX_SOURCE: usize = 64;
+/// What a `source` may hold: letters, digits and underscores ([`PaymentRequest::parse`]).
+pub(crate) const SOURCE_PATTERN: &str = "^[A-Za-z0-9_]+$";
+/// Most keys in `metadata`.
+pub(crate) const MAX_METADATA_KEYS: usize = 20;
+/// Longest `metadata` key, in characters (at least one).
+pub(crate) const MAX_METADATA_KEY: usize = 40;
+/// Longest `metadata` value, in characters.
+pub(crate) const MAX_METADATA_VALUE: usize = 500;
 
 /// Which field is wrong and why; `code` is stable for clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

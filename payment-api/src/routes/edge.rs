@@ -22,7 +22,7 @@ use crate::{config::EdgeArgs, error::ApiError, stats::Counters};
 
 /// Paths never shed or counted against the concurrency limit: probes, the scrape, and the
 /// status document the dashboard draws (an operator must see the overload).
-const NEVER_SHED: &[&str] = &["/health", "/ready", "/metrics", "/v1/status"];
+pub(crate) const NEVER_SHED: &[&str] = &["/health", "/ready", "/metrics", "/v1/status"];
 
 /// How long a shed client is told to wait.
 const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);

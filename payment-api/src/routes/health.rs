@@ -3,7 +3,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{extract::State, http::StatusCode, Json};
+use axum::{
+    extract::State,
+    response::{IntoResponse, Response},
+    Json,
+};
+use payment_types::Problem;
 use serde_json::{json, Value};
 
 use super::AppState;
@@ -24,16 +29,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object),
-        (status = 503, description = "The store cannot be read or written", body = Object),
+        (status = 503, description = "`not_ready`: the store cannot be read or written, or did not answer in time (members `store` and `reason`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let store = &state.payments.store;
     let reason = match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => {
-            return (
-                StatusCode::OK,
-                Json(json!({ "status": "ready", "store": store.kind() })),
-            )
+            return Json(json!({ "status": "ready", "store": store.kind() })).into_response();
         }
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness check: the store cannot be read or written");
@@ -47,8 +49,13 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Js
             "store did not answer in time"
         }
     };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "status": "not_ready", "store": store.kind(), "reason": reason })),
+    Problem::new(
+        503,
+        "not_ready",
+        "Not ready",
+        format!("Not ready: the {reason}; send traffic elsewhere until this answers 200."),
     )
+    .with("store", json!(store.kind()))
+    .with("reason", reason)
+    .into_response()
 }

@@ -36,6 +36,16 @@ pub(crate) async fn logs(
 ) -> Result<Json<LogPage>, ApiError> {
     let Query(params) =
         params.map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))?;
+    // The buffer would take more as its maximum; refused, as the document says.
+    if params
+        .limit
+        .is_some_and(|limit| limit > telemetry::buffer::MAX_LIMIT)
+    {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and {}",
+            telemetry::buffer::MAX_LIMIT
+        )));
+    }
     let query = params.into_query().map_err(ApiError::InvalidQuery)?;
     Ok(Json(state.logs.query(&query)))
 }

@@ -4,8 +4,10 @@ mod edge;
 mod health;
 mod logs;
 mod metrics;
+mod openapi;
 mod operator;
 mod payments;
+mod problems;
 mod status;
 
 use std::sync::Arc;
@@ -79,10 +81,19 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(operator::breaker_action))
 }
 
-/// The API's OpenAPI document.
+/// The routes and the OpenAPI document, with the server's constraints attached
+/// ([`openapi::constrain`]) once every route has added its schemas.
+fn routes_and_document() -> (Router<Arc<AppState>>, serde_json::Value) {
+    let (routes, document) = api_routes().split_for_parts();
+    let mut document = serde_json::to_value(&document).expect("the OpenAPI document serialises");
+    openapi::constrain(&mut document);
+    (routes, document)
+}
+
+/// The API's OpenAPI document, as served at `/openapi.json`.
 #[cfg(test)]
-pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+pub(crate) fn openapi() -> serde_json::Value {
+    routes_and_document().1
 }
 
 #[derive(OpenApi)]
@@ -139,11 +150,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .layer(middleware::from_fn(observe))
         .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn(problems::problem_answers))
         .layer(middleware::from_fn_with_state(state.clone(), edge::enforce))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-    let (routes, openapi) = api_routes().split_for_parts();
+    let (routes, openapi) = routes_and_document();
     routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

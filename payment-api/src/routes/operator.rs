@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, State},
+    extract::{rejection::PathRejection, Path, State},
     Json,
 };
 
@@ -18,15 +18,17 @@ use crate::{auth::Tenant, error::ApiError};
     params(("action" = String, Path, description = "force-open, force-closed, disable, metrics-only or reset")),
     responses(
         (status = 200, description = "The breaker after the action", body = Object),
+        (status = 400, description = "`invalid_path`: the action does not decode", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown action", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: unknown action", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn breaker_action(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,
-    Path(action): Path<String>,
+    action: Result<Path<String>, PathRejection>,
 ) -> Result<Json<resilience::breaker::Snapshot>, ApiError> {
+    let Path(action) = action.map_err(|rejection| ApiError::InvalidPath(rejection.body_text()))?;
     let breaker = state.payments.bank.pipeline().breaker();
     match action.as_str() {
         "force-open" => breaker.force_open(),

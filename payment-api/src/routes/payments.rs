@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     body::Body,
     extract::{
-        rejection::{JsonRejection, QueryRejection},
+        rejection::{JsonRejection, PathRejection, QueryRejection},
         Path, Query, State,
     },
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
@@ -178,15 +178,18 @@ fn into_response(answer: Answer) -> Response {
     params(("id" = String, Path, description = "The payment id (UUID)")),
     responses(
         (status = 200, description = "The payment", body = Payment),
+        (status = 400, description = "`invalid_path`: the id does not decode (bad percent-encoding)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such payment for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`payment_not_found`: no such payment for this tenant (also for an id that is not a UUID)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (the store could not be read) or `overloaded` (shed); Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Payment>, ApiError> {
+    let Path(id) = id.map_err(|rejection| ApiError::InvalidPath(rejection.body_text()))?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::PaymentNotFound)?;
     let payments = &state.payments;
     let record = payments
@@ -215,7 +218,7 @@ pub(crate) struct PaymentPage {
     next_cursor: Option<String>,
 }
 
-const MAX_PAGE: u32 = 100;
+pub(crate) const MAX_PAGE: u32 = 100;
 
 /// The caller's payments, newest first, with cursor paging.
 #[utoipa::path(get, path = "/v1/payments", tag = "payments",
@@ -226,8 +229,9 @@ const MAX_PAGE: u32 = 100;
     ),
     responses(
         (status = 200, description = "`{data: [Payment], next_cursor}`", body = Object),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_query`: a bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (the store could not be read) or `overloaded` (shed); Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn list(

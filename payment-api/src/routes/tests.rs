@@ -325,9 +325,11 @@ async fn ready_is_503_when_the_store_cannot_write_or_does_not_answer_in_time() {
     assert_eq!(send(app.clone(), ready()).await.0, 200);
     // A heartbeat write that fails (disk full, read-only database).
     store.fail_always(Op::Ping, Fault::Fail);
-    let (status, _, body) = send(app.clone(), ready()).await;
+    let (status, headers, body) = send(app.clone(), ready()).await;
     assert_eq!(status, 503);
     assert_eq!(body["reason"], "store cannot be read or written");
+    assert_eq!(body["code"], "not_ready");
+    assert_eq!(headers["content-type"], "application/problem+json");
     // A store that never answers (a lock held past the busy timeout): the probe still gets
     // its answer, within the readiness timeout.
     store.fail_always(Op::Ping, Fault::Hang);

@@ -1,0 +1,1105 @@
+//! The OpenAPI documents against the running services (in process, over real sockets): every
+//! constraint `/openapi.json` states is enforced, and every constrained value the server
+//! accepts is one the document allows (issue 16, point 2). The walk is driven from the
+//! document: it reads `minimum`, `maximum`, `minLength`, `maxLength`, `pattern`, `enum`,
+//! `maxProperties`, `propertyNames`, `additionalProperties` and `required`, sends a value just
+//! inside each bound (accepted) and values just outside (refused with a 4xx problem naming the
+//! field), and checks that every status it meets is documented for its operation. A constraint
+//! added to the schema but not enforced (or enforced but not in the schema) fails here.
+//!
+//! Also here: errors produced by layers (body limit, timeout, router, extractors) are
+//! `application/problem+json` with a stable `code` (issue 16, point 3).
+
+use std::time::Duration;
+
+use proptest::strategy::{Strategy, ValueTree};
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "sk_test_contract_0123456789abcdef";
+
+struct System {
+    api: String,
+    bank: String,
+    client: reqwest::Client,
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn start(tweak: impl FnOnce(&mut payment_api::Config)) -> System {
+    let mut stops = Vec::new();
+    let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
+        .await
+        .unwrap();
+    let bank_url = format!("http://{}", bank.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    stops.push(tx);
+    tokio::spawn(bank.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let dir = std::env::temp_dir().join(format!("contract-{}", uuid::Uuid::new_v4().simple()));
+    let mut config =
+        payment_api::Config::for_tests(bank_url.parse().unwrap(), &format!("acme:{KEY}"), dir);
+    // Hundreds of requests in a few seconds: no rate limit in the way.
+    config.edge.rate_limit = 0;
+    tweak(&mut config);
+    let api = payment_api::Application::build(config).await.unwrap();
+    let api_url = format!("http://{}", api.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    stops.push(tx);
+    tokio::spawn(api.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    System {
+        api: api_url,
+        bank: bank_url,
+        client,
+        _stop: stops,
+    }
+}
+
+async fn document(client: &reqwest::Client, base: &str) -> Value {
+    let response = client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small regular-expression matcher for the patterns of the documents (anchored; classes,
+// groups, alternation, `? * + {m,n}`), so the walk can tell which probes a pattern allows.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+enum Node {
+    /// Inclusive ranges; `true` when negated.
+    Class(Vec<(char, char)>, bool),
+    Group(Vec<Vec<Item>>),
+}
+
+#[derive(Debug)]
+struct Item {
+    node: Node,
+    min: usize,
+    max: usize,
+}
+
+fn parse_regex(pattern: &str) -> Vec<Vec<Item>> {
+    let inner = pattern
+        .strip_prefix('^')
+        .and_then(|p| p.strip_suffix('$'))
+        .unwrap_or_else(|| panic!("pattern {pattern:?} is not anchored"));
+    let chars: Vec<char> = inner.chars().collect();
+    let mut pos = 0;
+    let alternatives = parse_alternatives(&chars, &mut pos);
+    assert_eq!(pos, chars.len(), "pattern {pattern:?} did not parse");
+    alternatives
+}
+
+fn parse_alternatives(c: &[char], pos: &mut usize) -> Vec<Vec<Item>> {
+    let mut alternatives = vec![Vec::new()];
+    while *pos < c.len() && c[*pos] != ')' {
+        if c[*pos] == '|' {
+            *pos += 1;
+            alternatives.push(Vec::new());
+            continue;
+        }
+        let node = match c[*pos] {
+            '(' => {
+                *pos += 1;
+                let group = parse_alternatives(c, pos);
+                assert_eq!(c.get(*pos), Some(&')'));
+                *pos += 1;
+                Node::Group(group)
+            }
+            '[' => {
+                *pos += 1;
+                let negated = c[*pos] == '^';
+                if negated {
+                    *pos += 1;
+                }
+                let mut ranges = Vec::new();
+                while c[*pos] != ']' {
+                    let mut from = c[*pos];
+                    if from == '\\' {
+                        *pos += 1;
+                        from = c[*pos];
+                    }
+                    *pos += 1;
+                    let mut to = from;
+                    if c[*pos] == '-' && c[*pos + 1] != ']' {
+                        *pos += 1;
+                        to = c[*pos];
+                        if to == '\\' {
+                            *pos += 1;
+                            to = c[*pos];
+                        }
+                        *pos += 1;
+                    }
+                    ranges.push((from, to));
+                }
+                *pos += 1;
+                Node::Class(ranges, negated)
+            }
+            '.' => {
+                *pos += 1;
+                Node::Class(vec![('\n', '\n')], true)
+            }
+            '\\' => {
+                let ch = c[*pos + 1];
+                *pos += 2;
+                match ch {
+                    'd' => Node::Class(vec![('0', '9')], false),
+                    ch => Node::Class(vec![(ch, ch)], false),
+                }
+            }
+            ch => {
+                *pos += 1;
+                Node::Class(vec![(ch, ch)], false)
+            }
+        };
+        let (min, max) = match c.get(*pos) {
+            Some('?') => (0, 1),
+            Some('*') => (0, usize::MAX),
+            Some('+') => (1, usize::MAX),
+            Some('{') => {
+                let end = (*pos..c.len()).find(|&i| c[i] == '}').unwrap();
+                let spec: String = c[*pos + 1..end].iter().collect();
+                *pos = end;
+                match spec.split_once(',') {
+                    None => (spec.parse().unwrap(), spec.parse().unwrap()),
+                    Some((m, "")) => (m.parse().unwrap(), usize::MAX),
+                    Some((m, n)) => (m.parse().unwrap(), n.parse().unwrap()),
+                }
+            }
+            _ => (1, 1),
+        };
+        if (min, max) != (1, 1) {
+            *pos += 1;
+        }
+        alternatives
+            .last_mut()
+            .unwrap()
+            .push(Item { node, min, max });
+    }
+    alternatives
+}
+
+fn matches(pattern: &str, value: &str) -> bool {
+    let regex = parse_regex(pattern);
+    let s: Vec<char> = value.chars().collect();
+    regex
+        .iter()
+        .any(|seq| match_items(seq, &s, 0, &|p| p == s.len()))
+}
+
+fn match_items(items: &[Item], s: &[char], pos: usize, k: &dyn Fn(usize) -> bool) -> bool {
+    match items.split_first() {
+        None => k(pos),
+        Some((item, rest)) => match_repeat(item, 0, s, pos, &|p| match_items(rest, s, p, k)),
+    }
+}
+
+fn match_repeat(
+    item: &Item,
+    count: usize,
+    s: &[char],
+    pos: usize,
+    k: &dyn Fn(usize) -> bool,
+) -> bool {
+    if count < item.max
+        && match_node(&item.node, s, pos, &|p| {
+            p != pos && match_repeat(item, count + 1, s, p, k)
+        })
+    {
+        return true;
+    }
+    count >= item.min && k(pos)
+}
+
+fn match_node(node: &Node, s: &[char], pos: usize, k: &dyn Fn(usize) -> bool) -> bool {
+    match node {
+        Node::Class(ranges, negated) => {
+            pos < s.len()
+                && ranges.iter().any(|(a, b)| (*a..=*b).contains(&s[pos])) != *negated
+                && k(pos + 1)
+        }
+        Node::Group(alternatives) => alternatives.iter().any(|seq| match_items(seq, s, pos, k)),
+    }
+}
+
+#[test]
+fn the_matcher_reads_the_patterns_of_the_documents() {
+    let key = "^[!#-~]([!-~]*[!#-~])?$";
+    for good in ["a", "a\"b", "!", &"k".repeat(300)] {
+        assert!(matches(key, good), "{good}");
+    }
+    for bad in ["", "\"a", "a\"", "\"", "a b", "é"] {
+        assert!(!matches(key, bad), "{bad}");
+    }
+    assert!(matches("^[A-Za-z0-9_]+$", "tok_visa"));
+    assert!(!matches("^[A-Za-z0-9_]+$", "tok-visa"));
+    assert!(matches("^[0-9]{0,3}$", ""));
+    assert!(!matches("^[0-9]{0,3}$", "1234"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values just inside and just outside a schema.
+// ---------------------------------------------------------------------------------------------
+
+/// Strings that match `pattern` (from the document), drawn by proptest from the pattern.
+fn samples(pattern: &str, min: usize, max: usize) -> Vec<String> {
+    // proptest draws from the pattern without its anchors (the matcher checks them).
+    let bare = pattern.trim_start_matches('^').trim_end_matches('$');
+    let strategy = proptest::string::string_regex(bare).unwrap();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut out = Vec::new();
+    for _ in 0..400 {
+        let value = strategy.new_tree(&mut runner).unwrap().current();
+        let len = value.chars().count();
+        if (min..=max).contains(&len) && matches(pattern, &value) && !out.contains(&value) {
+            out.push(value);
+        }
+        if out.len() == 6 {
+            break;
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "no sample of {pattern} within {min}..={max}"
+    );
+    out
+}
+
+/// A string of `len` characters matching `pattern` (ignoring length), made of one repeated
+/// character of the samples.
+fn of_length(pattern: &str, samples: &[String], len: usize) -> Option<String> {
+    samples
+        .iter()
+        .flat_map(|s| s.chars())
+        .map(|c| c.to_string().repeat(len))
+        .find(|candidate| len == 0 || matches(pattern, candidate))
+}
+
+/// Values inside and outside a string schema: (inside, outside).
+fn string_cases(schema: &Value) -> (Vec<String>, Vec<String>) {
+    let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+    let max = schema["maxLength"].as_u64().map(|m| m as usize);
+    if let Some(values) = schema["enum"].as_array() {
+        let values: Vec<String> = values
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let mut outside = Vec::new();
+        let first = &values[0];
+        for candidate in [
+            format!("{first}x"),
+            first[..first.len() - 1].to_owned(),
+            first.to_lowercase(),
+        ] {
+            if !values.contains(&candidate)
+                && !candidate.is_empty()
+                && !outside.contains(&candidate)
+            {
+                outside.push(candidate);
+            }
+        }
+        return (values, outside);
+    }
+    let pattern = schema["pattern"].as_str().unwrap_or("^.*$");
+    let within = max.unwrap_or(64).max(min);
+    let samples = samples(pattern, min.max(1), within);
+    let mut inside = samples.clone();
+    let mut outside = Vec::new();
+    for len in [Some(min.max(1)), max].into_iter().flatten() {
+        inside.extend(of_length(pattern, &samples, len));
+    }
+    if min > 0 {
+        outside.extend(of_length(pattern, &samples, min - 1));
+    }
+    if let Some(max) = max {
+        outside.extend(of_length(pattern, &samples, max + 1));
+    }
+    if schema["pattern"].is_string() {
+        // One character replaced by a probe the pattern refuses, at the start, middle and end.
+        let probes = [' ', '"', '-', '.', 'é', '~', '<', '_', '\u{7f}'];
+        for sample in samples.iter().take(3) {
+            let chars: Vec<char> = sample.chars().collect();
+            for at in [0, chars.len() / 2, chars.len() - 1] {
+                for probe in probes {
+                    let mut c = chars.clone();
+                    c[at] = probe;
+                    let candidate: String = c.into_iter().collect();
+                    if !matches(pattern, &candidate) && !outside.contains(&candidate) {
+                        outside.push(candidate);
+                    }
+                }
+            }
+        }
+    }
+    (inside, outside)
+}
+
+/// Values inside and outside an integer schema.
+fn integer_cases(schema: &Value) -> (Vec<i64>, Vec<i64>) {
+    let mut inside = Vec::new();
+    let mut outside = Vec::new();
+    if let Some(min) = schema["minimum"].as_i64() {
+        inside.push(min);
+        outside.push(min - 1);
+    }
+    if let Some(max) = schema["maximum"].as_i64() {
+        inside.push(max);
+        outside.push(max + 1);
+    }
+    (inside, outside)
+}
+
+fn is_integer(schema: &Value) -> bool {
+    schema["type"] == "integer"
+        || schema["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("integer")))
+}
+
+/// A schema with its `$ref` resolved.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+fn constrained(schema: &Value) -> bool {
+    [
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "enum",
+        "maxProperties",
+        "propertyNames",
+    ]
+    .iter()
+    .any(|k| schema.get(k).is_some())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending one variation of an operation's valid request.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Change {
+    None,
+    Query(String, Value),
+    Header(Option<String>),
+    Path(String, String),
+    Body(Value),
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Value,
+}
+
+/// How to send a valid request of an operation, and what a refusal of one value looks like.
+struct Operation<'a> {
+    base: &'a str,
+    method: &'a str,
+    path: &'a str,
+    /// A valid body (the bank's reference and the key are filled in per request).
+    body: Option<Value>,
+    auth: bool,
+    /// `true` for the bank: the `Idempotency-Key` must equal the body's `reference`.
+    key_is_reference: bool,
+    /// Valid values of the path parameters.
+    path_params: &'a [(&'a str, &'a str)],
+}
+
+impl Operation<'_> {
+    async fn send(&self, client: &reqwest::Client, change: &Change) -> Answer {
+        let mut path = self.path.to_owned();
+        let mut query: Vec<(String, String)> = Vec::new();
+        let mut body = self.body.clone();
+        let fresh = uuid::Uuid::new_v4().to_string();
+        let mut key = body.as_ref().map(|_| Some(fresh.clone()));
+        if self.key_is_reference {
+            if let Some(body) = body.as_mut() {
+                body["reference"] = Value::from(fresh.clone());
+            }
+        }
+        match change {
+            Change::None => {}
+            Change::Query(name, value) => {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                query.push((name.clone(), text));
+            }
+            Change::Header(value) => {
+                key = Some(value.clone());
+                if self.key_is_reference {
+                    if let (Some(body), Some(v)) = (body.as_mut(), value) {
+                        body["reference"] = Value::from(v.clone());
+                    }
+                }
+            }
+            Change::Path(name, value) => {
+                let encoded: String = value
+                    .bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect();
+                path = path.replace(&format!("{{{name}}}"), &encoded);
+            }
+            Change::Body(new) => {
+                body = Some(new.clone());
+                if self.key_is_reference {
+                    // Every request its own reference, unless the reference is what varies.
+                    if let Some(body) = body
+                        .as_mut()
+                        .filter(|b| b["reference"] == self.body.as_ref().unwrap()["reference"])
+                    {
+                        body["reference"] = Value::from(fresh.clone());
+                    }
+                    let new = body.as_ref().unwrap();
+                    if let Some(reference) = new["reference"].as_str() {
+                        key = Some(Some(reference.to_owned()));
+                    }
+                }
+            }
+        }
+        for (name, value) in self.path_params {
+            path = path.replace(&format!("{{{name}}}"), value);
+        }
+        let method = reqwest::Method::from_bytes(self.method.to_uppercase().as_bytes()).unwrap();
+        let mut request = client
+            .request(method, format!("{}{path}", self.base))
+            .query(&query);
+        if self.auth {
+            request = request.bearer_auth(KEY);
+        }
+        // A value a header cannot carry (the bank's key copies a bad reference) is left out.
+        let key = key
+            .flatten()
+            .and_then(|k| reqwest::header::HeaderValue::from_bytes(k.as_bytes()).ok());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = response.bytes().await.unwrap();
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// Walks one operation of `doc`; returns how many constrained values it checked.
+async fn walk(doc: &Value, op: &Operation<'_>, client: &reqwest::Client) -> usize {
+    let spec = &doc["paths"][op.path][op.method];
+    assert!(
+        spec.is_object(),
+        "{} {} is not documented",
+        op.method,
+        op.path
+    );
+    let documented = |status: u16| spec["responses"].get(status.to_string()).is_some();
+    let what = format!("{} {}", op.method, op.path);
+    let mut checked = 0;
+
+    let accepted = |answer: &Answer, change: &Change| {
+        assert!(
+            (200..300).contains(&answer.status) || answer.status == 402,
+            "{what}: {change:?} is inside the documented schema but was refused: {} {}",
+            answer.status,
+            answer.body
+        );
+        assert!(
+            documented(answer.status),
+            "{what}: {} is not documented",
+            answer.status
+        );
+    };
+    let refused = |answer: &Answer, change: &Change, field: &str| {
+        assert!(
+            (400..500).contains(&answer.status),
+            "{what}: {change:?} is outside the documented schema but was answered {} {}",
+            answer.status,
+            answer.body
+        );
+        assert_eq!(
+            answer.content_type, "application/problem+json",
+            "{what}: {change:?}"
+        );
+        assert!(
+            answer.body["code"].is_string(),
+            "{what}: {change:?}: {}",
+            answer.body
+        );
+        if let Some(named) = answer.body["field"].as_str() {
+            // The bank's key is the body's reference: a bad key is a bad reference too.
+            let alias = op.key_is_reference && named == "reference";
+            assert!(
+                named == field || alias,
+                "{what}: {change:?} refused for {named}: {}",
+                answer.body
+            );
+        }
+        assert!(
+            documented(answer.status),
+            "{what}: {} is not documented ({change:?})",
+            answer.status
+        );
+    };
+
+    // The valid request itself.
+    let answer = op.send(client, &Change::None).await;
+    accepted(&answer, &Change::None);
+
+    // Parameters.
+    for param in spec["parameters"].as_array().into_iter().flatten() {
+        let name = param["name"].as_str().unwrap().to_owned();
+        let schema = resolve(doc, &param["schema"]);
+        let location = param["in"].as_str().unwrap();
+        let change = |value: Value| match location {
+            "query" => Change::Query(name.clone(), value),
+            "header" => Change::Header(value.as_str().map(str::to_owned)),
+            "path" => Change::Path(name.clone(), value.as_str().unwrap().to_owned()),
+            other => panic!("{what}: parameter in {other}"),
+        };
+        if param["required"] == true && location == "header" {
+            let change = Change::Header(None);
+            refused(&op.send(client, &change).await, &change, &name);
+            checked += 1;
+        }
+        if !constrained(schema) {
+            continue;
+        }
+        let (inside, outside): (Vec<Value>, Vec<Value>) = if is_integer(schema) {
+            let (i, o) = integer_cases(schema);
+            (
+                i.into_iter().map(Value::from).collect(),
+                o.into_iter().map(Value::from).collect(),
+            )
+        } else {
+            let (i, o) = string_cases(schema);
+            let o = o
+                .into_iter()
+                // A header cannot carry leading or trailing whitespace or control bytes.
+                .filter(|v| {
+                    location != "header"
+                        || (v.trim() == v && reqwest::header::HeaderValue::from_str(v).is_ok())
+                })
+                .collect::<Vec<_>>();
+            (
+                i.into_iter().map(Value::from).collect(),
+                o.into_iter().map(Value::from).collect(),
+            )
+        };
+        assert!(
+            !outside.is_empty(),
+            "{what}: no value outside the schema of {name}"
+        );
+        for value in inside {
+            let change = change(value);
+            accepted(&op.send(client, &change).await, &change);
+            checked += 1;
+            if op.path == "/v1/breaker/{action}" {
+                // Leave the breaker as it was for the next request.
+                let reset = Change::Path(name.clone(), "reset".to_owned());
+                accepted(&op.send(client, &reset).await, &reset);
+            }
+        }
+        for value in outside {
+            let change = change(value);
+            refused(&op.send(client, &change).await, &change, &name);
+            checked += 1;
+        }
+    }
+
+    // The body.
+    if let Some(base) = &op.body {
+        let reference = &spec["requestBody"]["content"]["application/json"]["schema"];
+        let schema = resolve(doc, reference);
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "{what}: unknown fields are refused"
+        );
+        let mut unknown = base.clone();
+        unknown["unknown_field"] = Value::from(1);
+        let change = Change::Body(unknown);
+        refused(&op.send(client, &change).await, &change, "unknown_field");
+        checked += 1;
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let required = required.as_str().unwrap();
+            let mut missing = base.clone();
+            missing.as_object_mut().unwrap().remove(required);
+            let change = Change::Body(missing);
+            refused(&op.send(client, &change).await, &change, required);
+            checked += 1;
+        }
+        let properties = schema["properties"].as_object().unwrap();
+        // Sibling enums, for bounds that hold for some completion only (an amount's bound
+        // depends on the currency).
+        let enums: Vec<(String, Vec<Value>)> = properties
+            .iter()
+            .filter_map(|(k, s)| Some((k.clone(), s["enum"].as_array()?.clone())))
+            .collect();
+        for (field, property) in properties {
+            let property = resolve(doc, property);
+            let with = |value: Value| {
+                let mut body = base.clone();
+                body[field.as_str()] = value;
+                body
+            };
+            // The wrong type.
+            let wrong = if is_integer(property) {
+                json!("1")
+            } else {
+                json!(1)
+            };
+            let change = Change::Body(with(wrong));
+            refused(&op.send(client, &change).await, &change, field);
+            checked += 1;
+            if property["type"] == "object" || property.get("maxProperties").is_some() {
+                checked += walk_map(op, client, base, field, property, &accepted, &refused).await;
+                continue;
+            }
+            if !constrained(property) {
+                continue;
+            }
+            let (inside, outside): (Vec<Value>, Vec<Value>) = if is_integer(property) {
+                let (i, o) = integer_cases(property);
+                (
+                    i.into_iter().map(Value::from).collect(),
+                    o.into_iter().map(Value::from).collect(),
+                )
+            } else {
+                let (i, o) = string_cases(property);
+                (
+                    i.into_iter().map(Value::from).collect(),
+                    o.into_iter().map(Value::from).collect(),
+                )
+            };
+            assert!(
+                !outside.is_empty(),
+                "{what}: no value outside the schema of {field}"
+            );
+            // Completions: the base body, then each value of each sibling enum.
+            let completions = |body: Value| {
+                let mut all = vec![body.clone()];
+                for (sibling, values) in &enums {
+                    if sibling != field {
+                        for v in values {
+                            let mut b = body.clone();
+                            b[sibling.as_str()] = v.clone();
+                            all.push(b);
+                        }
+                    }
+                }
+                all
+            };
+            for value in inside {
+                let mut last = None;
+                for body in completions(with(value.clone())) {
+                    let change = Change::Body(body);
+                    let answer = op.send(client, &change).await;
+                    if (200..300).contains(&answer.status) || answer.status == 402 {
+                        last = None;
+                        accepted(&answer, &change);
+                        break;
+                    }
+                    last = Some((answer, change));
+                }
+                if let Some((answer, change)) = last {
+                    accepted(&answer, &change);
+                }
+                checked += 1;
+            }
+            for value in outside {
+                let bodies = completions(with(value));
+                // Every completion is refused; sending them all for a long enum is enough
+                // for the bounds that depend on it (the amount), a few for the rest.
+                let take = if is_integer(property) {
+                    bodies.len()
+                } else {
+                    3
+                };
+                for body in bodies.into_iter().take(take) {
+                    let change = Change::Body(body);
+                    refused(&op.send(client, &change).await, &change, field);
+                }
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+/// A map property: `maxProperties`, `propertyNames` and the values' schema.
+async fn walk_map(
+    op: &Operation<'_>,
+    client: &reqwest::Client,
+    base: &Value,
+    field: &str,
+    schema: &Value,
+    accepted: &dyn Fn(&Answer, &Change),
+    refused: &dyn Fn(&Answer, &Change, &str),
+) -> usize {
+    let value_schema = &schema["additionalProperties"];
+    let value_max = value_schema["maxLength"].as_u64().unwrap_or(10) as usize;
+    let names = &schema["propertyNames"];
+    let name_min = names["minLength"].as_u64().unwrap_or(0) as usize;
+    let name_max = names["maxLength"].as_u64().unwrap_or(16) as usize;
+    let max_properties = schema["maxProperties"].as_u64().expect("a bounded map") as usize;
+    let send_map = |map: Map<String, Value>| {
+        let mut body = base.clone();
+        body[field] = Value::Object(map);
+        Change::Body(body)
+    };
+    let mut cases: Vec<(Map<String, Value>, bool)> = Vec::new();
+    let n = |count: usize| -> Map<String, Value> {
+        (0..count).map(|i| (format!("k{i}"), json!("v"))).collect()
+    };
+    cases.push((n(max_properties), true));
+    cases.push((n(max_properties + 1), false));
+    // Names and values counted in characters, as JSON Schema does.
+    cases.push((Map::from_iter([("é".repeat(name_max), json!("v"))]), true));
+    cases.push((
+        Map::from_iter([("é".repeat(name_max + 1), json!("v"))]),
+        false,
+    ));
+    if name_min > 0 {
+        cases.push((Map::from_iter([("".to_owned(), json!("v"))]), false));
+    }
+    if value_schema["maxLength"].is_u64() {
+        cases.push((
+            Map::from_iter([("k".to_owned(), json!("é".repeat(value_max)))]),
+            true,
+        ));
+        cases.push((
+            Map::from_iter([("k".to_owned(), json!("é".repeat(value_max + 1)))]),
+            false,
+        ));
+    }
+    if value_schema["type"] == "string" {
+        cases.push((Map::from_iter([("k".to_owned(), json!(1))]), false));
+    }
+    let count = cases.len();
+    for (map, inside) in cases {
+        let change = send_map(map);
+        let answer = op.send(client, &change).await;
+        if inside {
+            accepted(&answer, &change);
+        } else {
+            refused(&answer, &change, field);
+        }
+    }
+    count
+}
+
+/// Every constrained parameter and body property of `doc` belongs to an operation walked here.
+fn assert_all_walked(doc: &Value, walked: &[(&str, &str)]) {
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, spec) in item.as_object().unwrap() {
+            let params = spec["parameters"].as_array().into_iter().flatten();
+            let constrained_param = params
+                .filter(|p| constrained(resolve(doc, &p["schema"])))
+                .map(|p| p["name"].clone())
+                .collect::<Vec<_>>();
+            let body = spec["requestBody"]["content"]["application/json"]["schema"].is_object();
+            if !constrained_param.is_empty() || body {
+                assert!(
+                    walked.contains(&(method.as_str(), path.as_str())),
+                    "{method} {path} has constraints ({constrained_param:?}, body: {body}) that no walk checks"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_constraint_of_the_api_document_is_what_the_api_enforces() {
+    let system = start(|_| {}).await;
+    let doc = document(&system.client, &system.api).await;
+    // The currency list is generated from the accepted currencies, not typed by hand.
+    let currencies = doc["components"]["schemas"]["CreatePayment"]["properties"]["currency"]
+        ["enum"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        currencies.len(),
+        payment_types::currency::Currency::all().len()
+    );
+    let ops = [
+        Operation {
+            base: &system.api,
+            method: "post",
+            path: "/v1/payments",
+            body: Some(json!({"amount": 1999, "currency": "TRY", "source": "tok_visa"})),
+            auth: true,
+            key_is_reference: false,
+            path_params: &[],
+        },
+        Operation {
+            base: &system.api,
+            method: "get",
+            path: "/v1/payments",
+            body: None,
+            auth: true,
+            key_is_reference: false,
+            path_params: &[],
+        },
+        Operation {
+            base: &system.api,
+            method: "get",
+            path: "/v1/logs",
+            body: None,
+            auth: false,
+            key_is_reference: false,
+            path_params: &[],
+        },
+        Operation {
+            base: &system.api,
+            method: "post",
+            path: "/v1/breaker/{action}",
+            body: None,
+            auth: true,
+            key_is_reference: false,
+            path_params: &[("action", "reset")],
+        },
+    ];
+    assert_all_walked(
+        &doc,
+        &ops.iter().map(|o| (o.method, o.path)).collect::<Vec<_>>(),
+    );
+    let mut checked = 0;
+    for op in &ops {
+        checked += walk(&doc, op, &system.client).await;
+    }
+    assert!(checked > 40, "only {checked} values checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_constraint_of_the_bank_document_is_what_the_bank_enforces() {
+    let system = start(|_| {}).await;
+    let doc = document(&system.client, &system.bank).await;
+    let ops = [
+        Operation {
+            base: &system.bank,
+            method: "post",
+            path: "/v1/charges",
+            body: Some(
+                json!({"amount": 1999, "currency": "TRY", "source": "tok_visa", "reference": "r"}),
+            ),
+            auth: false,
+            key_is_reference: true,
+            path_params: &[],
+        },
+        Operation {
+            base: &system.bank,
+            method: "get",
+            path: "/v1/ledger",
+            body: None,
+            auth: false,
+            key_is_reference: false,
+            path_params: &[],
+        },
+        Operation {
+            base: &system.bank,
+            method: "get",
+            path: "/v1/logs",
+            body: None,
+            auth: false,
+            key_is_reference: false,
+            path_params: &[],
+        },
+    ];
+    // `PUT /v1/chaos` is an operator's control with its own tests (mock-bank); its body is
+    // documented as an object.
+    let mut walked: Vec<(&str, &str)> = ops.iter().map(|o| (o.method, o.path)).collect();
+    walked.push(("put", "/v1/chaos"));
+    assert_all_walked(&doc, &walked);
+    let mut checked = 0;
+    for op in &ops {
+        checked += walk(&doc, op, &system.client).await;
+    }
+    assert!(checked > 20, "only {checked} values checked");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer errors are problems too.
+// ---------------------------------------------------------------------------------------------
+
+/// Sends raw bytes; returns the status, the headers (lower-case) and the body of the answer.
+async fn raw(base: &str, request: &[u8]) -> (u16, String, Value) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if let Some(end) = find(&answer, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if length.is_some_and(|len| answer.len() >= end + 4 + len) {
+                    break;
+                }
+            }
+        }
+    });
+    read.await.expect("an answer in time");
+    let end = find(&answer, b"\r\n\r\n").expect("a complete head");
+    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let body = serde_json::from_slice(&answer[end + 4..]).unwrap_or(Value::Null);
+    (status, head, body)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn assert_problem(what: &str, (status, head, body): &(u16, String, Value), want: u16, code: &str) {
+    assert_eq!(*status, want, "{what}: {head}\n{body}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{what}: {head}"
+    );
+    assert_eq!(body["code"], code, "{what}: {body}");
+    assert_eq!(body["status"], want, "{what}: {body}");
+}
+
+#[tokio::test]
+async fn errors_from_the_http_layer_are_problem_json_with_a_code() {
+    let system = start(|_| {}).await;
+    let api = &system.api;
+    let auth = format!("authorization: Bearer {KEY}\r\n");
+    // Over the body limit, announced by Content-Length (2 MiB and 64 KiB + 1): answered before
+    // the body is read, so none is sent.
+    for length in [2 * 1024 * 1024, 64 * 1024 + 1] {
+        let request = format!(
+            "POST /v1/payments HTTP/1.1\r\nhost: t\r\n{auth}idempotency-key: big-{length}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        );
+        let answer = raw(api, request.as_bytes()).await;
+        assert_problem(&format!("{length} bytes"), &answer, 413, "body_too_large");
+    }
+    // Over the limit, chunked (no Content-Length): refused once the limit is crossed.
+    let chunk = "x".repeat(64 * 1024 + 1);
+    let request = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: t\r\n{auth}idempotency-key: big-chunked\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    assert_problem(
+        "chunked",
+        &raw(api, request.as_bytes()).await,
+        413,
+        "body_too_large",
+    );
+    // Method not allowed, with Allow; unknown routes, also under /docs.
+    let answer = raw(api, b"DELETE /v1/payments HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_problem("DELETE", &answer, 405, "method_not_allowed");
+    let answer = raw(api, b"PATCH /health HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_problem("PATCH /health", &answer, 405, "method_not_allowed");
+    for path in ["/nope", "/v1", "/docs/nope.js"] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n");
+        assert_problem(path, &raw(api, request.as_bytes()).await, 404, "not_found");
+    }
+    // Malformed requests that reach our code.
+    let post = |content_type: &str, body: &str| {
+        format!(
+            "POST /v1/payments HTTP/1.1\r\nhost: t\r\n{auth}idempotency-key: k-{}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+            uuid::Uuid::new_v4(),
+            body.len()
+        )
+    };
+    let answer = raw(api, post("text/plain", "{}").as_bytes()).await;
+    assert_problem("text/plain", &answer, 415, "unsupported_media_type");
+    let answer = raw(api, post("application/json", "{\"amount\":").as_bytes()).await;
+    assert_problem("truncated JSON", &answer, 400, "malformed_json");
+    let answer = raw(api, post("application/json", "[1,2]").as_bytes()).await;
+    assert_problem("not an object", &answer, 422, "invalid_body");
+    // Bad query strings and path parameters.
+    for query in [
+        "limit=abc",
+        "limit=%FF",
+        "status=nope",
+        "nope=1",
+        "limit=1&limit=2",
+    ] {
+        let request = format!("GET /v1/payments?{query} HTTP/1.1\r\nhost: t\r\n{auth}\r\n");
+        let answer = raw(api, request.as_bytes()).await;
+        assert_problem(query, &answer, 400, "invalid_query");
+    }
+    let answer = raw(api, b"GET /v1/logs?after=-1 HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_problem("after=-1", &answer, 400, "invalid_query");
+    for path in ["/v1/payments/%FF", "/v1/breaker/%C3%28"] {
+        let method = if path.contains("breaker") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nhost: t\r\n{auth}content-length: 0\r\n\r\n");
+        assert_problem(
+            path,
+            &raw(api, request.as_bytes()).await,
+            400,
+            "invalid_path",
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_over_the_request_timeout_is_a_408_problem() {
+    let system = start(|config| {
+        config.resilience.deadline_ms = 300;
+        config.edge.request_timeout_ms = 1000;
+    })
+    .await;
+    // Headers announce a body that never comes: the handler waits for it until the timeout.
+    let request = format!(
+        "POST /v1/payments HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {KEY}\r\nidempotency-key: slow\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"amount\""
+    );
+    let started = std::time::Instant::now();
+    let answer = raw(&system.api, request.as_bytes()).await;
+    assert_problem("slow body", &answer, 408, "request_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
