@@ -1103,3 +1103,100 @@ async fn a_request_over_the_request_timeout_is_a_408_problem() {
     assert_problem("slow body", &answer, 408, "request_timeout");
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The documents against the README, and their error answers.
+// ---------------------------------------------------------------------------------------------
+
+/// (statuses, codes) of each row of the README's outcome table for `POST /v1/payments`.
+fn readme_outcomes() -> Vec<(Vec<u16>, Vec<String>)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README");
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| situation | status | `code`"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(table.len() > 15, "the outcome table: {} rows", table.len());
+    table
+        .iter()
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let statuses = cells[2]
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| s.len() == 3)
+                .map(|s| s.parse().unwrap())
+                .collect();
+            let codes = cells[3]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            (statuses, codes)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readme_outcome_table_agrees_with_the_document() {
+    let system = start(|_| {}).await;
+    let doc = document(&system.client, &system.api).await;
+    let responses = doc["paths"]["/v1/payments"]["post"]["responses"]
+        .as_object()
+        .unwrap();
+    let outcomes = readme_outcomes();
+    for (statuses, codes) in &outcomes {
+        for (i, status) in statuses.iter().enumerate() {
+            let response = &responses
+                .get(&status.to_string())
+                .unwrap_or_else(|| panic!("README's {status} is not documented"));
+            let description = response["description"].as_str().unwrap();
+            // `400 / 415 / 413` pair with `a / b / c`; one status takes every code of its row.
+            let mine: Vec<&String> = if statuses.len() == codes.len() && statuses.len() > 1 {
+                vec![&codes[i]]
+            } else {
+                codes.iter().collect()
+            };
+            for code in mine {
+                assert!(
+                    description.contains(&format!("`{code}`")),
+                    "README: {status} `{code}`; the document says: {description}"
+                );
+            }
+        }
+    }
+    // And every status the document gives a payment is in the README.
+    for status in responses.keys() {
+        let status: u16 = status.parse().unwrap();
+        assert!(
+            outcomes.iter().any(|(s, _)| s.contains(&status)),
+            "{status} is documented but not in the README's outcome table"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_error_answer_in_both_documents_is_a_problem() {
+    let system = start(|_| {}).await;
+    for base in [&system.api, &system.bank] {
+        let doc = document(&system.client, base).await;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, spec) in item.as_object().unwrap() {
+                for (status, response) in spec["responses"].as_object().unwrap() {
+                    if status.as_str() < "400" {
+                        continue;
+                    }
+                    let content = response["content"].as_object();
+                    let types: Vec<&String> = content.into_iter().flat_map(|c| c.keys()).collect();
+                    assert_eq!(
+                        types,
+                        ["application/problem+json"],
+                        "{base}: {method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+}
