@@ -432,6 +432,7 @@ async fn burst(State(state): Shared, body: axum::body::Bytes) -> Result<Json<Val
             "count must be in 1..={MAX_BURST}"
         )));
     }
+    tracing::info!(count, "payment burst from the dashboard");
     let spec = PaymentSpec {
         amount: request.spec.amount,
         currency: request.spec.currency,
@@ -461,10 +462,18 @@ async fn start_traffic(
 ) -> Result<Json<Value>, DashError> {
     let request: SteadyRequest = json_body(&body)?;
     request.validate().map_err(DashError::BadRequest)?;
+    // An operator action: INFO, like chaos changes and breaker actions.
+    tracing::info!(
+        rate_per_s = request.rate_per_s,
+        duration_s = request.duration_s,
+        decline_percent = request.decline_percent,
+        "traffic started from the dashboard"
+    );
     Ok(Json(json!(state.traffic.start_steady(request))))
 }
 
 async fn stop_traffic(State(state): Shared) -> Json<Value> {
+    tracing::info!("traffic stopped from the dashboard");
     Json(json!(state.traffic.stop_steady()))
 }
 
