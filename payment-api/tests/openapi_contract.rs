@@ -361,6 +361,52 @@ fn integer_cases(schema: &Value) -> (Vec<i64>, Vec<i64>) {
     (inside, outside)
 }
 
+/// Values the schema allows because it lacks a keyword (no `maximum`, `maxLength`, `minLength`
+/// or `pattern`): the server must accept them too, or it enforces what the document omits.
+fn free_cases(schema: &Value) -> Vec<Value> {
+    let mut free = Vec::new();
+    if schema.get("enum").is_some() {
+        return free;
+    }
+    if is_integer(schema) {
+        if schema.get("maximum").is_none() {
+            free.push(Value::from(i64::MAX));
+        }
+        if schema.get("minimum").is_none() {
+            free.push(Value::from(i64::MIN));
+        }
+        return free;
+    }
+    if !is_string(schema) {
+        return free;
+    }
+    let pattern = schema["pattern"].as_str();
+    let allowed = |v: &str| pattern.is_none_or(|p| matches(p, v));
+    if schema.get("maxLength").is_none() {
+        let long = match pattern {
+            None => "é".repeat(2000),
+            Some(p) => of_length(p, &samples(p, 1, 64), 2000).unwrap_or_default(),
+        };
+        if allowed(&long) && !long.is_empty() {
+            free.push(Value::from(long));
+        }
+    }
+    if schema.get("minLength").is_none() && allowed("") {
+        free.push(Value::from(""));
+    }
+    if pattern.is_none() {
+        free.push(Value::from("a b<é>\"\\"));
+    }
+    free
+}
+
+fn is_string(schema: &Value) -> bool {
+    schema["type"] == "string"
+        || schema["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("string")))
+}
+
 fn is_integer(schema: &Value) -> bool {
     schema["type"] == "integer"
         || schema["type"]
@@ -600,6 +646,20 @@ async fn walk(doc: &Value, op: &Operation<'_>, client: &reqwest::Client) -> usiz
             refused(&op.send(client, &change).await, &change, &name);
             checked += 1;
         }
+        for value in free_cases(schema) {
+            let text = value.as_str().map(str::to_owned);
+            // A header cannot carry an empty, untrimmed or non-ASCII value as written.
+            if location == "header"
+                && text.as_ref().is_none_or(|t| {
+                    t.is_empty() || t.trim() != t || !t.is_ascii() || t.contains(' ')
+                })
+            {
+                continue;
+            }
+            let change = change(value);
+            accepted(&op.send(client, &change).await, &change);
+            checked += 1;
+        }
         if !constrained(schema) {
             continue;
         }
@@ -692,6 +752,11 @@ async fn walk(doc: &Value, op: &Operation<'_>, client: &reqwest::Client) -> usiz
             if property["type"] == "object" || property.get("maxProperties").is_some() {
                 checked += walk_map(op, client, base, field, property, &accepted, &refused).await;
                 continue;
+            }
+            for value in free_cases(property) {
+                let change = Change::Body(with(value));
+                accepted(&op.send(client, &change).await, &change);
+                checked += 1;
             }
             if !constrained(property) {
                 continue;

@@ -11,7 +11,11 @@
 use payment_types::currency::{Currency, MAX_MAJOR_UNITS};
 use serde_json::{json, Map, Value};
 
-use super::{edge::NEVER_SHED, payments::MAX_PAGE, MAX_BODY_BYTES};
+use super::{
+    edge::NEVER_SHED,
+    payments::{CURSOR_PATTERN, MAX_PAGE},
+    MAX_BODY_BYTES,
+};
 use crate::domain::{
     IdempotencyKey, MAX_DESCRIPTION, MAX_METADATA_KEY, MAX_METADATA_KEYS, MAX_METADATA_VALUE,
     MAX_SOURCE, SOURCE_PATTERN,
@@ -54,6 +58,12 @@ pub(crate) fn constrain(doc: &mut Value) {
         ("/v1/payments", "get", "limit"),
         &json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": MAX_PAGE}),
         &format!("Payments per page, 1-{MAX_PAGE} (default 20)"),
+    );
+    set_param(
+        doc,
+        ("/v1/payments", "get", "cursor"),
+        &json!({"type": "string", "pattern": CURSOR_PATTERN}),
+        "`next_cursor` of the previous page, as returned (opaque to clients)",
     );
     set_param(
         doc,

@@ -273,11 +273,23 @@ pub(crate) async fn list(
     }))
 }
 
+/// What `parse_cursor` accepts, and nothing else: microseconds since the epoch (up to 18
+/// digits, always a valid time), `_`, the payment id as a lower-case hyphenated UUID; exactly
+/// the form `list` hands out.
+pub(crate) const CURSOR_PATTERN: &str =
+    "^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
 fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let invalid = || ApiError::InvalidQuery("cursor is not one this API returned".to_owned());
     let (micros, id) = cursor.split_once('_').ok_or_else(invalid)?;
+    if micros.is_empty() || micros.len() > 18 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
     let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(invalid)?;
-    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
+    let id = Uuid::parse_str(id)
+        .ok()
+        .filter(|parsed| parsed.hyphenated().to_string() == id)
+        .ok_or_else(invalid)?;
     Ok((at, id))
 }
