@@ -534,13 +534,29 @@ fn one_charge_per_key(
             .collect();
         if ids.len() > 1 {
             check.violation(|| {
-                let mut ids: Vec<String> = ids.into_iter().collect();
-                ids.sort();
+                // Each payment with the statuses that named it, in the order they came.
+                let mut named: Vec<(String, Vec<u16>)> = Vec::new();
+                for answer in &record.answers {
+                    let Some(id) = answer.payment_id() else {
+                        continue;
+                    };
+                    match named.iter_mut().find(|(known, _)| *known == id) {
+                        Some((_, statuses)) => statuses.push(answer.status),
+                        None => named.push((id, vec![answer.status])),
+                    }
+                }
+                let named: Vec<String> = named
+                    .iter()
+                    .map(|(id, statuses)| {
+                        let statuses: Vec<String> = statuses.iter().map(u16::to_string).collect();
+                        format!("{id} ({})", statuses.join(" "))
+                    })
+                    .collect();
                 format!(
                     "key {} was answered with {} different payments: {}",
                     record.key,
                     ids.len(),
-                    ids.join(", ")
+                    named.join(", ")
                 )
             });
         }

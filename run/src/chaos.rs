@@ -552,10 +552,10 @@ async fn verify(
     // A faulted store holds requests for seconds (a lock timeout is 5 s); the bound must hold
     // them without shedding what the run offers.
     let sized =
-        (args.traffic.rate * (config.request_timeout.as_secs_f64() + 2.0) * 2.0).ceil() as usize;
+        (args.traffic.rate * (config.request_timeout.as_secs_f64() + 2.0) * 4.0).ceil() as usize;
     if sized > config.max_in_flight {
         println!(
-            "[chaos] in-flight bound raised from {} to {sized} (rate × (request timeout + 2 s) × 2), so held requests do not shed the offered load",
+            "[chaos] in-flight bound raised from {} to {sized} (rate × (request timeout + 2 s) × 4), so held requests do not shed the offered load",
             config.max_in_flight
         );
         config.max_in_flight = sized;
@@ -695,14 +695,19 @@ async fn inject(store: &StoreTarget, kind: FaultKind) -> anyhow::Result<String> 
             let filled = {
                 let dir = dir.clone();
                 blocking(Box::new(move || {
-                    store_faults::fill_disk(&dir, max_mb).map(|mb| mb.to_string())
+                    // Empty the WAL first, so the API's writes need new space at once.
+                    let frames = store_faults::truncate_wal(&dir.join("payments.db"))?;
+                    let mb = store_faults::fill_disk(&dir, max_mb)?;
+                    Ok(format!(
+                        "WAL checkpointed ({frames} frames) and truncated, disk filled ({mb} MiB of filler"
+                    ))
                 }))
                 .await?
             };
             tokio::time::sleep(hold).await;
             store_faults::free_disk(&dir)?;
             Ok(format!(
-                "disk filled ({filled} MiB of filler, writes get ENOSPC), held {hold:?}, freed"
+                "{filled}, writes get ENOSPC), held {hold:?}, freed"
             ))
         }
         FaultKind::Lock => {

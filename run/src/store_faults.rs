@@ -283,6 +283,25 @@ pub(crate) fn fill_disk(dir: &Path, max_mb: u64) -> anyhow::Result<u64> {
     Ok(written >> 20)
 }
 
+/// Checkpoints the SQLite store at `db` and truncates its WAL to nothing, so the API's next
+/// writes must grow the WAL again: on a full disk they then fail (a WAL whose space is already
+/// allocated is recycled in place and would keep taking writes). Returns the WAL frames
+/// checkpointed.
+pub(crate) fn truncate_wal(db: &Path) -> anyhow::Result<i64> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open {}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let (_busy, _log, checkpointed): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .context("PRAGMA wal_checkpoint(TRUNCATE) failed")?;
+    Ok(checkpointed)
+}
+
 /// Deletes the filler file: the disk has room again.
 pub(crate) fn free_disk(dir: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(dir.join(FILLER)).context("cannot delete the filler file")
@@ -338,6 +357,10 @@ pub(crate) struct PgServer {
     dir: PathBuf,
     bin: PathBuf,
     as_postgres: bool,
+    /// A null device node in `dir`, bind-mounted over `/dev/null` in a private mount namespace
+    /// for the server commands when the machine's `/dev/null` is not a device (some sandboxes;
+    /// `initdb` fails there), as the store's test server does.
+    private_null: Option<PathBuf>,
     port: u16,
     url: String,
     watchdog: Option<std::process::Child>,
@@ -355,12 +378,23 @@ impl PgServer {
         std::fs::create_dir_all(&dir)?;
         let mut server = Self {
             as_postgres: is_root(),
+            private_null: None,
             dir,
             bin,
             port: 0,
             url: String::new(),
             watchdog: None,
         };
+        if server.as_postgres && !dev_null_is_a_device() {
+            let null = server.dir.join("null");
+            run_tool(
+                Command::new("mknod")
+                    .args(["-m", "666"])
+                    .arg(&null)
+                    .args(["c", "1", "3"]),
+            )?;
+            server.private_null = Some(null);
+        }
         if server.as_postgres {
             run_tool(
                 Command::new("chown")
@@ -497,6 +531,15 @@ impl PgServer {
             wrapped.extend(argv);
             argv = wrapped;
         }
+        if let Some(null) = &self.private_null {
+            let script = r#"mount --bind "$0" /dev/null && exec "$@""#;
+            argv = ["unshare", "-m", "sh", "-c", script]
+                .map(str::to_owned)
+                .into_iter()
+                .chain([null.display().to_string()])
+                .chain(argv)
+                .collect();
+        }
         argv
     }
 
@@ -552,6 +595,12 @@ impl Drop for PgServer {
 }
 
 const RUNUSER: &str = "/usr/sbin/runuser";
+
+/// Whether `/dev/null` is the character device it should be.
+fn dev_null_is_a_device() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device())
+}
 
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
