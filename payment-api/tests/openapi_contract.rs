@@ -369,11 +369,20 @@ fn free_cases(schema: &Value) -> Vec<Value> {
         return free;
     }
     if is_integer(schema) {
+        let int32 = schema["format"] == "int32";
         if schema.get("maximum").is_none() {
-            free.push(Value::from(i64::MAX));
+            free.push(Value::from(if int32 {
+                i64::from(i32::MAX)
+            } else {
+                i64::MAX
+            }));
         }
         if schema.get("minimum").is_none() {
-            free.push(Value::from(i64::MIN));
+            free.push(Value::from(if int32 {
+                i64::from(i32::MIN)
+            } else {
+                i64::MIN
+            }));
         }
         return free;
     }
@@ -1008,8 +1017,6 @@ async fn every_constraint_of_the_bank_document_is_what_the_bank_enforces() {
             path_params: &[],
         },
     ];
-    // `PUT /v1/chaos` is an operator's control with its own tests (mock-bank); its body is
-    // documented as an object.
     let mut walked: Vec<(&str, &str)> = ops.iter().map(|o| (o.method, o.path)).collect();
     walked.push(("put", "/v1/chaos"));
     assert_all_walked(&doc, &walked);
@@ -1017,7 +1024,200 @@ async fn every_constraint_of_the_bank_document_is_what_the_bank_enforces() {
     for op in &ops {
         checked += walk(&doc, op, &system.client).await;
     }
+    checked += walk_chaos(&doc, &system.bank, &system.client).await;
     assert!(checked > 20, "only {checked} values checked");
+}
+
+/// `PUT /v1/chaos`: one of a preset, a scenario or a profile (`oneOf` in the document), each
+/// walked from its schema: enums, `minItems`/`maxItems`, numeric bounds of nested objects.
+async fn walk_chaos(doc: &Value, bank: &str, client: &reqwest::Client) -> usize {
+    let spec = &doc["paths"]["/v1/chaos"]["put"];
+    let documented = |status: u16| spec["responses"].get(status.to_string()).is_some();
+    let put = |body: Value| async move {
+        let response = client
+            .put(format!("{bank}/v1/chaos"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        (status, content_type, answer, body)
+    };
+    let accepted = |(status, _, answer, body): (u16, String, Value, Value)| {
+        assert_eq!(
+            status, 200,
+            "PUT /v1/chaos {body} is inside the schema: {answer}"
+        );
+    };
+    let refused = |(status, content_type, answer, body): (u16, String, Value, Value)| {
+        assert!(
+            (400..500).contains(&status) && documented(status),
+            "PUT /v1/chaos {body} is outside the schema: {status} {answer}"
+        );
+        assert_eq!(content_type, "application/problem+json", "{body}");
+        assert!(answer["code"].is_string(), "{body}: {answer}");
+    };
+    let alternatives = spec["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+        .as_array()
+        .expect("PUT /v1/chaos takes one of several shapes");
+    let mut checked = 0;
+    for alternative in alternatives {
+        let schema = resolve(doc, alternative);
+        let properties = schema["properties"].as_object().unwrap();
+        assert_eq!(schema["additionalProperties"], false, "{schema}");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        // A valid body of this shape: its required members at a valid value.
+        let valid = |name: &str, property: &Value| -> Value {
+            let property = resolve(doc, property);
+            if let Some(values) = property["enum"].as_array() {
+                return values[0].clone();
+            }
+            if property["type"] == "array" {
+                let item = resolve(doc, &property["items"]);
+                let step: Map<String, Value> = item["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        let r = r.as_str().unwrap();
+                        let p = resolve(doc, &item["properties"][r]);
+                        let v = p["enum"].get(0).cloned().unwrap_or_else(|| json!(0));
+                        (r.to_owned(), v)
+                    })
+                    .collect();
+                return json!([step]);
+            }
+            panic!("no valid value for {name}: {property}")
+        };
+        let base: Map<String, Value> = required
+            .iter()
+            .map(|r| ((*r).to_owned(), valid(r, &properties[*r])))
+            .collect();
+        let base = Value::Object(base);
+        accepted(put(base.clone()).await);
+        let mut unknown = base.clone();
+        unknown["unknown_field"] = json!(1);
+        refused(put(unknown).await);
+        checked += 2;
+        for (name, property) in properties {
+            let property = resolve(doc, property);
+            let with = |value: Value| {
+                let mut body = base.clone();
+                body[name.as_str()] = value;
+                body
+            };
+            // One level of nesting: `errors`, `latency`.
+            let leaves: Vec<(Vec<&str>, &Value)> = if property["type"] == "object" {
+                let nested = property["properties"].as_object().unwrap();
+                nested
+                    .iter()
+                    .map(|(k, p)| (vec![name.as_str(), k.as_str()], resolve(doc, p)))
+                    .collect()
+            } else {
+                vec![(vec![name.as_str()], property)]
+            };
+            for (path, leaf) in leaves {
+                let set = |value: Value| {
+                    let mut body = base.clone();
+                    let mut at = &mut body;
+                    for key in &path[..path.len() - 1] {
+                        if at.get(*key).is_none() {
+                            at[*key] = json!({});
+                        }
+                        at = &mut at[*key];
+                    }
+                    at[*path.last().unwrap()] = value;
+                    body
+                };
+                let number = leaf["type"] == "number";
+                let step = if number { 0.001 } else { 1.0 };
+                if is_integer(leaf) || number {
+                    for value in free_cases(leaf) {
+                        accepted(put(set(value)).await);
+                    }
+                    if let Some(min) = leaf["minimum"].as_f64() {
+                        if number {
+                            accepted(put(set(json!(min))).await);
+                            refused(put(set(json!(min - step))).await);
+                        } else {
+                            accepted(put(set(json!(min as i64))).await);
+                            refused(put(set(json!(min as i64 - 1))).await);
+                        }
+                    }
+                    if let Some(max) = leaf["maximum"].as_f64() {
+                        let max = if number {
+                            json!(max)
+                        } else {
+                            json!(max as i64)
+                        };
+                        accepted(put(set(max.clone())).await);
+                        let over = if number {
+                            json!(max.as_f64().unwrap() + step)
+                        } else {
+                            json!(max.as_i64().unwrap() + 1)
+                        };
+                        refused(put(set(over)).await);
+                    }
+                    refused(put(set(json!("1"))).await);
+                    checked += 1;
+                } else if let Some(values) = leaf["enum"].as_array() {
+                    for value in values {
+                        accepted(put(set(value.clone())).await);
+                    }
+                    let first = values[0].as_str().unwrap();
+                    refused(put(set(json!(format!("{first}x")))).await);
+                    checked += 1;
+                } else if property["type"] == "array" {
+                    let item = base[name.as_str()][0].clone();
+                    if let Some(min) = property["minItems"].as_u64() {
+                        accepted(put(with(json!(vec![item.clone(); min as usize]))).await);
+                        if min > 0 {
+                            refused(put(with(json!(vec![item.clone(); min as usize - 1]))).await);
+                        }
+                    }
+                    if let Some(max) = property["maxItems"].as_u64() {
+                        accepted(put(with(json!(vec![item.clone(); max as usize]))).await);
+                        refused(put(with(json!(vec![item.clone(); max as usize + 1]))).await);
+                    }
+                    // The items: each bounded member of a step.
+                    let schema = resolve(doc, &property["items"]);
+                    for (member, s) in schema["properties"].as_object().unwrap() {
+                        let s = resolve(doc, s);
+                        let one = |value: Value| {
+                            let mut step = item.clone();
+                            step[member.as_str()] = value;
+                            with(json!([step]))
+                        };
+                        if let Some(max) = s["maximum"].as_i64() {
+                            accepted(put(one(json!(max))).await);
+                            refused(put(one(json!(max + 1))).await);
+                        }
+                        if let Some(values) = s["enum"].as_array() {
+                            for value in values {
+                                accepted(put(one(value.clone())).await);
+                            }
+                            refused(put(one(json!("nopex"))).await);
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // Leave the bank healthy.
+    accepted(put(json!({"preset": "healthy"})).await);
+    checked
 }
 
 // ---------------------------------------------------------------------------------------------

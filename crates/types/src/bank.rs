@@ -127,6 +127,7 @@ impl LedgerTotals {
 /// A named chaos profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Preset {
     /// No faults and no added latency: the performance baseline.
     Healthy,
@@ -192,6 +193,7 @@ impl FromStr for Preset {
 /// requests drawn from one roll, so they add up and their sum must not exceed 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChaosProfile {
     /// Share (0–1) of requests answered with an injected error, chosen by `errors`.
     pub error_rate: f64,
@@ -240,6 +242,7 @@ impl Default for ChaosProfile {
 /// at all gets 1/1/1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorMix {
     /// 500: ambiguous, the charge may have committed (see `error_500_committed_rate`).
     pub http_500: u32,
@@ -252,6 +255,7 @@ pub struct ErrorMix {
 /// Added latency: `base_ms + uniform(0..=jitter_ms)`, plus `tail_ms` for a `tail_rate` share.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Latency {
     pub base_ms: u64,
     pub jitter_ms: u64,
@@ -263,6 +267,7 @@ pub struct Latency {
 /// How a lost response is lost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LostResponseMode {
     /// The connection is closed at once without an answer (the client sees a reset/EOF).
     #[default]
@@ -275,6 +280,7 @@ pub enum LostResponseMode {
 /// One step of a scenario: from `at_ms` after the scenario started, `preset` applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScenarioStep {
     pub at_ms: u64,
     pub preset: Preset,

@@ -172,6 +172,14 @@ pub(crate) fn openapi() -> serde_json::Value {
         description = "A bank double with switchable, reproducible failure modes. Its ledger is the ground truth. Errors are application/problem+json with a stable `code`.",
     ),
     modifiers(&AdminToken),
+    components(schemas(
+        payment_types::bank::ChaosProfile,
+        payment_types::bank::ErrorMix,
+        payment_types::bank::Latency,
+        payment_types::bank::LostResponseMode,
+        payment_types::bank::ScenarioStep,
+        payment_types::bank::Preset,
+    )),
 )]
 struct BankDoc;
 
