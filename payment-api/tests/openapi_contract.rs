@@ -1301,6 +1301,11 @@ async fn errors_from_the_http_layer_are_problem_json_with_a_code() {
     // Method not allowed, with Allow; unknown routes, also under /docs.
     let answer = raw(api, b"DELETE /v1/payments HTTP/1.1\r\nhost: t\r\n\r\n").await;
     assert_problem("DELETE", &answer, 405, "method_not_allowed");
+    assert!(
+        answer.1.contains("\r\nallow: "),
+        "405 names the allowed methods: {}",
+        answer.1
+    );
     let answer = raw(api, b"PATCH /health HTTP/1.1\r\nhost: t\r\n\r\n").await;
     assert_problem("PATCH /health", &answer, 405, "method_not_allowed");
     for path in ["/nope", "/v1", "/docs/nope.js"] {

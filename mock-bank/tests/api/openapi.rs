@@ -66,6 +66,11 @@ async fn errors_from_the_http_layer_are_problem_json_with_a_code() {
     assert_problem("unknown docs asset", &answer, 404, "not_found");
     let answer = raw(addr, b"DELETE /v1/charges HTTP/1.1\r\nhost: t\r\n\r\n").await;
     assert_problem("DELETE", &answer, 405, "method_not_allowed");
+    assert!(
+        answer.1.contains("\r\nallow: "),
+        "405 names the allowed methods: {}",
+        answer.1
+    );
     let answer = raw(addr, b"GET /v1/charges/%FF HTTP/1.1\r\nhost: t\r\n\r\n").await;
     assert_problem("bad path", &answer, 400, "invalid_path");
     for query in ["limit=abc", "limit=0", "limit=1001", "after=x", "nope=1"] {
