@@ -64,7 +64,8 @@ fn sqlite_disk_full_and_lock_timeouts_leave_no_violation() {
     );
     if is_root() {
         assert!(
-            output.contains(": disk-full: disk filled"),
+            output.contains(": disk-full: WAL checkpointed")
+                && output.contains("and truncated, disk filled ("),
             "no disk-full fault injected as root:\n{output}"
         );
         assert_eq!(figure(&result, " store faults"), 2, "{result}");
