@@ -283,7 +283,7 @@ pub fn audit_with_amounts(
         one_charge_per_key(payments, &charges_by_reference, records),
         every_charge_has_its_payment(charges, &payments_by_reference),
         reported_successes_are_charged(records, &payments_by_id, &charges_by_reference),
-        nothing_left_pending(payments),
+        nothing_left_pending(payments, records, &payments_by_id),
         replays_match_the_first_answer(records),
         truthful_answers(records, charges, &payments_by_reference, key_by_amount),
     ];
@@ -685,9 +685,34 @@ fn reported_successes_are_charged(
 }
 
 /// 4. Nothing is pending once the bank has been healthy for the reconciler's window (the caller
-///    audits only after that window).
-fn nothing_left_pending(payments: &[Payment]) -> Check {
+///    audits only after that window), and nothing a client was told is pending (`202`) was lost:
+///    the API still lists every such payment.
+fn nothing_left_pending(
+    payments: &[Payment],
+    records: &[KeyRecord],
+    payments_by_id: &HashMap<String, &Payment>,
+) -> Check {
     let mut check = Check::new(4, "no payment left pending after the reconciler's window");
+    let mut accepted = 0;
+    for record in records {
+        let ids: BTreeSet<String> = record
+            .answers
+            .iter()
+            .filter(|a| a.status == 202)
+            .filter_map(ClientAnswer::payment_id)
+            .collect();
+        for id in ids {
+            accepted += 1;
+            if !payments_by_id.contains_key(&id) {
+                check.violation(|| {
+                    format!(
+                        "key {}: payment {id} was answered 202 pending but the API does not list it (lost)",
+                        record.key
+                    )
+                });
+            }
+        }
+    }
     for payment in payments
         .iter()
         .filter(|p| p.status == PaymentStatus::Pending)
@@ -702,7 +727,10 @@ fn nothing_left_pending(payments: &[Payment]) -> Check {
             )
         });
     }
-    check.checked = format!("{} payments", payments.len());
+    check.checked = format!(
+        "{} payments, {accepted} payments answered 202 pending",
+        payments.len()
+    );
     check
 }
 
@@ -1151,5 +1179,19 @@ mod tests {
             .examples
             .iter()
             .any(|e| e.contains("key k1 (by its unique amount)")));
+    }
+
+    #[test]
+    fn a_payment_answered_pending_that_the_api_lost_breaks_invariant_4() {
+        let (payments, charges, mut records) = clean();
+        let lost = payment("k1", PaymentStatus::Pending);
+        records[0].answers.insert(0, answer(202, &lost));
+        let report = audit(&payments, &charges, &records);
+        assert!(failing(&report).contains(&4), "{report}");
+        assert!(report
+            .check(4)
+            .examples
+            .iter()
+            .any(|e| e.contains("answered 202 pending but the API does not list it")));
     }
 }
