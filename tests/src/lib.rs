@@ -476,11 +476,16 @@ pub mod chaos {
         (status, output, result)
     }
 
-    /// The number before `suffix` in the `, `-separated result line, e.g. `answered 201`.
+    /// The number before `suffix` in the `, `-separated result line, e.g. `answered 201` in
+    /// `385 answered 201` (a parenthesised tail such as `started (99.5%)` is ignored).
     pub fn figure(result: &str, suffix: &str) -> u64 {
         result
             .split(", ")
-            .find_map(|part| part.strip_suffix(suffix)?.trim().parse().ok())
+            .find_map(|part| {
+                let (number, rest) = part.split_once(' ')?;
+                let rest = rest.split(" (").next()?;
+                (rest == suffix.trim()).then(|| number.parse().ok())?
+            })
             .unwrap_or_else(|| panic!("no `N {suffix}` in the result line: {result}"))
     }
 
