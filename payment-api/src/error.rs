@@ -101,11 +101,11 @@ impl ApiError {
         match self {
             // Refused before the key was claimed, or released after every attempt was
             // definitely not processed and the store confirmed the release.
-            BreakerOpen { .. }
-            | BulkheadFull { .. }
-            | BankUnavailable { .. }
-            | RateLimited { .. }
-            | Overloaded { .. } => Some(Charged::No),
+            BreakerOpen { .. } | BulkheadFull { .. } | BankUnavailable { .. } => Some(Charged::No),
+            // Refused at the edge before the key was looked at: this request did nothing, but
+            // the key may already hold a payment from an earlier request, and the API cannot
+            // say it is free without reading it.
+            RateLimited { .. } | Overloaded { .. } => Some(Charged::Unknown),
             // The store could not be read or written (a claim may have committed), the lease
             // was lost, or the work failed in an unexpected way.
             StoreUnavailable(_) | OutcomeUnknown { .. } | Internal(_) => Some(Charged::Unknown),
@@ -185,11 +185,11 @@ impl ApiError {
                 None,
             ),
             RateLimited { retry_after } => (
-                Problem::new(429, "rate_limited", "Too many requests", "This API key is over its rate limit; nothing was processed. Retry after Retry-After seconds (with the same Idempotency-Key for a payment)."),
+                Problem::new(429, "rate_limited", "Too many requests", "This API key is over its rate limit, so this request was refused before its Idempotency-Key was looked at: if the key was sent before, it may hold a payment. Retry after Retry-After seconds with the same Idempotency-Key, never a new one."),
                 Some(*retry_after),
             ),
             Overloaded { retry_after } => (
-                Problem::new(503, "overloaded", "Service overloaded", "Too many requests are in progress; this one was shed before any work. Retry after Retry-After seconds (with the same Idempotency-Key for a payment)."),
+                Problem::new(503, "overloaded", "Service overloaded", "Too many requests are in progress, so this one was shed before its Idempotency-Key was looked at: if the key was sent before, it may hold a payment. Retry after Retry-After seconds with the same Idempotency-Key, never a new one."),
                 Some(*retry_after),
             ),
             HeadersTooLarge(detail) => (

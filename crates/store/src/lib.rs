@@ -194,9 +194,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), StoreError>;
 
     /// The bank never processed the payment: deletes the payment and its key (so the key is
-    /// free to retry), provided `owner` still holds the lease and the payment is still pending.
+    /// free to retry), provided the payment is still pending and `owner` still holds a lease
+    /// that has **not expired** at `now` (PostgreSQL: on the database's clock). An expired
+    /// lease is not enough even when nobody has taken it over yet: once it expired, a replay
+    /// of the key may already have answered 202 (the payment exists and will settle) and the
+    /// reconciler may be about to resume it, so deleting it would make that answer a lie.
     /// Returns whether it did.
-    async fn release(&self, payment_id: Uuid, owner: &str) -> Result<bool, StoreError>;
+    async fn release(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// A payment by id; `tenant` (when given) must match.
     async fn get_payment(

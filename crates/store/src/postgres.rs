@@ -394,13 +394,21 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
-    async fn release(&self, payment_id: Uuid, owner: &str) -> Result<bool, StoreError> {
+    async fn release(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The key's foreign key is deferred, so deleting the payment first is fine: both are
         // gone by the commit. The delete locks the row, so no lease can change hands meanwhile.
-        let deleted = sqlx::query(
-            "DELETE FROM payments WHERE id = $1 AND status = 'pending' AND lease_owner = $2",
-        )
+        // The lease must be unexpired on the database's clock, like every lease decision here.
+        let deleted = sqlx::query(concat!(
+            "DELETE FROM payments WHERE id = $1 AND status = 'pending' AND lease_owner = $2 \
+             AND lease_expires_at > ",
+            db_now_ms!()
+        ))
         .bind(payment_id)
         .bind(owner)
         .execute(&mut *tx)

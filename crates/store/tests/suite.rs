@@ -878,14 +878,17 @@ mod cases {
     pub(super) async fn release_frees_the_key_only_for_the_lease_owner(store: Arc<dyn Store>) {
         let id = claimed(&store, "acme", "k", "a", 0, 30).await;
         assert!(
-            !store.release(id, "b").await.unwrap(),
+            !store.release(id, "b", at(1)).await.unwrap(),
             "b does not hold the lease"
         );
         assert!(store.find_key("acme", "k").await.unwrap().is_some());
-        assert!(store.release(id, "a").await.unwrap());
+        assert!(store.release(id, "a", at(1)).await.unwrap());
         assert_eq!(store.find_key("acme", "k").await.unwrap(), None);
         assert_eq!(store.get_payment(None, id).await.unwrap(), None);
-        assert!(!store.release(id, "a").await.unwrap(), "already gone");
+        assert!(
+            !store.release(id, "a", at(1)).await.unwrap(),
+            "already gone"
+        );
 
         let again = claimed(&store, "acme", "k", "c", 1, 31).await;
         assert_ne!(again, id);
@@ -894,7 +897,7 @@ mod cases {
             .settle(again, &succeeded("ch"), 1, &response(201, b""), at(2))
             .await
             .unwrap());
-        assert!(!store.release(again, "c").await.unwrap());
+        assert!(!store.release(again, "c", at(2)).await.unwrap());
         assert!(store.find_key("acme", "k").await.unwrap().is_some());
         // Nor a pending one whose lease went back to the reconciler.
         let pending = claimed(&store, "acme", "p", "c", 1, 31).await;
@@ -902,8 +905,14 @@ mod cases {
             .mark_pending(pending, "c", 1, None, at(60), at(3))
             .await
             .unwrap();
-        assert!(!store.release(pending, "c").await.unwrap());
+        assert!(!store.release(pending, "c", at(3)).await.unwrap());
         assert!(store.get_payment(None, pending).await.unwrap().is_some());
+        // Nor one whose lease expired, even if nobody took it over: a replay may already have
+        // answered 202 for it, and the reconciler will resume it.
+        let expired = claimed(&store, "acme", "e", "d", 4, 4).await;
+        assert!(!store.release(expired, "d", at(5)).await.unwrap());
+        assert!(store.get_payment(None, expired).await.unwrap().is_some());
+        assert!(store.find_key("acme", "e").await.unwrap().is_some());
     }
 
     pub(super) async fn reap_keys_deletes_only_completed_keys_older_than_the_cutoff(
@@ -1305,7 +1314,7 @@ mod sqlite_writes {
         assert_eq!(writes(), before + 1, "reschedule");
 
         let before = writes();
-        assert!(store.release(other, "h").await.unwrap());
+        assert!(store.release(other, "h", at(4)).await.unwrap());
         assert_eq!(writes(), before + 1, "release");
 
         let before = writes();
@@ -1364,7 +1373,10 @@ mod sqlite_writes {
                 .await
                 .unwrap();
             assert!(store.acquire_lease(id, "r", at(100), at(3)).await.unwrap());
-            assert!(store.release(id, "r").await.unwrap(), "round {round}");
+            assert!(
+                store.release(id, "r", at(3)).await.unwrap(),
+                "round {round}"
+            );
             store.reap_keys(at(0)).await.unwrap();
             store.ping().await.unwrap();
         }

@@ -315,7 +315,10 @@ impl PaymentService {
         execution: Execution<ChargeOutcome>,
         retry_after: Duration,
     ) -> Result<Answer, ApiError> {
-        let released = crate::stats::timed("release", self.store.release(record.id, owner))
+        let released = crate::stats::timed(
+            "release",
+            self.store.release(record.id, owner, responses::now_ms()),
+        )
             .await
             .map_err(|e| {
                 tracing::error!(payment_id = %record.id, error = %e, "cannot release a key whose payment was not processed; its outcome stays unknown");

@@ -356,6 +356,33 @@ async fn a_lost_lease_whose_payment_another_worker_charged_answers_that_charge()
 }
 
 #[tokio::test]
+async fn a_handler_that_outlived_its_lease_does_not_release_the_key_and_is_never_no() {
+    // The store or the bank was so slow that the handler's lease expired before every attempt
+    // came back refused. A replay of the key may meanwhile have answered 202 (an expired
+    // in-flight lease shows the current state), and the reconciler will resume the payment:
+    // deleting it now would turn that 202 into a lie, so the release is refused.
+    let mut h = Harness::new().await;
+    Arc::get_mut(&mut h.service)
+        .expect("not shared yet")
+        .settings
+        .lease = Duration::ZERO;
+    h.bank
+        .charge(not_processed())
+        .charge(not_processed())
+        .charge(not_processed());
+    match h.pay("k1").await {
+        Ok(answer) => assert_pending(&answer),
+        Err(error) => assert_eq!(error.charged(), Some(Charged::Unknown), "{error:?}"),
+    }
+    let key = h
+        .key("k1")
+        .await
+        .expect("the payment stays for the reconciler");
+    assert_eq!(key.payment_status, PaymentStatus::Pending);
+    assert_eq!(h.service.counters.snapshot().lease_lost, 1);
+}
+
+#[tokio::test]
 async fn an_ambiguous_attempt_then_a_409_in_progress_goes_pending_never_failed() {
     let h = Harness::new().await;
     h.bank
@@ -502,4 +529,25 @@ async fn a_full_bulkhead_is_503_bulkhead_full_charged_no_and_the_key_is_free() {
 
 pub(crate) fn payment_id_of(request: &ChargeRequest) -> Uuid {
     Uuid::parse_str(request.reference.trim_start_matches("pay_")).unwrap()
+}
+
+#[tokio::test]
+async fn refusals_at_the_edge_never_say_no_because_the_key_was_not_looked_at() {
+    // A client whose first request was charged, and whose retry is rate limited or shed, must
+    // not read "no charge" into the refusal (found by the chaos audit's final replay).
+    for error in [
+        ApiError::RateLimited {
+            retry_after: Duration::from_secs(1),
+        },
+        ApiError::Overloaded {
+            retry_after: Duration::from_secs(1),
+        },
+    ] {
+        let (status, problem) = wire(error).await;
+        assert!(status == 429 || status == 503, "{status}");
+        assert_eq!(problem["charged"], "unknown", "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(!detail.contains("nothing was processed"), "{detail}");
+        assert!(detail.contains("same Idempotency-Key"), "{detail}");
+    }
 }

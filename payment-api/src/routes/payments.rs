@@ -50,11 +50,11 @@ use crate::{
         (status = 413, description = "`body_too_large`: a body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_body` (wrong shape, unknown field), `invalid_amount`, `invalid_currency`, `invalid_source`, `invalid_description`, `invalid_metadata` (member `field`), or `idempotency_key_reused` (the key was used with another body)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: this API key is over its rate limit (Retry-After); `charged: \"no\"`", body = PaymentRefusal, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: this API key is over its rate limit (Retry-After); refused before the key was looked at, so `charged: \"unknown\"`", body = PaymentRefusal, content_type = "application/problem+json"),
         (status = 431, description = "`headers_too_large`: too many or too large request headers", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal_error`: unexpected failure; `charged: \"unknown\"`: retry with the same key", body = PaymentRefusal, content_type = "application/problem+json"),
         (status = 502, description = "`bank_rejected_request`: the bank refused the request itself (final and stored); `charged: \"no\"`", body = PaymentRefusal, content_type = "application/problem+json"),
-        (status = 503, description = "Retry-After. `charged: \"no\"` (the key is free): `overloaded`, `breaker_open`, `bulkhead_full`, `bank_unavailable`. `charged: \"unknown\"` (retry with the same key, never a new one): `store_unavailable`, `outcome_unknown`", body = PaymentRefusal, content_type = "application/problem+json"),
+        (status = 503, description = "Retry-After. `charged: \"no\"` (the key is free): `breaker_open`, `bulkhead_full`, `bank_unavailable`. `charged: \"unknown\"` (retry with the same key, never a new one): `store_unavailable`, `outcome_unknown`, `overloaded` (shed before the key was looked at)", body = PaymentRefusal, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])))]
 pub(crate) async fn create(

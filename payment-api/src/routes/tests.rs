@@ -253,7 +253,7 @@ impl Store for DownStore {
     ) -> Result<(), StoreError> {
         down()
     }
-    async fn release(&self, _: Uuid, _: &str) -> Result<bool, StoreError> {
+    async fn release(&self, _: Uuid, _: &str, _: DateTime<Utc>) -> Result<bool, StoreError> {
         down()
     }
     async fn get_payment(

@@ -209,12 +209,17 @@ impl Store for FaultyStore {
         .await
     }
 
-    async fn release(&self, payment_id: Uuid, owner: &str) -> Result<bool, StoreError> {
+    async fn release(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         if self.board().faults.get(&Op::Release).map(|f| f.0) == Some(Fault::NoRow) {
             self.enter(Op::Release);
             return Ok(false);
         }
-        self.run(Op::Release, self.inner.release(payment_id, owner))
+        self.run(Op::Release, self.inner.release(payment_id, owner, now))
             .await
     }
 

@@ -251,10 +251,16 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
-    async fn release(&self, payment_id: Uuid, owner: &str) -> Result<bool, StoreError> {
+    async fn release(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.applied(Write::Release {
             payment_id,
             owner: owner.to_owned(),
+            now,
         })
         .await
     }

@@ -67,7 +67,8 @@ pub(crate) const KEY_PENDING: &str =
 
 /// Deletes a payment the bank never processed, only by the lease owner of a pending payment.
 pub(crate) const DELETE_PAYMENT: &str =
-    "DELETE FROM payments WHERE id = ?1 AND status = 'pending' AND lease_owner = ?2";
+    "DELETE FROM payments WHERE id = ?1 AND status = 'pending' AND lease_owner = ?2 \
+     AND lease_expires_at > ?3";
 
 /// Deletes a released payment's key (its foreign key is deferred: checked at commit).
 pub(crate) const DELETE_KEY: &str = "DELETE FROM idempotency_keys WHERE payment_id = ?1";

@@ -23,7 +23,11 @@ pub(crate) enum Write {
     /// [`crate::Store::reschedule`]: the payment's bookkeeping only.
     Reschedule(Box<UnleaseWrite>),
     /// [`crate::Store::release`].
-    Release { payment_id: Uuid, owner: String },
+    Release {
+        payment_id: Uuid,
+        owner: String,
+        now: DateTime<Utc>,
+    },
     /// [`crate::Store::acquire_lease`].
     AcquireLease {
         payment_id: Uuid,
@@ -104,9 +108,11 @@ impl Write {
             Self::Settle(write) => settle(conn, write).map(Outcome::Applied),
             Self::MarkPending(write) => unlease(conn, write, true).map(Outcome::Applied),
             Self::Reschedule(write) => unlease(conn, write, false).map(Outcome::Applied),
-            Self::Release { payment_id, owner } => {
-                release(conn, *payment_id, owner).map(Outcome::Applied)
-            }
+            Self::Release {
+                payment_id,
+                owner,
+                now,
+            } => release(conn, *payment_id, owner, *now).map(Outcome::Applied),
             Self::AcquireLease {
                 payment_id,
                 owner,
@@ -236,13 +242,18 @@ fn unlease(conn: &Connection, write: &UnleaseWrite, key_pending: bool) -> Result
 }
 
 /// The release: the payment (only by its lease owner, only while pending), then its key.
-fn release(conn: &Connection, payment_id: Uuid, owner: &str) -> Result<bool, StoreError> {
+fn release(
+    conn: &Connection,
+    payment_id: Uuid,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     let id = payment_id.to_string();
     // The key's foreign key is deferred, so deleting the payment first is fine: both are gone
     // by the commit.
-    let deleted = conn
-        .prepare_cached(sql::DELETE_PAYMENT)?
-        .execute((&id, owner))?;
+    let deleted =
+        conn.prepare_cached(sql::DELETE_PAYMENT)?
+            .execute((&id, owner, convert::to_ms(now)))?;
     if deleted == 0 {
         return Ok(false);
     }
