@@ -1,5 +1,5 @@
 //! The payment API's flags; each has an environment variable, and `--help` lists both.
-//! Defaults are DESIGN.md §3's; the effective values are published in `/v1/status`.
+//! Defaults are docs/contract.md §3's; the effective values are published in `/v1/status`.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

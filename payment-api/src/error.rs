@@ -4,7 +4,7 @@
 //! say what to fix; 5xx bodies are opaque and the cause goes to the log instead.
 //!
 //! Every 429 and 5xx body also says what the client may conclude about its money, in the
-//! member `charged` (DESIGN.md §2): `"no"` only where the API knows no charge exists or will
+//! member `charged` (docs/contract.md §2): `"no"` only where the API knows no charge exists or will
 //! be made under the key by this request and the key is free; `"unknown"` everywhere else. The
 //! `detail` text agrees with it: only a `"no"` answer says "not processed".
 
@@ -75,7 +75,7 @@ pub(crate) enum ApiError {
     Layer { status: StatusCode, detail: String },
 }
 
-/// What a client may conclude about its money from an error answer (DESIGN.md §2).
+/// What a client may conclude about its money from an error answer (docs/contract.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Charged {
     /// No charge exists or will be made under this key by this request; the key is free.

@@ -1,5 +1,5 @@
 //! The chaos verifier's audit: pure functions over the API's payments, the bank's ledger and
-//! what the clients were told, giving one verdict per DESIGN.md §6 invariant (1–5 and 7).
+//! what the clients were told, giving one verdict per docs/contract.md §6 invariant (1–5 and 7).
 //!
 //! The bank's ledger is the ground truth. A payment is tied to its idempotency key by the
 //! `metadata.load_key` the load generator puts in every body (the API does not return the key),
@@ -40,7 +40,7 @@ pub struct ClientAnswer {
     pub received_at: SystemTime,
 }
 
-/// What a `429`/`5xx` answer lets the client conclude about a charge (DESIGN.md §2, `charged`).
+/// What a `429`/`5xx` answer lets the client conclude about a charge (docs/contract.md §2, `charged`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ChargedClaim {
     /// `"charged": "no"`, or a `429`/`5xx` without a `charged` member (the API before the

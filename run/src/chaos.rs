@@ -4,7 +4,7 @@
 //! the store goes through faults of its own (`store_faults`: SQLite disk full and lock
 //! timeouts; PostgreSQL crash-restart, stop and dropped connections), then heals everything,
 //! waits for the reconciler to settle every pending payment, replays every key once, and audits
-//! the API's payments and every answer the clients got against the bank's ledger (DESIGN.md §6,
+//! the API's payments and every answer the clients got against the bank's ledger (docs/contract.md §6,
 //! invariants 1–5 and 7). Exits 1 on any violation.
 //!
 //! Everything random (the schedule, the kill times, the traffic) comes from one seed, printed

@@ -1,4 +1,4 @@
-//! Flags of `run` (DESIGN.md §7). Each has an environment variable.
+//! Flags of `run` (docs/contract.md §7). Each has an environment variable.
 
 use std::path::PathBuf;
 
@@ -27,7 +27,7 @@ pub enum Command {
     /// latency percentiles.
     Load(LoadArgs),
     /// Start a system, drive traffic under bank chaos and API kills, then audit the API's
-    /// payments against the bank's ledger (DESIGN.md §6); exits 1 on any violation.
+    /// payments against the bank's ledger (docs/contract.md §6); exits 1 on any violation.
     Chaos(ChaosArgs),
 }
 

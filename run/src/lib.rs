@@ -16,7 +16,7 @@
 //! - `chaos`: the chaos verifier (`run chaos`): scenarios, kills, settling, the audit's inputs.
 //! - `store_faults`: store faults for `run chaos` (SQLite disk full and lock timeouts,
 //!   PostgreSQL crash-restart, stop and dropped connections) and a throwaway PostgreSQL server.
-//! - [`audit`]: the pure audit of payments against the bank ledger (DESIGN.md §6, 1–5 and 7).
+//! - [`audit`]: the pure audit of payments against the bank ledger (docs/contract.md §6, 1–5 and 7).
 
 pub mod audit;
 mod chaos;

@@ -1,4 +1,4 @@
-//! Store faults for `run chaos` (DESIGN.md §6): what is done to the payment store while the
+//! Store faults for `run chaos` (docs/contract.md §6): what is done to the payment store while the
 //! traffic runs, and the means to do it.
 //!
 //! - **SQLite** (the default store, `payments.db` in the data directory):

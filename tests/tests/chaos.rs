@@ -1,6 +1,6 @@
 //! The chaos verifier, CI-sized: `run chaos` starts its own system, sends a few hundred payments
 //! while the bank goes through every preset and the API is SIGKILLed twice, and its audit of the
-//! API against the bank's ledger finds no violation of DESIGN.md §6 invariants 1–5 and 7.
+//! API against the bank's ledger finds no violation of docs/contract.md §6 invariants 1–5 and 7.
 //!
 //! "0 violations" alone is also what an API that refuses everything would report, so the run
 //! must also clear floors: payments answered 201, charges in the ledger, keys audited, and no

@@ -1,4 +1,4 @@
-//! Store faults in the proof (DESIGN.md §6, issue 15), CI-sized: `run chaos` on SQLite while the
+//! Store faults in the proof (docs/contract.md §6, issue 15), CI-sized: `run chaos` on SQLite while the
 //! data directory's disk fills up and frees again (a size-limited tmpfs, when run as root) and
 //! the store's write lock is held past the API's busy timeout; and on PostgreSQL with two API
 //! instances while the server is crash-restarted, stopped for seconds and has its connections

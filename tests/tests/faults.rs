@@ -1,5 +1,5 @@
 //! Bank faults and API crashes: the API's payments and the bank's ledger must agree afterwards
-//! (DESIGN.md §6 invariants 1–4), whatever failed on the way.
+//! (docs/contract.md §6 invariants 1–4), whatever failed on the way.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -71,7 +71,7 @@ async fn all_payments(api: &str) -> Vec<Value> {
     panic!("paging did not end");
 }
 
-/// DESIGN.md §6 invariants 1–4 between the API's payments and the bank's ledger.
+/// docs/contract.md §6 invariants 1–4 between the API's payments and the bank's ledger.
 async fn audit(api: &str, bank: &str, keys: usize) {
     let payments = all_payments(api).await;
     let charges = ledger(bank).await;

@@ -1,4 +1,4 @@
-//! DESIGN.md §2's table, one test per row, through HTTP against the real API and bank binaries;
+//! docs/contract.md §2's table, one test per row, through HTTP against the real API and bank binaries;
 //! plus concurrency, restart and tenant scoping. The bank's ledger is the ground truth.
 
 use std::time::Duration;

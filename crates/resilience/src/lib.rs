@@ -14,7 +14,7 @@
 //!   reports.
 //! - [`error`]: configuration errors.
 //!
-//! Every `*Config` has a `Default` with the values of DESIGN.md §3, derives `Serialize`
+//! Every `*Config` has a `Default` with the values of docs/contract.md §3, derives `Serialize`
 //! (durations as `*_ms` fields), and is checked by `validate()` when a component is built.
 //! The crate README lists every setting, the semantics and the benchmark figures.
 //!

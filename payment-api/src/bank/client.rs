@@ -1,7 +1,7 @@
 //! The bank's HTTP client. One attempt is one `POST /v1/charges` carrying the payment's bank
 //! reference as the bank's `Idempotency-Key`, so a retried attempt can never charge twice; its
 //! answer is classified here, once, into what the retry loop and the breaker need to know
-//! (DESIGN.md §3 step 4).
+//! (docs/contract.md §3 step 4).
 
 use std::time::Duration;
 

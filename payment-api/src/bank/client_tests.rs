@@ -1,4 +1,4 @@
-//! [`BankClient`]'s reading of every answer the bank can give (DESIGN.md §3 step 4), against a
+//! [`BankClient`]'s reading of every answer the bank can give (docs/contract.md §3 step 4), against a
 //! scripted bank: a tiny HTTP server on 127.0.0.1:0 that gives one fixed answer to any request
 //! and records what it was sent. What each answer is classified as decides whether the retry
 //! loop may retry, whether the payment may be reported "not processed", and whether it must go

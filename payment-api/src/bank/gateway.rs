@@ -1,4 +1,4 @@
-//! The bank gateway: every charge goes through the pipeline of DESIGN.md §3, outermost first:
+//! The bank gateway: every charge goes through the pipeline of docs/contract.md §3, outermost first:
 //! payment deadline → retry (backoff with full jitter, `Retry-After`, retry budget) → circuit
 //! breaker → bulkhead → attempt timeout → HTTP, always with the payment's bank reference as the
 //! bank's `Idempotency-Key`, so retries and re-sends can never charge twice.

@@ -1,4 +1,4 @@
-//! The payment flow (DESIGN.md §2 and §3): claim the key, charge through the bank gateway,
+//! The payment flow (docs/contract.md §2 and §3): claim the key, charge through the bank gateway,
 //! record the outcome with its response atomically, and answer — or answer from what the key
 //! already holds (replay, 409 in flight, 422 reused, 202 pending).
 //!
@@ -56,7 +56,7 @@ pub(crate) enum Verdict {
     NotProcessed,
 }
 
-/// Classifies a pipeline run (DESIGN.md §3 step 4, seen over the whole run).
+/// Classifies a pipeline run (docs/contract.md §3 step 4, seen over the whole run).
 ///
 /// A charge or a decline decides the reference (the bank answers every request with one
 /// reference alike). A refusal (a non-decline 4xx) decides it only when no earlier attempt

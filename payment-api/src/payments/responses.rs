@@ -50,7 +50,7 @@ pub(crate) fn for_payment(record: &PaymentRecord) -> StoredResponse {
                 "Bank rejected the request",
                 "The bank refused to process this payment; it was not charged.",
             )
-            // A 5xx, so it says what the client may conclude (DESIGN.md §2): the bank's
+            // A 5xx, so it says what the client may conclude (docs/contract.md §2): the bank's
             // refusal is final and nothing was charged under this key.
             .with("charged", "no")
             .with(

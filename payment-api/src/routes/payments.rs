@@ -98,7 +98,7 @@ pub(crate) async fn create(
     Ok(into_response(answer?))
 }
 
-/// A 429 or 5xx answer to `POST /v1/payments` (DESIGN.md §2): a problem body (RFC 9457) that
+/// A 429 or 5xx answer to `POST /v1/payments` (docs/contract.md §2): a problem body (RFC 9457) that
 /// also says what the client may conclude about its money. Documentation only: answers are
 /// built as [`Problem`]s with these members.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -1,5 +1,5 @@
 //! The one place where answers that a layer, the router or an extractor gave on its own become
-//! `application/problem+json` with a stable `code` (DESIGN.md §2: every error is a problem).
+//! `application/problem+json` with a stable `code` (docs/contract.md §2: every error is a problem).
 //!
 //! What can answer without our handlers: tower-http's `RequestBodyLimitLayer` (413 `text/plain`
 //! "length limit exceeded" as soon as `Content-Length` is over the limit), axum's extractor

@@ -1,4 +1,4 @@
-//! Circuit-breaker settings, their defaults (DESIGN.md §3) and their validation.
+//! Circuit-breaker settings, their defaults (docs/contract.md §3) and their validation.
 
 use std::time::Duration;
 
