@@ -17,6 +17,11 @@ struct System {
 }
 
 async fn start() -> System {
+    start_with(|_| {}).await
+}
+
+/// The system, with `tune` applied to the API's configuration first.
+async fn start_with(tune: impl FnOnce(&mut payment_api::Config)) -> System {
     let mut stops = Vec::new();
     let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
         .await
@@ -28,8 +33,9 @@ async fn start() -> System {
         let _ = rx.await;
     }));
     let dir = std::env::temp_dir().join(format!("hostile-{}", uuid::Uuid::new_v4().simple()));
-    let config =
+    let mut config =
         payment_api::Config::for_tests(bank_url.parse().unwrap(), &format!("acme:{KEY}"), dir);
+    tune(&mut config);
     let api = payment_api::Application::build(config).await.unwrap();
     let api_url = format!("http://{}", api.local_addr());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -325,4 +331,124 @@ fn no_input_produces_a_5xx_and_rejected_input_changes_nothing() {
         seen.contains_key(&201),
         "the generator must reach successes too: {seen:?}"
     );
+}
+
+/// A request that reuses a few keys with a few bodies, so repeats reach the idempotency answers.
+#[derive(Debug, Clone)]
+struct Repeat {
+    key: &'static str,
+    body: &'static str,
+}
+
+fn repeat() -> impl Strategy<Value = Repeat> {
+    (
+        prop_oneof![Just("order-1"), Just("order-2"), Just("order-3")],
+        prop_oneof![
+            2 => Just(r#"{"amount":1999,"currency":"TRY","source":"tok_visa"}"#),
+            1 => Just(r#"{"amount":2500,"currency":"TRY","source":"tok_visa"}"#),
+            1 => Just(r#"{"amount":500,"currency":"JPY","source":"tok_insufficient_funds"}"#),
+        ],
+    )
+        .prop_map(|(key, body)| Repeat { key, body })
+}
+
+#[test]
+fn repeated_keys_reach_replays_reuse_refusals_and_rate_limits_and_replays_never_change() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A burst of 60 requests passes (repeats reach replays and reuse refusals), then a rate
+    // limit low enough that the rest of a quick run crosses it.
+    let system = runtime.block_on(start_with(|config| {
+        config.edge.rate_limit = 10;
+        config.edge.rate_limit_burst = 60;
+    }));
+    let mut runner = TestRunner::new(proptest::test_runner::Config {
+        cases: 300,
+        ..Default::default()
+    });
+    // What each key first answered (body and status), to compare every replay against.
+    let first =
+        std::sync::Mutex::new(std::collections::HashMap::<&str, (u16, Vec<u8>, String)>::new());
+    let seen = std::sync::Mutex::new(std::collections::BTreeMap::<String, u32>::new());
+    runner
+        .run(&repeat(), |case| {
+            let (status, replayed, retry_after, body) = runtime.block_on(async {
+                let response = system
+                    .client
+                    .post(format!("{}/v1/payments", system.api))
+                    .bearer_auth(KEY)
+                    .header("idempotency-key", case.key)
+                    .header("content-type", "application/json")
+                    .body(case.body)
+                    .send()
+                    .await
+                    .expect("an answer");
+                let status = response.status().as_u16();
+                let replayed = response
+                    .headers()
+                    .get("idempotent-replayed")
+                    .is_some_and(|v| v == "true");
+                let retry_after = response.headers().contains_key("retry-after");
+                (
+                    status,
+                    replayed,
+                    retry_after,
+                    response.bytes().await.unwrap().to_vec(),
+                )
+            });
+            let code = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["code"].as_str().map(str::to_owned));
+            let label = match (status, replayed, &code) {
+                (_, true, _) => format!("{status} replay"),
+                (_, false, Some(code)) => format!("{status} {code}"),
+                _ => status.to_string(),
+            };
+            *seen.lock().unwrap().entry(label).or_default() += 1;
+            prop_assert!(status < 500, "{status}: {}", String::from_utf8_lossy(&body));
+            if matches!(status, 429 | 503 | 409) {
+                prop_assert!(retry_after, "{status} without Retry-After");
+            }
+            let mut first = first.lock().unwrap();
+            match (status, replayed) {
+                (201 | 402, false) => {
+                    prop_assert!(
+                        !first.contains_key(case.key),
+                        "a second first answer for {}",
+                        case.key
+                    );
+                    first.insert(case.key, (status, body, case.body.to_owned()));
+                }
+                (_, true) => {
+                    let (first_status, first_body, first_request) = &first[case.key];
+                    prop_assert_eq!(
+                        first_request.as_str(),
+                        case.body,
+                        "a replay for another body"
+                    );
+                    prop_assert_eq!(*first_status, status);
+                    prop_assert_eq!(first_body, &body, "a replay differs from the first answer");
+                }
+                (422, false) => {
+                    prop_assert_eq!(code.as_deref(), Some("idempotency_key_reused"));
+                    let (_, _, first_request) = &first[case.key];
+                    prop_assert_ne!(first_request.as_str(), case.body);
+                }
+                (429, false) => prop_assert_eq!(code.as_deref(), Some("rate_limited")),
+                (status, _) => prop_assert!(false, "unexpected {status} {code:?}"),
+            }
+            Ok(())
+        })
+        .unwrap();
+    let seen = seen.into_inner().unwrap();
+    println!("repeated keys by answer: {seen:?}");
+    for expected in [
+        "201 replay",
+        "422 idempotency_key_reused",
+        "429 rate_limited",
+    ] {
+        assert!(
+            seen.contains_key(expected),
+            "never reached {expected}: {seen:?}"
+        );
+    }
 }

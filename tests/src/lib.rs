@@ -5,6 +5,10 @@
 //! service package has an integration test of its own CLI); if one is missing it is built with
 //! the same cargo that built the tests.
 
+/// The one skip-or-fail rule for optional dependencies (PostgreSQL, Chromium, curl, promtool):
+/// missing under `CI=true` fails the test, elsewhere it is skipped with a printed reason.
+pub use payment_store::test_support::{in_ci, require, skip_unless_ci};
+
 use std::{
     io::{BufRead, BufReader},
     net::{Ipv4Addr, SocketAddr, TcpListener},

@@ -16,21 +16,16 @@ fn rules_dir() -> PathBuf {
 
 /// `promtool`, or `None` (after saying why) when it is missing outside CI.
 fn promtool() -> Option<&'static str> {
-    match Command::new("promtool").arg("--version").output() {
-        Ok(output) if output.status.success() => Some("promtool"),
-        other => {
-            let why = match other {
-                Ok(output) => format!("promtool --version failed: {}", output.status),
-                Err(e) => format!("promtool not found: {e}"),
-            };
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{why}; CI must have it (.ci/setup installs the Debian package prometheus)"
-            );
-            eprintln!("SKIPPED: {why} (apt-get install prometheus, or run .ci/setup)");
-            None
-        }
-    }
+    let found = match Command::new("promtool").arg("--version").output() {
+        Ok(output) if output.status.success() => Ok("promtool"),
+        Ok(output) => Err(format!("promtool --version failed: {}", output.status)),
+        Err(e) => Err(format!("promtool not found: {e}")),
+    };
+    e2e::require(
+        "promtool",
+        found,
+        "`sudo bash .ci/setup` installs the Debian package prometheus",
+    )
 }
 
 /// Runs `promtool args...` in the rules directory; panics with its output if it fails.

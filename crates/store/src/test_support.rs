@@ -361,9 +361,32 @@ fn find_bin_dir() -> Result<PathBuf, String> {
 /// missing PostgreSQL is diagnosed once.
 static SHARED: std::sync::OnceLock<Result<TempPostgres, String>> = std::sync::OnceLock::new();
 
-/// Whether this is a CI run (`CI=true`), where a missing PostgreSQL fails the tests.
-fn in_ci() -> bool {
+/// Whether this is a CI run (`CI=true`; `.ci/run` exports it), where a missing optional
+/// dependency fails the tests.
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
+}
+
+/// The one rule for a test whose optional dependency (PostgreSQL, Chromium and ChromeDriver,
+/// curl, promtool) is missing: under `CI=true` the test fails, so nothing skips silently in CI;
+/// elsewhere it prints `SKIPPED: <what> not available: <reason>` and the caller returns.
+/// `install` says how to get it.
+pub fn skip_unless_ci(what: &str, reason: &str, install: &str) {
+    if in_ci() {
+        panic!("{what} not available (CI=true, so this is a failure): {reason}; {install}");
+    }
+    println!("SKIPPED: {what} not available: {reason} ({install})");
+}
+
+/// `Some(value)` when the dependency is there, else [`skip_unless_ci`] and `None`.
+pub fn require<T>(what: &str, found: Result<T, String>, install: &str) -> Option<T> {
+    match found {
+        Ok(value) => Some(value),
+        Err(reason) => {
+            skip_unless_ci(what, &reason, install);
+            None
+        }
+    }
 }
 
 /// The shared server of this test binary (started once), or `None` after printing
@@ -371,14 +394,12 @@ fn in_ci() -> bool {
 /// instead: in CI a PostgreSQL test must run, never skip. Give each test its own database with
 /// [`TempPostgres::new_database`].
 pub fn pg_or_skip() -> Option<&'static TempPostgres> {
-    match SHARED.get_or_init(TempPostgres::start) {
-        Ok(server) => Some(server),
-        Err(reason) if in_ci() => {
-            panic!("PostgreSQL not available (CI=true, so this is a failure): {reason}")
-        }
-        Err(reason) => {
-            println!("SKIPPED: PostgreSQL not available: {reason}");
-            None
-        }
-    }
+    require(
+        "PostgreSQL",
+        SHARED
+            .get_or_init(TempPostgres::start)
+            .as_ref()
+            .map_err(Clone::clone),
+        "`sudo bash .ci/setup` installs it",
+    )
 }
