@@ -1523,6 +1523,36 @@ mod sqlite_writes {
     }
 
     /// Readiness fails while the store cannot write, though it can still read.
+    /// A release asked for under a live lease but run only after the lease expired (it waited
+    /// behind another connection's lock) deletes nothing: the lease is judged when the write
+    /// runs, not when it was asked for. Meanwhile a replay of the key may have seen the lease
+    /// expire and answered 202, which a late delete would turn into a lie.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_that_waited_past_its_lease_deletes_nothing() {
+        let (_dir, store) = store_with(Duration::from_secs(10)).await;
+        let lease = chrono::Duration::milliseconds(200);
+        let new = new_payment("acme", "k", "h", at(0), at(0) + lease);
+        assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
+
+        let holder = rusqlite::Connection::open(store.path()).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // Asked at the claim's own time: the lease is live for another 200 ms.
+        let release = {
+            let store = store.clone();
+            tokio::spawn(async move { store.release(new.id, "h", at(0)).await })
+        };
+        // The writer waits for the lock for longer than the lease has left.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!release.is_finished(), "the release waits behind the lock");
+        holder.execute_batch("COMMIT").unwrap();
+        assert!(
+            !release.await.unwrap().unwrap(),
+            "released under an expired lease"
+        );
+        assert!(store.get_payment(None, new.id).await.unwrap().is_some());
+        assert!(store.find_key("acme", "k").await.unwrap().is_some());
+    }
+
     #[tokio::test]
     async fn ping_fails_while_another_connection_holds_the_write_lock() {
         let (_dir, store) = store_with(Duration::from_millis(200)).await;

@@ -261,6 +261,7 @@ impl Store for SqliteStore {
             payment_id,
             owner: owner.to_owned(),
             now,
+            asked: std::time::Instant::now(),
         })
         .await
     }

@@ -27,6 +27,9 @@ pub(crate) enum Write {
         payment_id: Uuid,
         owner: String,
         now: DateTime<Utc>,
+        /// When the caller asked: the lease is checked at the time the write *runs*, `now`
+        /// plus the time it waited for the writer (see `release`).
+        asked: std::time::Instant,
     },
     /// [`crate::Store::acquire_lease`].
     AcquireLease {
@@ -112,7 +115,13 @@ impl Write {
                 payment_id,
                 owner,
                 now,
-            } => release(conn, *payment_id, owner, *now).map(Outcome::Applied),
+                asked,
+            } => {
+                // A release that waited behind a slow batch must not delete under a lease that
+                // expired meanwhile: a replay of the key may have answered 202 since.
+                let waited = chrono::Duration::from_std(asked.elapsed()).unwrap_or_default();
+                release(conn, *payment_id, owner, *now + waited).map(Outcome::Applied)
+            }
             Self::AcquireLease {
                 payment_id,
                 owner,
