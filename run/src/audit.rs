@@ -379,12 +379,17 @@ fn untruthful(record: &KeyRecord, i: usize, charges: &[&Charge]) -> Option<Strin
     };
     for charge in charges {
         let at = charge.created_at.timestamp_micros();
-        if at <= told {
+        if at < sent {
+            // Charged before the question was even asked: the key held a charge all along.
             return Some(describe(
                 charge,
                 format!("{:.1} s after", (told - at) as f64 / 1e6),
             ));
         }
+        // Charged while this request was in progress, or after it: the API's "no" was true
+        // when it read the key (nothing charged, the key free) only if another request of the
+        // key, racing this one, made the charge. A charge no other request can have made is
+        // this answer's lie.
         let explained = record.answers.iter().enumerate().any(|(j, other)| {
             j != i
                 && other.charged_claim() != Some(ChargedClaim::No)
@@ -392,13 +397,18 @@ fn untruthful(record: &KeyRecord, i: usize, charges: &[&Charge]) -> Option<Strin
                 && (other.status == 0 || micros(other.received_at) > sent)
         });
         if !explained {
-            return Some(describe(
-                charge,
+            let when = if at <= told {
+                format!(
+                    "{:.1} s after (while it was in progress, and no other request for the key can have made that charge)",
+                    (told - at) as f64 / 1e6
+                )
+            } else {
                 format!(
                     "{:.1} s before (and no other request for the key can have made that charge)",
                     (at - told) as f64 / 1e6
-                ),
-            ));
+                )
+            };
+            return Some(describe(charge, when));
         }
     }
     None
@@ -1136,6 +1146,46 @@ mod tests {
         let report = audit_with_amounts(&payments, &charges, &records, &amounts);
         assert_eq!(report.check(7).violations, 0, "{report}");
         assert_eq!(report.answers["no answer (timeout)"], 1);
+    }
+
+    /// A charge at `millis` after the epoch.
+    fn charged_at(charge: &mut Charge, millis: i64) {
+        charge.created_at = chrono::DateTime::from_timestamp_millis(millis).unwrap();
+    }
+
+    #[test]
+    fn a_no_racing_another_request_that_charged_is_truthful_a_no_with_no_such_request_is_not() {
+        let (payments, mut charges, mut records, amounts) = with_amounts();
+        // k3: the client's first request is still in flight (it timed out at the client) when
+        // a second is sent to another instance whose breaker is open; that one reads the key,
+        // finds it free, and says "no"; meanwhile the first claims the key and the bank
+        // charges it, 50 ms into the second request's 100 ms. The "no" was true when the API
+        // read the key: the charge is the first request's.
+        charged_at(&mut charges[2], 2_050);
+        records[2].answers = vec![
+            at(ClientAnswer::none("timeout", SystemTime::UNIX_EPOCH), 1),
+            at(refusal(503, "breaker_open", Some("no")), 2),
+        ];
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert_eq!(report.check(7).violations, 0, "{report}");
+        // The same "no" with no other request of the key that could have charged it: a lie.
+        records[2].answers = vec![at(refusal(503, "breaker_open", Some("no")), 2)];
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert_eq!(failing(&report), [7], "{report}");
+        assert!(
+            report.check(7).examples[0].contains("while it was in progress"),
+            "{report}"
+        );
+        // And a charge made before the request was even sent is a lie whatever else was in
+        // flight.
+        charged_at(&mut charges[2], 1_500);
+        records[2].answers = vec![
+            at(ClientAnswer::none("timeout", SystemTime::UNIX_EPOCH), 1),
+            at(refusal(503, "breaker_open", Some("no")), 2),
+        ];
+        let report = audit_with_amounts(&payments, &charges, &records, &amounts);
+        assert_eq!(failing(&report), [7], "{report}");
+        assert!(report.check(7).examples[0].contains("after the bank charged it"));
     }
 
     #[test]

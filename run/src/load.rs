@@ -144,6 +144,10 @@ enum Duplicate {
 
 const DECLINING_CARDS: [&str; 3] = ["tok_decline", "tok_insufficient_funds", "tok_expired_card"];
 
+/// Currencies payments are spread over, in turn: two-decimal ones, JPY (no minor unit) and KWD
+/// (three decimals), so the API, the bank and the audit are exercised with every exponent.
+const CURRENCIES: [&str; 5] = ["TRY", "EUR", "USD", "JPY", "KWD"];
+
 fn plan(config: &LoadConfig, i: u64, rng: &mut SmallRng) -> Plan {
     let key = format!("{}-{i}", config.key_prefix);
     let source = if rng.gen_bool(config.decline_share.clamp(0.0, 1.0)) {
@@ -167,7 +171,7 @@ fn plan(config: &LoadConfig, i: u64, rng: &mut SmallRng) -> Plan {
     Plan {
         body: json!({
             "amount": amount,
-            "currency": "TRY",
+            "currency": CURRENCIES[(i % CURRENCIES.len() as u64) as usize],
             "source": source,
             "metadata": { KEY_FIELD: key },
         }),
