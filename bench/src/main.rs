@@ -42,6 +42,8 @@ use services::Service;
 const TENANT: &str = "bench";
 /// The API key the benchmark configures and uses (not a secret: a throwaway local process).
 const API_KEY: &str = "sk_bench_0123456789abcdef";
+/// The operator key of the benchmark's own API (breaker controls are operator routes).
+const OPERATOR_KEY: &str = "sk_bench_operator_0123456789abcdef";
 const PAYMENT_BODY: &str = r#"{"amount":1999,"currency":"TRY","source":"tok_visa"}"#;
 
 /// The end-to-end benchmark: bank baseline, happy path, replays, breaker open.
@@ -108,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let api_keys = format!("{TENANT}:{API_KEY}");
+    let operator_keys = format!("bench:{OPERATOR_KEY}");
     let api = Service::start(
         "payment-api",
         &bin.join("payment-api"),
@@ -122,7 +125,10 @@ async fn main() -> anyhow::Result<()> {
             "--rate-limit".to_owned(),
             "1000000000".to_owned(),
         ],
-        &[("PAYMENT_API_KEYS", api_keys.as_str())],
+        &[
+            ("PAYMENT_API_KEYS", api_keys.as_str()),
+            ("PAYMENT_API_OPERATOR_KEYS", operator_keys.as_str()),
+        ],
     )
     .await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -254,7 +260,7 @@ async fn phases(
         api.addr,
         "POST",
         "/v1/breaker/force-open",
-        &[("authorization", &format!("Bearer {API_KEY}"))],
+        &[("authorization", &format!("Bearer {OPERATOR_KEY}"))],
         "",
     )
     .await?;
@@ -285,7 +291,7 @@ async fn phases(
         api.addr,
         "POST",
         "/v1/breaker/reset",
-        &[("authorization", &format!("Bearer {API_KEY}"))],
+        &[("authorization", &format!("Bearer {OPERATOR_KEY}"))],
         "",
     )
     .await;

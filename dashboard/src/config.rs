@@ -35,13 +35,21 @@ pub struct Config {
     #[arg(long, env = "BANK_URL", default_value = "http://127.0.0.1:8001")]
     pub bank_url: reqwest::Url,
 
-    /// API key the dashboard uses to send payments (kept server-side).
+    /// Tenant API key the dashboard sends and reads its payments with (kept server-side).
     #[arg(long, env = "DASHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<SecretString>,
 
-    /// File holding the API key (alternative to --api-key).
+    /// File holding the tenant API key (alternative to --api-key).
     #[arg(long, env = "DASHBOARD_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+
+    /// Operator key for the API's status, logs and breaker controls (kept server-side).
+    #[arg(long, env = "DASHBOARD_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<SecretString>,
+
+    /// File holding the operator key (alternative to --operator-key).
+    #[arg(long, env = "DASHBOARD_OPERATOR_KEY_FILE")]
+    pub operator_key_file: Option<PathBuf>,
 
     /// The bank's admin token for chaos controls (kept server-side).
     #[arg(long, env = "DASHBOARD_BANK_ADMIN_TOKEN", hide_env_values = true)]
@@ -61,18 +69,23 @@ impl Config {
             bank_url,
             api_key: None,
             api_key_file: None,
+            operator_key: None,
+            operator_key_file: None,
             bank_admin_token: None,
             bank_admin_token_file: None,
         }
     }
 }
 
-/// The two secrets the dashboard holds, resolved from their flag or file.
+/// The three secrets the dashboard holds, resolved from their flag or file.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
-    /// Sent to the payment API as `Authorization: Bearer`; `None` makes payment and breaker
-    /// controls answer "no API key configured".
+    /// The tenant key, sent to the payment API as `Authorization: Bearer` with the payments
+    /// the dashboard sends and reads; `None` makes those answer "no API key configured".
     pub api_key: Option<SecretString>,
+    /// The operator key, sent with reads of `/v1/status` and `/v1/logs` and with breaker
+    /// controls; `None` makes those answer "no operator key configured".
+    pub operator_key: Option<SecretString>,
     /// Sent to the bank's `PUT /v1/chaos`; `None` sends no token (a bank without one accepts).
     pub bank_admin_token: Option<SecretString>,
 }
@@ -82,6 +95,11 @@ impl Config {
     pub fn secrets(&self) -> anyhow::Result<Secrets> {
         Ok(Secrets {
             api_key: resolve(&self.api_key, &self.api_key_file, "--api-key-file")?,
+            operator_key: resolve(
+                &self.operator_key,
+                &self.operator_key_file,
+                "--operator-key-file",
+            )?,
             bank_admin_token: resolve(
                 &self.bank_admin_token,
                 &self.bank_admin_token_file,

@@ -98,7 +98,9 @@ async fn sample_forever(state: Arc<routes::AppState>) {
     loop {
         ticks.tick().await;
         let (api, bank) = tokio::join!(
-            state.upstream.api_get("/v1/status", false),
+            state
+                .upstream
+                .api_get("/v1/status", upstream::Key::Operator),
             state.upstream.bank_get("/v1/chaos"),
         );
         let api = routes::ok_json(api).ok();

@@ -29,7 +29,7 @@ use crate::{
     history::History,
     shape,
     traffic::{PaymentSpec, SteadyRequest, Traffic, MAX_BURST},
-    upstream::{Upstream, UpstreamError},
+    upstream::{Key, Upstream, UpstreamError},
 };
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -126,6 +126,9 @@ impl IntoResponse for DashError {
             DashError::Upstream(UpstreamError::NoApiKey) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_api_key")
             }
+            DashError::Upstream(UpstreamError::NoOperatorKey) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_operator_key")
+            }
             DashError::Upstream(UpstreamError::Unreachable { .. }) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
@@ -200,7 +203,7 @@ struct OverviewQuery {
 /// `GET /api/overview`: API status and bank status, shaped, with history and traffic.
 async fn overview(State(state): Shared, Query(query): Query<OverviewQuery>) -> Json<Value> {
     let (api, bank) = tokio::join!(
-        state.upstream.api_get("/v1/status", false),
+        state.upstream.api_get("/v1/status", Key::Operator),
         state.upstream.bank_get("/v1/status"),
     );
     let now = crate::now_ms();
@@ -293,7 +296,9 @@ pub(crate) fn logs_query(
 
 /// The API's log page, or `available: false` when the API has no log endpoint (yet).
 async fn fetch_logs(upstream: &Upstream, query: &str) -> Result<Value, DashError> {
-    let answer = upstream.api_get(&format!("/v1/logs?{query}"), true).await?;
+    let answer = upstream
+        .api_get(&format!("/v1/logs?{query}"), Key::Operator)
+        .await?;
     Ok(match answer.status {
         200..=299 => {
             let mut body = answer.body;
@@ -342,7 +347,7 @@ async fn list_payments(
     }
     let mut answer = state
         .upstream
-        .api_get(&format!("/v1/payments?{query}"), true)
+        .api_get(&format!("/v1/payments?{query}"), Key::Tenant)
         .await?;
     if let Some(rows) = answer.body["data"].as_array_mut() {
         rows.iter_mut().for_each(with_amount_display);
@@ -372,7 +377,7 @@ async fn payment_details(
     let query = logs_query(None, Some(500), None, Some(&id), None)?;
     let path = format!("/v1/payments/{id}");
     let (payment, logs) = tokio::join!(
-        state.upstream.api_get(&path, true),
+        state.upstream.api_get(&path, Key::Tenant),
         fetch_logs(&state.upstream, &query),
     );
     let mut payment = payment?;
@@ -544,7 +549,7 @@ async fn breaker(State(state): Shared, Path(action): Path<String>) -> Result<Res
     }
     let answer = state
         .upstream
-        .api_post(&format!("/v1/breaker/{action}"), None, &[])
+        .api_post(&format!("/v1/breaker/{action}"), Key::Operator, None, &[])
         .await?;
     tracing::info!(action = %action, status = answer.status, "breaker action from the dashboard");
     Ok(pass_through(answer))

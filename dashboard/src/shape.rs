@@ -65,6 +65,17 @@ pub(crate) fn reason_text(reason: &Value) -> Option<String> {
         ),
         "open_elapsed" => "open wait elapsed; probing".to_owned(),
         "probes_succeeded" => "every probe succeeded".to_owned(),
+        // An operator's action names the operator (the key's configured name, never the key).
+        "operator" => {
+            let action = reason["action"]
+                .as_str()
+                .unwrap_or("action")
+                .replace('_', " ");
+            match reason["actor"].as_str() {
+                Some(actor) => format!("operator {action} by {actor}"),
+                None => format!("operator {action}"),
+            }
+        }
         other => other.replace('_', " "),
     })
 }
@@ -248,6 +259,14 @@ mod tests {
                 "open wait elapsed; probing",
             ),
             (json!({"kind": "operator_reset"}), "operator reset"),
+            (
+                json!({"kind": "operator", "action": "force_open", "actor": "alice"}),
+                "operator force open by alice",
+            ),
+            (
+                json!({"kind": "operator", "action": "reset"}),
+                "operator reset",
+            ),
         ] {
             assert_eq!(reason_text(&reason).unwrap(), text);
         }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::{sync::Semaphore, task::JoinSet};
 
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Key, Upstream, UpstreamError};
 
 /// Largest burst one click may send.
 pub(crate) const MAX_BURST: u32 = 200;
@@ -317,7 +317,12 @@ impl Traffic {
     async fn send(&self, key: String, body: &Value) -> Result<SendResult, UpstreamError> {
         match self
             .upstream
-            .api_post("/v1/payments", Some(body), &[("idempotency-key", &key)])
+            .api_post(
+                "/v1/payments",
+                Key::Tenant,
+                Some(body),
+                &[("idempotency-key", &key)],
+            )
             .await
         {
             Ok(answer) => Ok(SendResult {
@@ -339,6 +344,7 @@ impl Traffic {
                 error: None,
             }),
             Err(UpstreamError::NoApiKey) => Err(UpstreamError::NoApiKey),
+            Err(UpstreamError::NoOperatorKey) => Err(UpstreamError::NoOperatorKey),
             // An unanswered payment is an outcome the operator should see, not a page error.
             Err(error) => Ok(SendResult {
                 idempotency_key: key,

@@ -1,6 +1,7 @@
-//! The dashboard's client of the payment API and the bank. The API key and the bank's chaos token
-//! are attached here and nowhere else, and both are redacted from every body this module hands
-//! back, so nothing the browser receives can carry them even if an upstream echoed one.
+//! The dashboard's client of the payment API and the bank. The tenant key, the operator key and
+//! the bank's chaos token are attached here and nowhere else, and all three are redacted from
+//! every body this module hands back, so nothing the browser receives can carry them even if an
+//! upstream echoed one.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,19 @@ pub(crate) enum UpstreamError {
     Unreachable { service: Service, detail: String },
     #[error("the dashboard has no API key (start it with --api-key-file)")]
     NoApiKey,
+    #[error("the dashboard has no operator key (start it with --operator-key-file)")]
+    NoOperatorKey,
+}
+
+/// Which key a request to the payment API carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// None (open routes).
+    None,
+    /// The tenant key: payments the dashboard sends and reads.
+    Tenant,
+    /// The operator key: status, logs, breaker controls.
+    Operator,
 }
 
 /// An upstream answer with its body parsed (JSON, or `{"text": ...}` when it is not JSON).
@@ -85,24 +99,25 @@ impl Upstream {
         }
     }
 
-    /// `GET` on the API; `auth` adds the API key.
-    pub(crate) async fn api_get(&self, path: &str, auth: bool) -> Result<Answer, UpstreamError> {
+    /// `GET` on the API with `key`.
+    pub(crate) async fn api_get(&self, path: &str, key: Key) -> Result<Answer, UpstreamError> {
         self.send(
             Service::Api,
             Method::GET,
             path,
             None,
             &[],
-            auth,
+            key,
             READ_TIMEOUT,
         )
         .await
     }
 
-    /// `POST` on the API with the API key, a JSON body (or none) and extra headers.
+    /// `POST` on the API with `key`, a JSON body (or none) and extra headers.
     pub(crate) async fn api_post(
         &self,
         path: &str,
+        key: Key,
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Answer, UpstreamError> {
@@ -112,7 +127,7 @@ impl Upstream {
             path,
             body,
             headers,
-            true,
+            key,
             PAYMENT_TIMEOUT,
         )
         .await
@@ -126,7 +141,7 @@ impl Upstream {
             path,
             None,
             &[],
-            false,
+            Key::None,
             READ_TIMEOUT,
         )
         .await
@@ -140,7 +155,7 @@ impl Upstream {
             "/v1/chaos",
             Some(body),
             &[],
-            true,
+            Key::Operator,
             READ_TIMEOUT,
         )
         .await
@@ -154,21 +169,34 @@ impl Upstream {
         path: &str,
         body: Option<&Value>,
         headers: &[(&str, &str)],
-        auth: bool,
+        key: Key,
         timeout: Duration,
     ) -> Result<Answer, UpstreamError> {
-        let (base, secret) = match service {
-            Service::Api => (&self.api, &self.secrets.api_key),
-            Service::Bank => (&self.bank, &self.secrets.bank_admin_token),
+        let base = match service {
+            Service::Api => &self.api,
+            Service::Bank => &self.bank,
         };
         let url = format!("{}{path}", base.as_str().trim_end_matches('/'));
         let mut request = self.http.request(method, url).timeout(timeout);
-        if auth {
-            match (service, secret) {
-                (_, Some(secret)) => request = request.bearer_auth(secret.expose_secret()),
-                (Service::Api, None) => return Err(UpstreamError::NoApiKey),
-                (Service::Bank, None) => {}
-            }
+        // On the bank, any key means its chaos token (its only credential), when configured.
+        let secret = match (service, key) {
+            (_, Key::None) => None,
+            (Service::Api, Key::Tenant) => Some(
+                self.secrets
+                    .api_key
+                    .as_ref()
+                    .ok_or(UpstreamError::NoApiKey)?,
+            ),
+            (Service::Api, Key::Operator) => Some(
+                self.secrets
+                    .operator_key
+                    .as_ref()
+                    .ok_or(UpstreamError::NoOperatorKey)?,
+            ),
+            (Service::Bank, _) => self.secrets.bank_admin_token.as_ref(),
+        };
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret.expose_secret());
         }
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -206,13 +234,17 @@ impl Upstream {
         })
     }
 
-    /// `text` with every occurrence of either secret replaced by `[redacted]`.
+    /// `text` with every occurrence of any secret replaced by `[redacted]`.
     pub(crate) fn redact(&self, text: &str) -> String {
         redact(
             text,
-            [&self.secrets.api_key, &self.secrets.bank_admin_token]
-                .into_iter()
-                .flatten(),
+            [
+                &self.secrets.api_key,
+                &self.secrets.operator_key,
+                &self.secrets.bank_admin_token,
+            ]
+            .into_iter()
+            .flatten(),
         )
     }
 }

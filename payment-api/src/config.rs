@@ -36,13 +36,30 @@ pub struct Config {
     #[arg(long, env = "BANK_URL", default_value = "http://127.0.0.1:8001")]
     pub bank_url: reqwest::Url,
 
-    /// API keys as `tenant:key,tenant:key` (several may be valid at once, for rotation).
+    /// Tenant API keys as `tenant:key,tenant:key` (several may be valid at once, for
+    /// rotation); an entry `operator:NAME:key` is an operator key instead.
     #[arg(long, env = "PAYMENT_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<SecretString>,
 
-    /// File holding API keys, `tenant:key` separated by commas or newlines (`#` starts a comment).
+    /// File holding API keys separated by commas or newlines (`#` starts a comment):
+    /// `tenant:key` for a tenant key, `operator:NAME:key` for an operator key.
     #[arg(long, env = "PAYMENT_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+
+    /// Operator keys as `NAME:key,NAME:key`: breaker controls, /v1/status, /v1/logs and reads
+    /// of every tenant's payments. NAME (letters, digits, - and _) is what the breaker history
+    /// and the logs show for the operator; never the key.
+    #[arg(long, env = "PAYMENT_API_OPERATOR_KEYS", hide_env_values = true)]
+    pub operator_keys: Option<SecretString>,
+
+    /// Bearer token `GET /metrics` requires (an operator key is accepted too). Unset: /metrics
+    /// is open, and a warning is logged at start when the listener is not on loopback.
+    #[arg(long, env = "PAYMENT_API_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
+
+    /// File holding the /metrics bearer token (alternative to --metrics-token).
+    #[arg(long, env = "PAYMENT_API_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 
     /// Directory for the embedded SQLite store (`payments.db`).
     #[arg(long, env = "PAYMENT_API_DATA_DIR", default_value = "./.data")]
@@ -305,6 +322,9 @@ impl Config {
             bank_url,
             api_keys: Some(SecretString::from(api_keys.to_owned())),
             api_keys_file: None,
+            operator_keys: None,
+            metrics_token: None,
+            metrics_token_file: None,
             data_dir,
             database_url: None,
             resilience: ResilienceArgs::default(),

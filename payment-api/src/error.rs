@@ -24,6 +24,10 @@ use crate::domain::{IdempotencyKeyError, ValidationError};
 pub(crate) enum ApiError {
     #[error("missing or unknown API key")]
     Unauthenticated,
+    /// A valid key without the permission this route needs (a tenant key on the operator
+    /// surface, an operator key creating a payment, a tenant naming another tenant).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     #[error("the Idempotency-Key header is required")]
     IdempotencyKeyMissing,
     #[error(transparent)]
@@ -125,6 +129,10 @@ impl ApiError {
         match self {
             Unauthenticated => (
                 Problem::new(401, "unauthenticated", "Unauthenticated", "Send a valid API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`."),
+                None,
+            ),
+            Forbidden(detail) => (
+                Problem::new(403, "forbidden", "Forbidden", *detail),
                 None,
             ),
             IdempotencyKeyMissing => (

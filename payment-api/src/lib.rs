@@ -54,6 +54,7 @@ impl Application {
         // are checked in one place, before anything is opened.
         config.validate()?;
         let keys = auth::ApiKeys::load(&config)?;
+        let metrics_token = metrics_token(&config)?;
         // Metrics recorded from here on reach `/metrics`, whether or not `telemetry::init` ran.
         let _ = telemetry::metrics::prometheus();
         let database_url = config
@@ -104,6 +105,7 @@ impl Application {
                 config.edge.rate_limit_burst,
             ),
             edge: routes::EdgeLimits::new(&config.edge),
+            metrics_token: metrics_token.as_deref().map(auth::token_digest),
         });
         let listener =
             service_runtime::bind(config.listen, "--listen (PAYMENT_API_LISTEN)").await?;
@@ -114,6 +116,12 @@ impl Application {
             instance_id = %state.instance_id,
             "payment API listening"
         );
+        if metrics_token.is_none() && !listener.local_addr()?.ip().is_loopback() {
+            tracing::warn!(
+                addr = %listener.local_addr()?,
+                "/metrics is open to anyone who can reach this non-loopback address: set --metrics-token (PAYMENT_API_METRICS_TOKEN) and give Prometheus the same token"
+            );
+        }
         Ok(Self {
             listener,
             router: routes::router(state.clone()),
@@ -230,6 +238,25 @@ impl Application {
     }
 }
 
+/// The `/metrics` token from `--metrics-token` or `--metrics-token-file` (trimmed), if any.
+fn metrics_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let token = match (&config.metrics_token, &config.metrics_token_file) {
+        (Some(token), _) => token.expose_secret().trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read --metrics-token-file {}: {e}", path.display())
+            })?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the /metrics token (--metrics-token or --metrics-token-file) must be 16 characters or more"
+    );
+    Ok(Some(token))
+}
+
 /// Logs every breaker transition (with its reason) and counts it in
 /// `breaker_transitions_total{from,to,reason}`, until `stop` fires.
 async fn watch_breaker(
@@ -248,6 +275,11 @@ async fn watch_breaker(
                 Err(RecvError::Closed) => return,
             },
             _ = stop.changed() => return,
+        };
+        // An operator's action names the operator (its key's configured name, never the key).
+        let operator = match &transition.reason {
+            resilience::breaker::TransitionReason::Operator { actor, .. } => actor.clone(),
+            _ => None,
         };
         let reason = serde_json::to_value(transition.reason).unwrap_or_default();
         let reason_kind = reason["kind"].as_str().unwrap_or("unknown").to_owned();
@@ -269,6 +301,7 @@ async fn watch_breaker(
                 breaker_state = transition.to.as_str(),
                 reason = %reason,
                 reason_kind = %reason_kind,
+                operator = operator.as_deref(),
                 open_for_ms = transition.open_for.map(|d| d.as_millis() as u64),
                 "breaker transition"
             );
@@ -278,6 +311,7 @@ async fn watch_breaker(
                 breaker_state = transition.to.as_str(),
                 reason = %reason,
                 reason_kind = %reason_kind,
+                operator = operator.as_deref(),
                 "breaker transition"
             );
         }

@@ -17,6 +17,23 @@ use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "sk_test_contract_0123456789abcdef";
+/// The operator key: the operator surface and reads across tenants (`tenant=` any name).
+const OPERATOR_KEY: &str = "sk_test_contract_operator_0123456789";
+
+/// The key an API request of `method path` is sent with: the operator key on operator routes
+/// (and the payment list, whose `tenant` filter only an operator may set freely), the tenant
+/// key elsewhere.
+fn key_for(method: &str, path: &str) -> &'static str {
+    let operator = path.starts_with("/v1/logs")
+        || path.starts_with("/v1/status")
+        || path.starts_with("/v1/breaker")
+        || (method.eq_ignore_ascii_case("get") && path == "/v1/payments");
+    if operator {
+        OPERATOR_KEY
+    } else {
+        KEY
+    }
+}
 
 struct System {
     api: String,
@@ -39,6 +56,7 @@ async fn start(tweak: impl FnOnce(&mut payment_api::Config)) -> System {
     let dir = std::env::temp_dir().join(format!("contract-{}", uuid::Uuid::new_v4().simple()));
     let mut config =
         payment_api::Config::for_tests(bank_url.parse().unwrap(), &format!("acme:{KEY}"), dir);
+    config.operator_keys = Some(format!("ops:{OPERATOR_KEY}").into());
     // Hundreds of requests in a few seconds: no rate limit in the way.
     config.edge.rate_limit = 0;
     tweak(&mut config);
@@ -549,7 +567,7 @@ impl Operation<'_> {
             .request(method, format!("{}{path}", self.base))
             .query(&query);
         if self.auth {
-            request = request.bearer_auth(KEY);
+            request = request.bearer_auth(key_for(self.method, self.path));
         }
         // A value a header cannot carry (the bank's key copies a bad reference) is left out.
         let key = key
@@ -957,7 +975,7 @@ async fn every_constraint_of_the_api_document_is_what_the_api_enforces() {
             method: "get",
             path: "/v1/logs",
             body: None,
-            auth: false,
+            auth: true,
             key_is_reference: false,
             path_params: &[],
         },
@@ -1338,13 +1356,20 @@ async fn errors_from_the_http_layer_are_problem_json_with_a_code() {
         let answer = raw(api, request.as_bytes()).await;
         assert_problem(query, &answer, 400, "invalid_query");
     }
-    let answer = raw(api, b"GET /v1/logs?after=-1 HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    let operator = format!("authorization: Bearer {OPERATOR_KEY}\r\n");
+    let request = format!("GET /v1/logs?after=-1 HTTP/1.1\r\nhost: t\r\n{operator}\r\n");
+    let answer = raw(api, request.as_bytes()).await;
     assert_problem("after=-1", &answer, 400, "invalid_query");
     for path in ["/v1/payments/%FF", "/v1/breaker/%C3%28"] {
         let method = if path.contains("breaker") {
             "POST"
         } else {
             "GET"
+        };
+        let auth = if path.contains("breaker") {
+            &operator
+        } else {
+            &auth
         };
         let request =
             format!("{method} {path} HTTP/1.1\r\nhost: t\r\n{auth}content-length: 0\r\n\r\n");

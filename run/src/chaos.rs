@@ -436,6 +436,7 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         apis,
         bank_url: system.bank_url.clone(),
         api_key: system.creds.api_key.clone(),
+        operator_key: system.creds.operator_key.clone(),
         bank_token_file: system.creds.bank_token_file.clone(),
         store: StoreTarget {
             data_dir: system.data_dir.clone(),
@@ -513,6 +514,8 @@ struct Target {
     apis: Vec<Api>,
     bank_url: String,
     api_key: String,
+    /// For `/v1/status` (the reconciler's backlog): an operator route.
+    operator_key: String,
     bank_token_file: std::path::PathBuf,
     store: StoreTarget,
 }
@@ -592,7 +595,7 @@ async fn verify(
     let settle_started = Instant::now();
     for api in &system.apis {
         let left = args.settle_timeout.saturating_sub(settle_started.elapsed());
-        let backlog = wait_for_backlog(&http, &api.url, left).await;
+        let backlog = wait_for_backlog(&http, &api.url, &system.operator_key, left).await;
         match backlog {
             Some(0) => println!(
                 "[chaos] bank healthy; {} reconciler backlog 0 after {:.1}s",
@@ -854,11 +857,21 @@ async fn set_chaos(
 }
 
 /// Polls `reconciler.backlog` until it is 0 (or `timeout`); returns the last value seen.
-async fn wait_for_backlog(http: &reqwest::Client, api_url: &str, timeout: Duration) -> Option<u64> {
+async fn wait_for_backlog(
+    http: &reqwest::Client,
+    api_url: &str,
+    operator_key: &str,
+    timeout: Duration,
+) -> Option<u64> {
     let deadline = Instant::now() + timeout;
     let mut last = None;
     loop {
-        if let Ok(response) = http.get(format!("{api_url}/v1/status")).send().await {
+        let status = http
+            .get(format!("{api_url}/v1/status"))
+            .bearer_auth(operator_key)
+            .send()
+            .await;
+        if let Ok(response) = status {
             if let Ok(status) = response.json::<serde_json::Value>().await {
                 last = status["reconciler"]["backlog"].as_u64().or(last);
             }

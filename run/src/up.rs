@@ -152,6 +152,8 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
     dashboard_args.extend([
         "--api-key-file".into(),
         creds.api_key_file.clone().into_os_string(),
+        "--operator-key-file".into(),
+        creds.operator_key_file.clone().into_os_string(),
         "--bank-admin-token-file".into(),
         creds.bank_token_file.clone().into_os_string(),
     ]);
@@ -286,27 +288,41 @@ fn print_banner(
     // The key is shown to a person at a terminal. When the output is captured (a file, a CI
     // log, a journal) it would become a secret at rest, so the banner names the file instead
     // and the curl command reads it from there.
-    let key_file = creds.api_key_file.display().to_string();
-    let (shown_key, bearer) = if std::io::stdout().is_terminal() {
-        (creds.api_key.to_string(), creds.api_key.to_string())
-    } else {
-        (
-            "(not shown: output is not a terminal)".to_owned(),
-            format!("'\"$(cat '{key_file}')\"'"),
-        )
+    let terminal = std::io::stdout().is_terminal();
+    let shown = |key: &str, file: &Path| {
+        let file = file.display().to_string();
+        if terminal {
+            (key.to_owned(), key.to_owned())
+        } else {
+            (
+                "(not shown: output is not a terminal)".to_owned(),
+                format!("'\"$(cat '{file}')\"'"),
+            )
+        }
     };
+    let (shown_key, bearer) = shown(&creds.api_key, &creds.api_key_file);
+    let (shown_operator, operator_bearer) = shown(&creds.operator_key, &creds.operator_key_file);
     println!(
         "  {:<12} {} (tenant {}, in {})",
         "dev API key",
         shown_key,
         crate::credentials::DEV_TENANT,
-        key_file
+        creds.api_key_file.display()
+    );
+    println!(
+        "  {:<12} {} (operator {}, in {})",
+        "operator key",
+        shown_operator,
+        crate::credentials::DEV_OPERATOR,
+        creds.operator_key_file.display()
     );
     println!();
     println!("Send a payment (send it again with the same Idempotency-Key to see a replay):");
     println!(
         "  curl -sS -i -X POST {api_url}/v1/payments -H 'Authorization: Bearer {bearer}' -H 'Idempotency-Key: demo-order-1' -H 'Content-Type: application/json' -d '{{\"amount\": 1999, \"currency\": \"TRY\", \"source\": \"tok_visa\"}}'"
     );
+    println!("Read the operator's status (breaker, transitions, counters) with the operator key:");
+    println!("  curl -sS {api_url}/v1/status -H 'Authorization: Bearer {operator_bearer}'");
     println!();
     println!("Open the dashboard at {dashboard_url}. Press Ctrl-C to stop everything.");
     println!();

@@ -22,6 +22,11 @@ use std::{
 pub const TEST_API_KEY: &str = "sk_test_e2e_0123456789abcdef";
 /// The tenant of [`TEST_API_KEY`].
 pub const TEST_TENANT: &str = "e2e";
+/// The operator key every API started here also accepts (`--operator-keys`): status, logs,
+/// breaker controls, reads across tenants. A test fixture too.
+pub const TEST_OPERATOR_KEY: &str = "sk_test_e2e_operator_0123456789abcdef";
+/// The name [`TEST_OPERATOR_KEY`] acts under (the breaker history and the logs show it).
+pub const TEST_OPERATOR: &str = "e2e-ops";
 
 /// Path of a workspace binary, building it if needed.
 pub fn binary(name: &str) -> PathBuf {
@@ -236,7 +241,8 @@ pub async fn start_api(bank_url: &str, data_dir: &Path, extra: &[&str]) -> Proce
     .await
 }
 
-/// Like [`start_api`], with the given `tenant:key,...` list.
+/// Like [`start_api`], with the given `tenant:key,...` list (the operator key
+/// [`TEST_OPERATOR_KEY`] is always configured too).
 pub async fn start_api_with_keys(
     bank_url: &str,
     data_dir: &Path,
@@ -257,11 +263,15 @@ pub async fn start_api_with_keys(
         "json",
     ];
     args.extend_from_slice(extra);
+    let operator_keys = format!("{TEST_OPERATOR}:{TEST_OPERATOR_KEY}");
     let mut api = Process::start(
         "payment-api",
         &binary("payment-api"),
         &args,
-        &[("PAYMENT_API_KEYS", keys)],
+        &[
+            ("PAYMENT_API_KEYS", keys),
+            ("PAYMENT_API_OPERATOR_KEYS", &operator_keys),
+        ],
     );
     api.addr = Some(listen.parse().unwrap());
     api.wait_healthy(Duration::from_secs(30)).await;
@@ -272,7 +282,7 @@ pub async fn start_api_with_keys(
 pub mod client {
     use serde_json::{json, Value};
 
-    use super::TEST_API_KEY;
+    use super::{TEST_API_KEY, TEST_OPERATOR_KEY};
 
     /// A reqwest client with a bounded timeout (no test can hang on a request).
     pub fn http() -> reqwest::Client {
@@ -386,10 +396,11 @@ pub mod client {
         Some(page["data"].as_array()?.len())
     }
 
-    /// `GET /v1/status` of the API.
+    /// `GET /v1/status` of the API (an operator route: with the test operator key).
     pub async fn status(api: &str) -> Value {
         http()
             .get(format!("{api}/v1/status"))
+            .bearer_auth(TEST_OPERATOR_KEY)
             .send()
             .await
             .unwrap()

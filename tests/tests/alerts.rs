@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
 
-use e2e::{client, start_api, start_bank, temp_dir, TEST_API_KEY};
+use e2e::{client, start_api, start_bank, temp_dir};
 
 fn rules_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/prometheus")
@@ -174,7 +174,7 @@ async fn every_series_the_rules_read_is_exported_by_the_api() {
     for action in ["force-open", "reset"] {
         let response = client::http()
             .post(format!("{}/v1/breaker/{action}", api.url()))
-            .bearer_auth(TEST_API_KEY)
+            .bearer_auth(e2e::TEST_OPERATOR_KEY)
             .send()
             .await
             .unwrap();

@@ -172,6 +172,10 @@ async fn the_operator_watches_the_breaker_open_and_close_while_driving_chaos_fro
     }
     for (what, text) in &bodies {
         assert!(!text.contains(TEST_API_KEY), "the API key is in {what}");
+        assert!(
+            !text.contains(e2e::TEST_OPERATOR_KEY),
+            "the operator key is in {what}"
+        );
         assert!(!text.contains(BANK_TOKEN), "the bank token is in {what}");
     }
     println!(
@@ -203,6 +207,7 @@ async fn start_dashboard(api_url: &str, bank_url: &str) -> Process {
         ],
         &[
             ("DASHBOARD_API_KEY", TEST_API_KEY),
+            ("DASHBOARD_OPERATOR_KEY", e2e::TEST_OPERATOR_KEY),
             ("DASHBOARD_BANK_ADMIN_TOKEN", BANK_TOKEN),
         ],
     );

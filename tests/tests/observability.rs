@@ -80,6 +80,8 @@ async fn all_log_records(base: &str) -> Vec<Value> {
             .get(format!(
                 "{base}/v1/logs?after={after}&limit=1000&level=trace"
             ))
+            // The API's logs are an operator route; the bank's are open and ignore the key.
+            .bearer_auth(e2e::TEST_OPERATOR_KEY)
             .send()
             .await
             .unwrap()
@@ -241,6 +243,7 @@ async fn one_request_id_tells_a_payments_story_in_both_services_and_no_secret_is
     // /v1/logs holds the same story, filterable by request id and payment id.
     let page: Value = client::http()
         .get(format!("{api_url}/v1/logs?request_id={rid}&limit=1000"))
+        .bearer_auth(e2e::TEST_OPERATOR_KEY)
         .send()
         .await
         .unwrap()
@@ -256,6 +259,7 @@ async fn one_request_id_tells_a_payments_story_in_both_services_and_no_secret_is
         .get(format!(
             "{api_url}/v1/logs?payment_id={payment_id}&level=info"
         ))
+        .bearer_auth(e2e::TEST_OPERATOR_KEY)
         .send()
         .await
         .unwrap()
@@ -286,7 +290,7 @@ async fn one_request_id_tells_a_payments_story_in_both_services_and_no_secret_is
     ]
     .join("\n");
     assert!(everything.len() > 1000, "too little logged to judge");
-    for secret in [TEST_API_KEY, WRONG_KEY, BANK_TOKEN] {
+    for secret in [TEST_API_KEY, e2e::TEST_OPERATOR_KEY, WRONG_KEY, BANK_TOKEN] {
         assert!(
             !everything.contains(secret),
             "a credential was logged: {secret}"
@@ -294,6 +298,7 @@ async fn one_request_id_tells_a_payments_story_in_both_services_and_no_secret_is
     }
     // Nor the key's tail, in case something logged a truncated or masked copy.
     assert!(!everything.contains(&TEST_API_KEY[8..]));
+    assert!(!everything.contains(&e2e::TEST_OPERATOR_KEY[8..]));
 }
 
 /// One sample: metric name, labels, value.
@@ -465,7 +470,7 @@ async fn metrics_are_prometheus_text_with_every_documented_series_after_traffic(
     // A breaker transition is counted with its reason.
     let forced = client::http()
         .post(format!("{api_url}/v1/breaker/force-open"))
-        .bearer_auth(TEST_API_KEY)
+        .bearer_auth(e2e::TEST_OPERATOR_KEY)
         .send()
         .await
         .unwrap();

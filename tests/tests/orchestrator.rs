@@ -11,6 +11,8 @@ struct Banner {
     bank_url: String,
     dashboard_url: String,
     curl: String,
+    /// The printed `curl .../v1/status` with the operator key.
+    status_curl: String,
     pids: Vec<u32>,
 }
 
@@ -43,6 +45,12 @@ fn parse_banner(lines: &[String]) -> Banner {
             .iter()
             .find(|l| l.trim_start().starts_with("curl "))
             .unwrap()
+            .trim()
+            .to_owned(),
+        status_curl: lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("curl ") && l.contains("/v1/status"))
+            .unwrap_or_else(|| panic!("no status curl in:\n{}", lines.join("\n")))
             .trim()
             .to_owned(),
         pids: vec![pid(&api), pid(&bank), pid(&dashboard)],
@@ -88,7 +96,20 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     let api_key = api_key.trim().to_owned();
     let bank_token = std::fs::read_to_string(data_dir.join("bank-admin-token")).unwrap();
     let bank_token = bank_token.trim().to_owned();
-    assert!(api_key.len() >= 16 && bank_token.len() >= 16);
+    // The dev operator key sits next to it (0600), and is a different key.
+    let operator_file = data_dir.join("dev-operator-key");
+    let operator_key = std::fs::read_to_string(&operator_file).unwrap();
+    let operator_key = operator_key.trim().to_owned();
+    assert!(api_key.len() >= 16 && bank_token.len() >= 16 && operator_key.len() >= 16);
+    assert_ne!(api_key, operator_key);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&operator_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the operator key file is private");
+    }
 
     // Every service answers its health check.
     for url in [&banner.api_url, &banner.bank_url, &banner.dashboard_url] {
@@ -115,6 +136,15 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
             text.contains("\"status\":\"succeeded\""),
             "curl printed:\n{text}"
         );
+        // The printed status read works too: it carries the operator key.
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&banner.status_curl)
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("status curl: {e}: {:?}", output));
+        assert!(status["breaker"]["state"].is_string(), "{status}");
     } else {
         let response = reqwest::Client::new()
             .post(format!("{}/v1/payments", banner.api_url))
@@ -128,7 +158,7 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     }
 
     // Use every credential, rightly and wrongly, then read every operator surface.
-    let answers = exercise_and_read_everything(&banner, &api_key, &bank_token).await;
+    let answers = exercise_and_read_everything(&banner, &api_key, &operator_key, &bank_token).await;
 
     let status = run
         .terminate(Duration::from_secs(30))
@@ -145,7 +175,11 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     }
     let everything = format!("{}\n{}", output.join("\n"), answers.join("\n"));
     assert!(output.len() > 20, "too little output to judge: {output:?}");
-    for (name, secret) in [("dev API key", &api_key), ("bank admin token", &bank_token)] {
+    for (name, secret) in [
+        ("dev API key", &api_key),
+        ("dev operator key", &operator_key),
+        ("bank admin token", &bank_token),
+    ] {
         for piece in [secret.as_str(), &secret[secret.len() - 12..]] {
             assert!(
                 !everything.contains(piece),
@@ -161,6 +195,7 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
 async fn exercise_and_read_everything(
     banner: &Banner,
     api_key: &str,
+    operator_key: &str,
     bank_token: &str,
 ) -> Vec<String> {
     let client = reqwest::Client::builder()
@@ -202,9 +237,45 @@ async fn exercise_and_read_everything(
     assert!(allowed.status().is_success());
     answers.push(allowed.text().await.unwrap());
 
-    let reads = [
+    // The operator surface refuses the tenant key (403) and answers the operator key.
+    for path in ["/v1/status", "/v1/logs?limit=10"] {
+        let response = client
+            .get(format!("{}{path}", banner.api_url))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path} with the tenant key");
+        answers.push(response.text().await.unwrap());
+    }
+    let reset = client
+        .post(format!("{}/v1/breaker/reset", banner.api_url))
+        .bearer_auth(operator_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    answers.push(reset.text().await.unwrap());
+    let operator_reads = [
         format!("{}/v1/status", banner.api_url),
         format!("{}/v1/logs?limit=1000", banner.api_url),
+        format!("{}/v1/payments?limit=100", banner.api_url),
+    ];
+    for url in operator_reads {
+        let response = client
+            .get(&url)
+            .bearer_auth(operator_key)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        answers.push(response.text().await.unwrap());
+    }
+    let reads = [
         format!("{}/metrics", banner.api_url),
         format!("{}/openapi.json", banner.api_url),
         format!("{}/v1/payments?limit=100", banner.api_url),

@@ -67,11 +67,11 @@ fn reads_marker(marker: &'static str) -> impl Fn(&str) -> bool {
     }
 }
 
-/// `GET url` (with the API key when `key`), asserting a 2xx answer.
-async fn read(http: &reqwest::Client, url: &str, key: bool) {
+/// `GET url` (with `key` if any), asserting a 2xx answer.
+async fn read(http: &reqwest::Client, url: &str, key: Option<&str>) {
     let mut request = http.get(url);
-    if key {
-        request = request.bearer_auth(TEST_API_KEY);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
     }
     let response = request.send().await.unwrap();
     assert!(
@@ -87,6 +87,7 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
     let data_dir = temp_dir("quiet-logs");
     let bank = start("mock-bank", &["--admin-token", TOKEN], &[]).await;
     let keys = format!("{TEST_TENANT}:{TEST_API_KEY}");
+    let operators = format!("{}:{}", e2e::TEST_OPERATOR, e2e::TEST_OPERATOR_KEY);
     let api = start(
         "payment-api",
         &[
@@ -95,7 +96,10 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
             "--data-dir",
             data_dir.to_str().unwrap(),
         ],
-        &[("PAYMENT_API_KEYS", &keys)],
+        &[
+            ("PAYMENT_API_KEYS", &keys),
+            ("PAYMENT_API_OPERATOR_KEYS", &operators),
+        ],
     )
     .await;
     let dashboard = start(
@@ -103,6 +107,7 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
         &["--api-url", &api.url(), "--bank-url", &bank.url()],
         &[
             ("DASHBOARD_API_KEY", TEST_API_KEY),
+            ("DASHBOARD_OPERATOR_KEY", e2e::TEST_OPERATOR_KEY),
             ("DASHBOARD_BANK_ADMIN_TOKEN", TOKEN),
         ],
     )
@@ -137,7 +142,7 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
             "/api/chaos",
             "/api/traffic",
         ] {
-            read(&http, &format!("{dash_url}{path}"), false).await;
+            read(&http, &format!("{dash_url}{path}"), None).await;
         }
         for path in [
             "/health",
@@ -148,7 +153,15 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
             "/v1/payments?limit=20",
             &format!("/v1/payments/{first_id}"),
         ] {
-            read(&http, &format!("{api_url}{path}"), path.starts_with("/v1/")).await;
+            // The operator surface with the operator key, payments with the tenant key.
+            let key = if path.starts_with("/v1/status") || path.starts_with("/v1/logs") {
+                Some(e2e::TEST_OPERATOR_KEY)
+            } else if path.starts_with("/v1/") {
+                Some(TEST_API_KEY)
+            } else {
+                None
+            };
+            read(&http, &format!("{api_url}{path}"), key).await;
         }
         for path in [
             "/health",
@@ -159,7 +172,7 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
             "/v1/chaos/presets",
             "/v1/ledger?limit=20",
         ] {
-            read(&http, &format!("{bank_url}{path}"), false).await;
+            read(&http, &format!("{bank_url}{path}"), None).await;
         }
     }
 

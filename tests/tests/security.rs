@@ -226,3 +226,267 @@ async fn a_client_that_disconnects_mid_payment_gets_its_outcome_on_retry() {
     let s = status(&api_url).await;
     assert_eq!(s["reconciler"]["stats"]["settled"].as_u64(), Some(0), "{s}");
 }
+
+/// Two tenants and one operator (docs/security.md, "Who may call what").
+const ACME_KEY: &str = "sk_test_acme_0123456789abcdef";
+const BETA_KEY: &str = "sk_test_beta_0123456789abcdef";
+const ROLE_KEYS: &str = "acme:sk_test_acme_0123456789abcdef,beta:sk_test_beta_0123456789abcdef";
+const METRICS_TOKEN: &str = "metrics_token_e2e_0123456789abcdef";
+
+/// Every route of the operator surface (the breaker actions all of them).
+const OPERATOR_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/status"),
+    ("GET", "/v1/logs?limit=1000"),
+    ("POST", "/v1/breaker/force-open"),
+    ("POST", "/v1/breaker/force-closed"),
+    ("POST", "/v1/breaker/disable"),
+    ("POST", "/v1/breaker/metrics-only"),
+    ("POST", "/v1/breaker/reset"),
+];
+
+/// `method url` with `key` (if any): the status and the body, the body also kept in `seen`.
+async fn call(method: &str, url: &str, key: Option<&str>, seen: &mut Vec<String>) -> (u16, Value) {
+    let mut request = http().request(method.parse().unwrap(), url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    seen.push(text.clone());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The breaker as the operator sees it: state and number of transitions.
+async fn breaker(api: &str) -> (Value, usize) {
+    let s = status(api).await;
+    (
+        s["breaker"]["state"].clone(),
+        s["transitions"].as_array().unwrap().len(),
+    )
+}
+
+#[tokio::test]
+async fn tenants_cannot_touch_the_operator_surface_or_each_other_and_the_operator_is_named() {
+    let bank = start_bank(&[]).await;
+    let dir = temp_dir("security-roles");
+    let mut args = FAST_API.to_vec();
+    args.extend(["--metrics-token", METRICS_TOKEN]);
+    let mut api = start_api_with_keys(&bank.url(), &dir, &args, ROLE_KEYS).await;
+    let api_url = api.url();
+    let operator = e2e::TEST_OPERATOR_KEY;
+    let mut seen = Vec::new();
+
+    // Each tenant pays, with the same idempotency key: scoped per tenant, neither blocks the
+    // other.
+    let acme = pay_as(&api_url, ACME_KEY, "order-1").await;
+    let beta = pay_as(&api_url, BETA_KEY, "order-1").await;
+    assert_eq!(
+        (acme.status, beta.status),
+        (201, 201),
+        "{} {}",
+        acme.body,
+        beta.body
+    );
+    let acme_id = acme.body["id"].as_str().unwrap().to_owned();
+    let beta_id = beta.body["id"].as_str().unwrap().to_owned();
+    assert_ne!(acme_id, beta_id);
+    seen.extend([acme.body.to_string(), beta.body.to_string()]);
+
+    // 1. Every operator route refuses both tenant keys with 403 `forbidden`, and nothing
+    //    changes; without a key it is 401.
+    let before = breaker(&api_url).await;
+    for (method, path) in OPERATOR_ROUTES {
+        for key in [ACME_KEY, BETA_KEY] {
+            let (code, body) =
+                call(method, &format!("{api_url}{path}"), Some(key), &mut seen).await;
+            assert_eq!(code, 403, "{method} {path}: {body}");
+            assert_eq!(body["code"], "forbidden", "{method} {path}");
+        }
+        let (code, body) = call(method, &format!("{api_url}{path}"), None, &mut seen).await;
+        assert_eq!(code, 401, "{method} {path} without a key: {body}");
+    }
+    assert_eq!(
+        breaker(&api_url).await,
+        before,
+        "a tenant changed the breaker"
+    );
+    // The breaker still admits payments: no tenant forced it open.
+    assert_eq!(pay_as(&api_url, ACME_KEY, "order-2").await.status, 201);
+
+    // /metrics with a token: the token or the operator key; a tenant key is 403.
+    for (key, expected) in [
+        (None, 401),
+        (Some(ACME_KEY), 403),
+        (Some(METRICS_TOKEN), 200),
+        (Some(operator), 200),
+    ] {
+        let (code, _) = call("GET", &format!("{api_url}/metrics"), key, &mut seen).await;
+        assert_eq!(code, expected, "/metrics with {key:?}");
+    }
+    // /health and /ready stay open.
+    for path in ["/health", "/ready"] {
+        assert_eq!(
+            call("GET", &format!("{api_url}{path}"), None, &mut seen)
+                .await
+                .0,
+            200
+        );
+    }
+
+    // 2. The operator key works on every operator route; a forced-open breaker refuses payments
+    //    until the operator resets it.
+    for (method, path) in OPERATOR_ROUTES {
+        let (code, body) = call(
+            method,
+            &format!("{api_url}{path}"),
+            Some(operator),
+            &mut seen,
+        )
+        .await;
+        assert_eq!(code, 200, "{method} {path}: {body}");
+        if path.ends_with("force-open") {
+            let refused = pay_as(&api_url, BETA_KEY, "while-forced-open").await;
+            assert_eq!(refused.status, 503, "{}", refused.body);
+            assert_eq!(refused.body["code"], "breaker_open");
+        }
+    }
+    assert_eq!(
+        pay_as(&api_url, BETA_KEY, "while-forced-open").await.status,
+        201
+    );
+
+    // 3. The history names the operator who acted (its configured name, never the key).
+    let s = status(&api_url).await;
+    let actions: Vec<&Value> = s["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["reason"]["kind"] == "operator")
+        .collect();
+    // force-open, force-closed (disabled), metrics-only, reset; `disable` again changes nothing.
+    assert_eq!(actions.len(), 4, "{}", s["transitions"]);
+    for t in &actions {
+        assert_eq!(t["reason"]["actor"], e2e::TEST_OPERATOR, "{t}");
+    }
+    seen.push(s.to_string());
+
+    // 4. A tenant reads its own payments only; naming the other tenant is refused.
+    let get = |id: &str| format!("{api_url}/v1/payments/{id}");
+    assert_eq!(
+        call("GET", &get(&acme_id), Some(ACME_KEY), &mut seen)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call("GET", &get(&beta_id), Some(ACME_KEY), &mut seen)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call("GET", &get(&acme_id), Some(BETA_KEY), &mut seen)
+            .await
+            .0,
+        404
+    );
+    let (code, page) = call(
+        "GET",
+        &format!("{api_url}/v1/payments"),
+        Some(BETA_KEY),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let tenants_ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(tenants_ids.contains(&beta_id.as_str()) && !tenants_ids.contains(&acme_id.as_str()));
+    let (code, body) = call(
+        "GET",
+        &format!("{api_url}/v1/payments?tenant=acme"),
+        Some(BETA_KEY),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+
+    // 5. The operator reads any tenant's payment (named with its tenant) and creates none.
+    let (code, read) = call("GET", &get(&beta_id), Some(operator), &mut seen).await;
+    assert_eq!(
+        (code, read["tenant"].as_str()),
+        (200, Some("beta")),
+        "{read}"
+    );
+    let (_, page) = call(
+        "GET",
+        &format!("{api_url}/v1/payments?tenant=acme&limit=100"),
+        Some(operator),
+        &mut seen,
+    )
+    .await;
+    let rows = page["data"].as_array().unwrap();
+    assert!(
+        rows.len() >= 2 && rows.iter().all(|p| p["tenant"] == "acme"),
+        "{page}"
+    );
+    let charges = ledger(&bank.url()).await.len();
+    let by_operator = pay_as(&api_url, operator, "operator-pays").await;
+    assert_eq!(by_operator.status, 403, "{}", by_operator.body);
+    assert_eq!(by_operator.body["code"], "forbidden");
+    assert_eq!(
+        ledger(&bank.url()).await.len(),
+        charges,
+        "an operator key charged"
+    );
+
+    // 6. The logs say who acted, and no key appears in any log line or answer.
+    let (_, logs) = call(
+        "GET",
+        &format!("{api_url}/v1/logs?limit=1000&level=info"),
+        Some(operator),
+        &mut seen,
+    )
+    .await;
+    let acted = logs["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["message"] == "operator changed the breaker")
+        .count();
+    assert_eq!(acted, 5, "one line per operator action");
+    assert!(logs["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["message"] == "operator changed the breaker"
+            && r["fields"]["operator"] == e2e::TEST_OPERATOR));
+    api.terminate(Duration::from_secs(20));
+    let mut lines = Vec::new();
+    while let Some(line) = api.next_line(Duration::from_secs(2)) {
+        lines.push(line);
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("operator changed the breaker") && l.contains(e2e::TEST_OPERATOR)));
+    let everything = format!("{}\n{}", lines.join("\n"), seen.join("\n"));
+    assert!(everything.len() > 5000, "too little to judge");
+    for secret in [ACME_KEY, BETA_KEY, operator, METRICS_TOKEN] {
+        assert!(
+            !everything.contains(secret),
+            "a key in a log line or an answer: {secret}"
+        );
+        assert!(
+            !everything.contains(&secret[secret.len() - 12..]),
+            "a key's tail: {secret}"
+        );
+    }
+}

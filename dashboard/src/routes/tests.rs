@@ -20,6 +20,7 @@ use super::*;
 use crate::{config::Secrets, history::History, traffic::Traffic, upstream::Upstream};
 
 const KEY: &str = "sk_test_dashboard_0123456789";
+const OPERATOR_KEY: &str = "sk_test_dashboard_operator_0123456789";
 const TOKEN: &str = "bank-admin-token-0123456789";
 
 /// One request a fake upstream received.
@@ -138,6 +139,7 @@ async fn harness_with(logs_endpoint: bool, api_key: Option<&str>) -> Harness {
     let (url, log) = fake_upstream(logs_endpoint).await;
     let secrets = Secrets {
         api_key: api_key.map(|k| SecretString::from(k.to_owned())),
+        operator_key: Some(SecretString::from(OPERATOR_KEY.to_owned())),
         bank_admin_token: Some(SecretString::from(TOKEN.to_owned())),
     };
     let upstream = Arc::new(Upstream::new(url.clone(), url, secrets));
@@ -233,7 +235,10 @@ async fn the_overview_combines_api_and_bank_and_never_carries_a_secret() {
     let h = harness().await;
     let (status, _, body) = call(&h.router, get("/api/overview")).await;
     assert_eq!(status, 200);
-    assert!(!body.contains(KEY) && !body.contains(TOKEN), "{body}");
+    assert!(
+        !body.contains(KEY) && !body.contains(OPERATOR_KEY) && !body.contains(TOKEN),
+        "{body}"
+    );
     let o: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(o["api"]["reachable"], true);
     assert_eq!(o["breaker"]["state"], "closed");
@@ -242,15 +247,22 @@ async fn the_overview_combines_api_and_bank_and_never_carries_a_secret() {
     assert_eq!(o["bank"]["reachable"], true);
     assert_eq!(o["history"]["interval_ms"], 1000);
     assert_eq!(o["traffic"]["running"], false);
-    // The status is read without the key: it is public.
+    // The status is read with the operator key (and the upstream's echo of it is redacted).
     let seen = h.log.lock().unwrap().clone();
     let status_read = seen.iter().find(|s| s.uri == "/v1/status").unwrap();
-    assert!(status_read.headers.get("authorization").is_none());
+    assert_eq!(
+        status_read.headers["authorization"],
+        format!("Bearer {OPERATOR_KEY}")
+    );
+    assert_eq!(o["api"]["reachable"], true);
 }
 
 #[tokio::test]
 async fn an_unreachable_api_is_reported_not_an_error() {
-    let secrets = Secrets::default();
+    let secrets = Secrets {
+        operator_key: Some(SecretString::from(OPERATOR_KEY.to_owned())),
+        ..Secrets::default()
+    };
     let dead: reqwest::Url = "http://127.0.0.1:1".parse().unwrap();
     let upstream = Arc::new(Upstream::new(dead.clone(), dead, secrets));
     let state = Arc::new(AppState {
@@ -263,6 +275,44 @@ async fn an_unreachable_api_is_reported_not_an_error() {
     assert_eq!(o["api"]["reachable"], false);
     assert_eq!(o["bank"]["reachable"], false);
     assert!(o["api"]["error"].as_str().unwrap().contains("payment API"));
+}
+
+#[tokio::test]
+async fn without_an_operator_key_the_status_and_breaker_are_refused_here_and_never_sent() {
+    let (url, log) = fake_upstream(true).await;
+    let secrets = Secrets {
+        api_key: Some(SecretString::from(KEY.to_owned())),
+        ..Secrets::default()
+    };
+    let upstream = Arc::new(Upstream::new(url.clone(), url, secrets));
+    let state = Arc::new(AppState {
+        traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
+        history: Arc::new(History::default()),
+        upstream,
+    });
+    let router = router(state);
+    let (status, o) = call_json(&router, get("/api/overview")).await;
+    assert_eq!(status, 200);
+    assert_eq!(o["api"]["reachable"], false);
+    assert!(
+        o["api"]["error"].as_str().unwrap().contains("operator key"),
+        "{o}"
+    );
+    let (status, body) = call_json(
+        &router,
+        mutate(Method::POST, "/api/breaker/force-open", json!({})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    // The tenant key is never sent in the operator key's place: no breaker call went out, and
+    // nothing was sent with a key (the fake is the bank too, whose status is read without one).
+    let seen = log.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|s| !s.uri.starts_with("/v1/breaker") && s.headers.get("authorization").is_none()),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -469,7 +519,11 @@ async fn breaker_actions_are_passed_with_the_key_and_unknown_ones_refused() {
     let seen = h.log.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].uri, "/v1/breaker/force-open");
-    assert_eq!(seen[0].headers["authorization"], format!("Bearer {KEY}"));
+    // Breaker controls go out with the operator key, never the tenant key.
+    assert_eq!(
+        seen[0].headers["authorization"],
+        format!("Bearer {OPERATOR_KEY}")
+    );
 }
 
 #[tokio::test]
@@ -488,7 +542,10 @@ async fn logs_are_proxied_with_checked_filters() {
         seen[0].uri,
         "/v1/logs?after=2&limit=500&level=WARN&payment_id=pay-1"
     );
-    assert_eq!(seen[0].headers["authorization"], format!("Bearer {KEY}"));
+    assert_eq!(
+        seen[0].headers["authorization"],
+        format!("Bearer {OPERATOR_KEY}")
+    );
     for bad in ["/api/logs?level=loud", "/api/logs?payment_id=a%26b%3Dc"] {
         assert_eq!(call(&h.router, get(bad)).await.0, 400, "{bad}");
     }

@@ -8,16 +8,29 @@
 
 use std::sync::Arc;
 
-use axum::{extract::State, http::header, response::IntoResponse};
+use axum::{
+    extract::State,
+    http::{header, HeaderMap},
+    response::{IntoResponse, Response},
+};
 use metrics::{counter, gauge};
 use resilience::breaker::State as BreakerState;
 
 use super::AppState;
 
-/// Prometheus text exposition (series listed in `docs/observability.md`).
+/// Prometheus text exposition (series listed in `docs/observability.md`). Open unless the API
+/// runs with `--metrics-token`; then the token (or an operator key) is required.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthenticated`: with --metrics-token, no token (or operator key) was sent", body = payment_types::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: with --metrics-token, a tenant key was sent", body = payment_types::Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("metrics_token" = [])))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = crate::auth::check_metrics(&headers, &state) {
+        return refused.into_response();
+    }
     // Installs the recorder if nothing has yet (in-process tests), before anything is copied in.
     let prometheus = telemetry::metrics::prometheus();
     publish(&state).await;
@@ -25,6 +38,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
         [(header::CONTENT_TYPE, telemetry::metrics::CONTENT_TYPE)],
         prometheus.render(),
     )
+        .into_response()
 }
 
 /// Copies the service's own figures into the recorder.

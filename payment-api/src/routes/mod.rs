@@ -64,6 +64,8 @@ pub(crate) struct AppState {
     pub(crate) rate_limits: crate::rate_limit::RateLimits,
     /// Header limits, the in-flight limit and the request timeout.
     pub(crate) edge: EdgeLimits,
+    /// Digest of the bearer token `/metrics` requires (`--metrics-token`); `None`: open.
+    pub(crate) metrics_token: Option<[u8; 32]>,
 }
 
 /// Every route of the API, each registered with its OpenAPI description, so the document at
@@ -110,24 +112,47 @@ pub(crate) fn openapi() -> serde_json::Value {
 )]
 struct ApiDoc;
 
-/// The two ways to present an API key.
+/// The two kinds of key, each a scheme, so every route says which it takes: `tenant_key`
+/// (payments of its own tenant) and `operator_key` (the operator surface and reads across
+/// tenants). Both are sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{
-            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
-        };
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            "tenant_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A tenant key (`tenant:key` in --api-keys): creates and reads its own tenant's payments. Also accepted as `X-API-Key: <key>`.",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
-            "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(
-                payment_types::headers::API_KEY,
-            ))),
+            "operator_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An operator key (--operator-keys, or `operator:NAME:key` in the keys file): breaker controls, /v1/status, /v1/logs, reads of every tenant's payments; creates no payments. A tenant key on an operator route is 403 `forbidden`. Also accepted as `X-API-Key: <key>`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "GET /metrics: required only when the API runs with --metrics-token (an operator key is accepted too); open otherwise.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
@@ -184,6 +209,7 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         route,
         path = request.uri().path(),
         tenant = tracing::field::Empty,
+        operator = tracing::field::Empty,
         idempotency_key = tracing::field::Empty,
         payment_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -255,6 +281,8 @@ mod edge_tests;
 #[cfg(test)]
 mod observability_tests;
 #[cfg(test)]
+mod roles_tests;
+#[cfg(test)]
 mod tests;
 
 /// Builds the state for in-process tests, over `store`.
@@ -304,6 +332,7 @@ pub(crate) fn test_state(
         started_at: Utc::now(),
         logs: Arc::new(telemetry::LogBuffer::new(1000)),
         edge: EdgeLimits::new(&config.edge),
+        metrics_token: None,
     })
 }
 

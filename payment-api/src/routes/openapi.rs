@@ -61,6 +61,12 @@ pub(crate) fn constrain(doc: &mut Value) {
     );
     set_param(
         doc,
+        ("/v1/payments", "get", "tenant"),
+        &json!({"type": "string", "pattern": crate::auth::NAME_PATTERN}),
+        "Operator keys: only this tenant's payments (absent: every tenant's). A tenant key may name only its own tenant; another is 403 `forbidden`",
+    );
+    set_param(
+        doc,
         ("/v1/payments", "get", "cursor"),
         &json!({"type": "string", "pattern": CURSOR_PATTERN}),
         "`next_cursor` of the previous page, as returned (opaque to clients)",
@@ -256,10 +262,14 @@ fn edge_responses(doc: &mut Value) {
                     "401",
                     "`unauthenticated`: missing or unknown API key".to_owned(),
                 );
-                add(
-                    "429",
-                    "`rate_limited`: this API key is over its rate limit (Retry-After)".to_owned(),
-                );
+                // `/metrics` checks its token without a rate limit (scrapes are few).
+                if path != "/metrics" {
+                    add(
+                        "429",
+                        "`rate_limited`: this API key is over its rate limit (Retry-After)"
+                            .to_owned(),
+                    );
+                }
             }
             if !NEVER_SHED.contains(&path.as_str()) {
                 add("503", "`overloaded`: too many requests in progress, shed before any work (Retry-After)".to_owned());

@@ -1,5 +1,7 @@
 //! Operator controls of the bank breaker: `POST /v1/breaker/{force-open|force-closed|disable|
-//! metrics-only|reset}`. Each is logged and shows up as a transition in `/v1/status`.
+//! metrics-only|reset}`, for operator keys only (a tenant key is 403 `forbidden` and nothing
+//! changes). Each action is logged with the operator's name and kept in the breaker's
+//! transition history (`/v1/status` `transitions[].reason.actor`), never with the key.
 
 use std::sync::Arc;
 
@@ -11,7 +13,9 @@ use axum::{
 use payment_types::Problem;
 
 use super::AppState;
-use crate::{auth::Tenant, error::ApiError};
+use resilience::breaker::OperatorAction;
+
+use crate::{auth::Operator, error::ApiError};
 
 /// Operator control of the bank breaker; answers the breaker's snapshot.
 #[utoipa::path(post, path = "/v1/breaker/{action}", tag = "operations",
@@ -19,25 +23,26 @@ use crate::{auth::Tenant, error::ApiError};
     responses(
         (status = 200, description = "The breaker after the action", body = Object),
         (status = 400, description = "`invalid_path`: the action does not decode", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a tenant key; breaker controls need an operator key (nothing changes)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: unknown action", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = [])))]
+    security(("operator_key" = [])))]
 pub(crate) async fn breaker_action(
     State(state): State<Arc<AppState>>,
-    tenant: Tenant,
+    operator: Operator,
     action: Result<Path<String>, PathRejection>,
 ) -> Result<Json<resilience::breaker::Snapshot>, ApiError> {
     let Path(action) = action.map_err(|rejection| ApiError::InvalidPath(rejection.body_text()))?;
     let breaker = state.payments.bank.pipeline().breaker();
-    match action.as_str() {
-        "force-open" => breaker.force_open(),
-        "force-closed" => breaker.force_closed(),
-        "disable" => breaker.disable(),
-        "metrics-only" => breaker.metrics_only(),
-        "reset" => breaker.reset(),
+    let what = match action.as_str() {
+        "force-open" => OperatorAction::ForceOpen,
+        "force-closed" | "disable" => OperatorAction::Disable,
+        "metrics-only" => OperatorAction::MetricsOnly,
+        "reset" => OperatorAction::Reset,
         _ => return Err(ApiError::NotFound),
-    }
-    tracing::warn!(action = %action, tenant = tenant.as_str(), "operator changed the breaker");
+    };
+    breaker.operate(what, Some(operator.id()));
+    tracing::warn!(action = %action, operator = operator.id(), "operator changed the breaker");
     Ok(Json(breaker.snapshot()))
 }

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::{
-    auth::Tenant,
+    auth::{Role, Tenant},
     domain::{IdempotencyKey, PaymentRequest},
     error::ApiError,
     payments::Answer,
@@ -45,6 +45,7 @@ use crate::{
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid` (empty, over 255, not visible ASCII, bad quoting), `malformed_json`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`: missing or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`card_declined` with `decline_code`: the bank declined (stored, replayed)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: an operator key; payments are created with a tenant key (nothing is recorded)", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "`request_timeout`: the request took longer than the request timeout; a payment that started is still finished and recorded", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency_key_in_use`: the same key is still in flight (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body_too_large`: a body over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -56,7 +57,7 @@ use crate::{
         (status = 502, description = "`bank_rejected_request`: the bank refused the request itself (final and stored); `charged: \"no\"`", body = PaymentRefusal, content_type = "application/problem+json"),
         (status = 503, description = "Retry-After. `charged: \"no\"` (the key is free): `breaker_open`, `bulkhead_full`, `bank_unavailable`. `charged: \"unknown\"` (retry with the same key, never a new one): `store_unavailable`, `outcome_unknown`, `overloaded` (shed before the key was looked at)", body = PaymentRefusal, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = [])))]
+    security(("tenant_key" = [])))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,
@@ -173,38 +174,66 @@ fn into_response(answer: Answer) -> Response {
     response
 }
 
-/// One payment of the caller's tenant.
+/// One payment: of the caller's tenant with a tenant key; of any tenant with an operator key
+/// (support reads).
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path, description = "The payment id (UUID)")),
     responses(
-        (status = 200, description = "The payment", body = Payment),
+        (status = 200, description = "The payment; to an operator key also its `tenant`", body = Payment),
         (status = 400, description = "`invalid_path`: the id does not decode (bad percent-encoding)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`payment_not_found`: no such payment for this tenant (also for an id that is not a UUID)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`payment_not_found`: no such payment for this tenant (also for an id that is not a UUID, and for another tenant's payment)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable` (the store could not be read) or `overloaded` (shed); Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = [])))]
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
-    tenant: Tenant,
+    role: Role,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Payment>, ApiError> {
+) -> Result<Json<PaymentView>, ApiError> {
     let Path(id) = id.map_err(|rejection| ApiError::InvalidPath(rejection.body_text()))?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::PaymentNotFound)?;
+    // A tenant sees its own payments; an operator any tenant's (payment ids are unique).
+    let tenant = match &role {
+        Role::Tenant(tenant) => Some(tenant.as_str()),
+        Role::Operator(_) => None,
+    };
     let payments = &state.payments;
     let record = payments
         .store
-        .get_payment(Some(tenant.as_str()), id)
+        .get_payment(tenant, id)
         .await
         .map_err(|e| payments.store_error(e))?
         .ok_or(ApiError::PaymentNotFound)?;
-    Ok(Json(record.to_api()))
+    Ok(Json(PaymentView::of(&record, &role)))
+}
+
+/// A payment as a read answers it: to an operator key (reading across tenants) with the
+/// tenant it belongs to; to a tenant key exactly the [`Payment`].
+#[derive(Debug, Serialize)]
+pub(crate) struct PaymentView {
+    #[serde(flatten)]
+    payment: Payment,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
+}
+
+impl PaymentView {
+    fn of(record: &payment_store::PaymentRecord, role: &Role) -> Self {
+        Self {
+            payment: record.to_api(),
+            tenant: matches!(role, Role::Operator(_)).then(|| record.tenant.clone()),
+        }
+    }
 }
 
 /// Query of `GET /v1/payments`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
+    /// Operator keys: only this tenant's payments (absent: every tenant's). A tenant key may
+    /// name only its own tenant.
+    tenant: Option<String>,
     status: Option<PaymentStatus>,
     limit: Option<u32>,
     cursor: Option<String>,
@@ -213,16 +242,18 @@ pub(crate) struct ListParams {
 /// A page of payments, newest first.
 #[derive(Debug, Serialize)]
 pub(crate) struct PaymentPage {
-    data: Vec<Payment>,
+    data: Vec<PaymentView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     next_cursor: Option<String>,
 }
 
 pub(crate) const MAX_PAGE: u32 = 100;
 
-/// The caller's payments, newest first, with cursor paging.
+/// Payments, newest first, with cursor paging: the caller's tenant's with a tenant key; with
+/// an operator key, those of the tenant named by `tenant`, or of every tenant without it.
 #[utoipa::path(get, path = "/v1/payments", tag = "payments",
     params(
+        ("tenant" = Option<String>, Query, description = "Operator keys: only this tenant's payments (absent: every tenant's). A tenant key may name only its own tenant (another is 403 `forbidden`)"),
         ("status" = Option<PaymentStatus>, Query, description = "Only payments in this status"),
         ("limit" = Option<u32>, Query, description = "1-100, default 20"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
@@ -231,12 +262,13 @@ pub(crate) const MAX_PAGE: u32 = 100;
         (status = 200, description = "`{data: [Payment], next_cursor}`", body = Object),
         (status = 400, description = "`invalid_query`: a bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a tenant key naming another tenant in `tenant`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable` (the store could not be read) or `overloaded` (shed); Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = [])))]
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
-    tenant: Tenant,
+    role: Role,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<PaymentPage>, ApiError> {
     let Query(params) =
@@ -248,8 +280,31 @@ pub(crate) async fn list(
         )));
     }
     let before = params.cursor.as_deref().map(parse_cursor).transpose()?;
+    if let Some(named) = params.tenant.as_deref() {
+        if !crate::auth::valid_name(named) {
+            return Err(ApiError::InvalidQuery(format!(
+                "tenant must match {}",
+                crate::auth::NAME_PATTERN
+            )));
+        }
+    }
+    let tenant = match &role {
+        Role::Tenant(own) => {
+            if params
+                .tenant
+                .as_deref()
+                .is_some_and(|named| named != own.as_str())
+            {
+                return Err(ApiError::Forbidden(
+                    "A tenant key reads its own tenant's payments only; naming another tenant needs an operator key.",
+                ));
+            }
+            Some(own.as_str().to_owned())
+        }
+        Role::Operator(_) => params.tenant.clone(),
+    };
     let query = PaymentQuery {
-        tenant: Some(tenant.as_str().to_owned()),
+        tenant,
         status: params.status,
         before,
         limit,
@@ -268,7 +323,7 @@ pub(crate) async fn list(
         })
         .flatten();
     Ok(Json(PaymentPage {
-        data: records.iter().map(|r| r.to_api()).collect(),
+        data: records.iter().map(|r| PaymentView::of(r, &role)).collect(),
         next_cursor,
     }))
 }

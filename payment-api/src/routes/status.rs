@@ -10,12 +10,19 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::config::Config;
+use payment_types::Problem;
 
-/// Everything the dashboard draws, in one document (schema: `docs/status.md`). No auth.
+use crate::{auth::Operator, config::Config};
+
+/// Everything the dashboard draws, in one document (schema: `docs/status.md`). Operator keys
+/// only: it covers every tenant's traffic and the shared breaker.
 #[utoipa::path(get, path = "/v1/status", tag = "operations",
-    responses((status = 200, description = "The operator's snapshot: breaker, transitions, retry budget, bulkhead, counters, latency, reconciler, store, config", body = Object)))]
-pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    responses(
+        (status = 200, description = "The operator's snapshot: breaker, transitions (an operator's action names the operator in `reason.actor`), retry budget, bulkhead, counters, latency, reconciler, store, config", body = Object),
+        (status = 403, description = "`forbidden`: a tenant key; the status needs an operator key", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("operator_key" = [])))]
+pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operator) -> Json<Value> {
     let payments = &state.payments;
     let pipeline = payments.bank.pipeline();
     let (backlog, store_ok) = match payments.store.pending_count().await {

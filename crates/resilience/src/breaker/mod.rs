@@ -528,7 +528,7 @@ impl CircuitBreaker {
                 };
                 inner.open_until = now + wait;
                 open_for = Some(wait);
-                inner.trip_reason = Some(reason);
+                inner.trip_reason = Some(reason.clone());
             }
             State::HalfOpen => {
                 inner.probes_in_flight = 0;
@@ -537,7 +537,7 @@ impl CircuitBreaker {
                 inner.half_open_deadline = now + self.config.half_open_timeout;
             }
             State::Closed | State::Disabled | State::MetricsOnly => inner.trip_reason = None,
-            State::ForcedOpen => inner.trip_reason = Some(reason),
+            State::ForcedOpen => inner.trip_reason = Some(reason.clone()),
         }
         // A good half-open or any operator action starts the growth of the open wait afresh.
         if matches!(
@@ -614,24 +614,37 @@ impl CircuitBreaker {
         self.open_until(self.clock.now() + wait)
     }
 
-    fn operator(&self, to: State, action: OperatorAction) {
+    /// Applies an operator action, recording `actor` (who acted) in the transition's reason.
+    /// Repeating an action whose state is already in force is not a transition, except
+    /// [`Reset`](OperatorAction::Reset), which always is.
+    pub fn operate(&self, action: OperatorAction, actor: Option<&str>) {
+        let to = match action {
+            OperatorAction::ForceOpen => State::ForcedOpen,
+            OperatorAction::Disable => State::Disabled,
+            OperatorAction::MetricsOnly => State::MetricsOnly,
+            OperatorAction::Reset => State::Closed,
+        };
         let mut inner = self.lock();
         if inner.state == to && action != OperatorAction::Reset {
             return;
         }
         let now = self.clock.now();
-        self.transition(&mut inner, to, TransitionReason::Operator { action }, now);
+        let reason = TransitionReason::Operator {
+            action,
+            actor: actor.map(str::to_owned),
+        };
+        self.transition(&mut inner, to, reason, now);
     }
 
     /// Operator: reject every call until another operator action.
     pub fn force_open(&self) {
-        self.operator(State::ForcedOpen, OperatorAction::ForceOpen);
+        self.operate(OperatorAction::ForceOpen, None);
     }
 
     /// Operator ("force closed"): admit every call and record nothing, until another operator
     /// action.
     pub fn disable(&self) {
-        self.operator(State::Disabled, OperatorAction::Disable);
+        self.operate(OperatorAction::Disable, None);
     }
 
     /// Same as [`disable`](Self::disable).
@@ -641,13 +654,13 @@ impl CircuitBreaker {
 
     /// Operator: admit every call, record outcomes and compute rates, never trip.
     pub fn metrics_only(&self) {
-        self.operator(State::MetricsOnly, OperatorAction::MetricsOnly);
+        self.operate(OperatorAction::MetricsOnly, None);
     }
 
     /// Operator: back to Closed with an empty window and the opening count at zero (always
     /// a transition, even from Closed, so the action shows in the history).
     pub fn reset(&self) {
-        self.operator(State::Closed, OperatorAction::Reset);
+        self.operate(OperatorAction::Reset, None);
     }
 
     /// Applies the time-driven transition that needs no call: a half-open past its bound goes
@@ -703,7 +716,7 @@ impl CircuitBreaker {
             since: inner.since,
             since_unix_ms: unix_ms(inner.since_sys),
             in_state: now.saturating_duration_since(inner.since),
-            trip_reason: inner.trip_reason,
+            trip_reason: inner.trip_reason.clone(),
             failure_rate: evaluated.then(|| rate(counts.failures, counts.calls)),
             slow_call_rate: evaluated.then(|| rate(counts.slow, counts.calls)),
             window: counts,

@@ -84,7 +84,7 @@ pub enum OperatorAction {
 }
 
 /// Why a transition happened.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransitionReason {
     /// Closed → Open: the window's failure rate reached its threshold.
@@ -127,6 +127,10 @@ pub enum TransitionReason {
     Operator {
         /// What the operator did.
         action: OperatorAction,
+        /// Who acted: an identity the caller chose (the payment API puts the operator key's
+        /// configured name here, never the key). `None` for an action with no named actor.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor: Option<String>,
     },
 }
 

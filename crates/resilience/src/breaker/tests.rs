@@ -699,7 +699,8 @@ fn reset_clears_everything_and_is_recorded() {
     assert_eq!(
         h.last().unwrap().reason,
         TransitionReason::Operator {
-            action: OperatorAction::Reset
+            action: OperatorAction::Reset,
+            actor: None,
         }
     );
     // Repeating a non-reset operator action is not a transition.
@@ -707,6 +708,36 @@ fn reset_clears_everything_and_is_recorded() {
     b.force_open();
     b.force_open();
     assert_eq!(b.history().len(), n + 1);
+}
+
+#[test]
+fn an_operator_action_keeps_its_actor_in_the_history_and_the_snapshot() {
+    let (b, _) = make(cfg());
+    b.operate(OperatorAction::ForceOpen, Some("alice"));
+    let expected = TransitionReason::Operator {
+        action: OperatorAction::ForceOpen,
+        actor: Some("alice".to_owned()),
+    };
+    assert_eq!(b.history().last().unwrap().reason, expected);
+    assert_eq!(b.snapshot().trip_reason, Some(expected));
+    let v = serde_json::to_value(b.history()).unwrap();
+    assert_eq!(v[0]["reason"]["kind"], "operator");
+    assert_eq!(v[0]["reason"]["action"], "force_open");
+    assert_eq!(v[0]["reason"]["actor"], "alice");
+    b.operate(OperatorAction::Reset, Some("bob"));
+    let h = b.history();
+    assert_eq!(h.last().unwrap().to, State::Closed);
+    assert_eq!(
+        h.last().unwrap().reason,
+        TransitionReason::Operator {
+            action: OperatorAction::Reset,
+            actor: Some("bob".to_owned()),
+        }
+    );
+    // Without an actor the member is absent, not null.
+    b.force_open();
+    let v = serde_json::to_value(b.history().last().unwrap()).unwrap();
+    assert!(v["reason"].get("actor").is_none(), "{v}");
 }
 
 #[test]
