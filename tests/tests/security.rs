@@ -3,6 +3,10 @@
 //! client that disconnects mid-payment still gets its outcome. Every refusal happens before any
 //! work: the bank's ledger (the ground truth) holds exactly the payments that were answered 201,
 //! and every refused key can still be used.
+//!
+//! Roles, with two tenant keys and one operator key: the operator surface refuses both tenants
+//! (403, nothing changes), a tenant reaches nothing of the other's, the operator's actions are
+//! named in the breaker history and the logs, and no key appears in any log line or answer.
 
 use std::time::Duration;
 
