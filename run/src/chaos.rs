@@ -357,7 +357,7 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
 
     let pg = if args.postgres {
         println!("[chaos] starting a throwaway PostgreSQL server");
-        let server = tokio::task::spawn_blocking(PgServer::start)
+        let server = tokio::task::spawn_blocking(store_faults::start_pg)
             .await
             .context("the PostgreSQL start-up task failed")?
             .context("cannot start a throwaway PostgreSQL server")?;
@@ -728,7 +728,7 @@ async fn inject(store: &StoreTarget, kind: FaultKind) -> anyhow::Result<String> 
             let pg = owned_pg(store)?;
             let begun = Instant::now();
             blocking(Box::new(move || {
-                pg.crash_restart()?;
+                pg.crash_restart().map_err(anyhow::Error::msg)?;
                 Ok(String::new())
             }))
             .await?;
@@ -742,7 +742,7 @@ async fn inject(store: &StoreTarget, kind: FaultKind) -> anyhow::Result<String> 
             {
                 let pg = pg.clone();
                 blocking(Box::new(move || {
-                    pg.stop()?;
+                    pg.stop().map_err(anyhow::Error::msg)?;
                     Ok(String::new())
                 }))
                 .await?;
@@ -750,7 +750,7 @@ async fn inject(store: &StoreTarget, kind: FaultKind) -> anyhow::Result<String> 
             tokio::time::sleep(hold).await;
             let begun = Instant::now();
             blocking(Box::new(move || {
-                pg.start_again()?;
+                pg.start_again().map_err(anyhow::Error::msg)?;
                 Ok(String::new())
             }))
             .await?;

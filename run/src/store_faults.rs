@@ -7,7 +7,7 @@
 //!     until `ENOSPC`, holds the disk full, then deletes it;
 //!   - *lock timeout*: the runner opens the store file itself and holds `BEGIN IMMEDIATE` longer
 //!     than the API's 5 s busy timeout, so the API's writes time out with `SQLITE_BUSY`.
-//! - **PostgreSQL** (a throwaway server, [`PgServer`], or `--database-url`):
+//! - **PostgreSQL** (a throwaway server, [`PgServer`] from [`start_pg`], or `--database-url`):
 //!   - *crash-restart*: `pg_ctl restart -m immediate` (no shutdown checkpoint: crash recovery);
 //!   - *stop*: `pg_ctl stop -m immediate`, down for a few seconds, then started again;
 //!   - *drop connections*: `pg_terminate_backend` on every other connection to the database.
@@ -345,265 +345,23 @@ pub(crate) async fn drop_pg_connections(url: &str) -> anyhow::Result<u64> {
     Ok(dropped.max(0) as u64)
 }
 
-/// A throwaway PostgreSQL server the runner owns, so it can crash, stop and start it: on a free
-/// loopback port, data and socket in a temporary directory, local connections trusted. As root,
-/// the server runs as the `postgres` user (`initdb` refuses root). Stopped and removed on drop;
-/// a watchdog shell does the same if `run` itself dies first.
-///
-/// `fsync=off` is safe here: a crash of the server (not of the machine) loses nothing the
-/// kernel has. `synchronous_commit` stays on, so a commit the API saw survives a crash-restart.
-#[derive(Debug)]
-pub(crate) struct PgServer {
-    dir: PathBuf,
-    bin: PathBuf,
-    as_postgres: bool,
-    /// A null device node in `dir`, bind-mounted over `/dev/null` in a private mount namespace
-    /// for the server commands when the machine's `/dev/null` is not a device (some sandboxes;
-    /// `initdb` fails there), as the store's test server does.
-    private_null: Option<PathBuf>,
-    port: u16,
-    url: String,
-    watchdog: Option<std::process::Child>,
-}
+/// The throwaway PostgreSQL server the runner owns, so it can crash, stop and start it (the
+/// store's test server: initdb/pg_ctl on a free loopback port, as the `postgres` user when
+/// root). Stopped and removed on drop; a watchdog shell does the same if `run` itself dies
+/// first.
+pub(crate) use payment_store::test_support::TempPostgres as PgServer;
 
-impl PgServer {
-    /// initdb, start, create a database.
-    pub(crate) fn start() -> anyhow::Result<Self> {
-        let bin = find_pg_bin()?;
-        let dir = std::env::temp_dir().join(format!(
-            "run-chaos-pg-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let mut server = Self {
-            as_postgres: is_root(),
-            private_null: None,
-            dir,
-            bin,
-            port: 0,
-            url: String::new(),
-            watchdog: None,
-        };
-        if server.as_postgres && !dev_null_is_a_device() {
-            let null = server.dir.join("null");
-            run_tool(
-                Command::new("mknod")
-                    .args(["-m", "666"])
-                    .arg(&null)
-                    .args(["c", "1", "3"]),
-            )?;
-            server.private_null = Some(null);
-        }
-        if server.as_postgres {
-            run_tool(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(&server.dir),
-            )?;
-        }
-        server.watchdog = Some(server.spawn_watchdog()?);
-        let data = server.data().display().to_string();
-        run_tool(&mut server.command(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-        ))
-        .context("initdb failed")?;
-        let mut last = None;
-        for _ in 0..3 {
-            server.port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            match server.pg_ctl_start() {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        if let Some(error) = last {
-            return Err(error);
-        }
-        let name = format!("chaos_{}", std::process::id());
-        run_tool(
-            Command::new(server.bin.join("createdb"))
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
-                .arg(server.port.to_string())
-                .arg(&name),
-        )
-        .context("createdb failed")?;
-        server.url = format!("postgres://postgres@127.0.0.1:{}/{name}", server.port);
-        Ok(server)
-    }
-
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn pg_ctl_start(&self) -> anyhow::Result<()> {
-        let data = self.data().display().to_string();
-        let log = self.dir.join("server.log").display().to_string();
-        let options = format!(
-            "-k '{}' -c listen_addresses=127.0.0.1 -p {} -c fsync=off -c full_page_writes=off -c max_connections=300",
-            self.dir.display(),
-            self.port
-        );
-        run_tool(&mut self.command(
-            "pg_ctl",
-            &[
-                "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &options, "start",
-            ],
-        ))
-        .with_context(|| {
-            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            format!("pg_ctl start failed; server log ends: {}", tail.join(" / "))
-        })
-    }
-
-    /// Crash-restart: `pg_ctl restart -m immediate`, waiting until it accepts connections.
-    pub(crate) fn crash_restart(&self) -> anyhow::Result<()> {
-        let data = self.data().display().to_string();
-        // `-l` as at the start: without it the new server would inherit (and hold open) the
-        // pipes this command's output is read from, and reading them would never end.
-        let log = self.dir.join("server.log").display().to_string();
-        run_tool(&mut self.command(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-l",
-                &log,
-                "-w",
-                "-t",
-                "60",
-                "restart",
-                "-m",
-                "immediate",
-            ],
-        ))
-        .context("pg_ctl restart failed")
-    }
-
-    /// `pg_ctl stop -m immediate`.
-    pub(crate) fn stop(&self) -> anyhow::Result<()> {
-        let data = self.data().display().to_string();
-        run_tool(&mut self.command("pg_ctl", &["-D", &data, "-w", "stop", "-m", "immediate"]))
-            .context("pg_ctl stop failed")
-    }
-
-    /// Starts it again after [`PgServer::stop`], on the same port.
-    pub(crate) fn start_again(&self) -> anyhow::Result<()> {
-        self.pg_ctl_start()
-    }
-
-    fn argv(&self, tool: &str, args: &[&str]) -> Vec<String> {
-        let mut argv = vec![self.bin.join(tool).display().to_string()];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        if self.as_postgres {
-            let mut wrapped: Vec<String> = if Path::new(RUNUSER).exists() {
-                [RUNUSER, "-u", "postgres", "--"]
-                    .map(str::to_owned)
-                    .to_vec()
-            } else {
-                let line = argv.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
-                argv = vec![line];
-                ["su", "postgres", "-s", "/bin/sh", "-c"]
-                    .map(str::to_owned)
-                    .to_vec()
-            };
-            wrapped.extend(argv);
-            argv = wrapped;
-        }
-        if let Some(null) = &self.private_null {
-            let script = r#"mount --bind "$0" /dev/null && exec "$@""#;
-            argv = ["unshare", "-m", "sh", "-c", script]
-                .map(str::to_owned)
-                .into_iter()
-                .chain([null.display().to_string()])
-                .chain(argv)
-                .collect();
-        }
-        argv
-    }
-
-    fn command(&self, tool: &str, args: &[&str]) -> Command {
-        let argv = self.argv(tool, args);
-        let mut command = Command::new(&argv[0]);
-        command.args(&argv[1..]);
-        command
-    }
-
-    fn stop_line(&self) -> String {
-        let data = self.data().display().to_string();
-        self.argv("pg_ctl", &["-D", &data, "stop", "-m", "immediate"])
-            .iter()
-            .map(|w| quote(w))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    fn spawn_watchdog(&self) -> anyhow::Result<std::process::Child> {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
-            stop = self.stop_line(),
-            dir = quote(&self.dir.display().to_string()),
-        );
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the PostgreSQL watchdog")
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-        if self.data().join("postmaster.pid").exists() {
-            let _ = Command::new("sh")
-                .args(["-c", &self.stop_line()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-const RUNUSER: &str = "/usr/sbin/runuser";
-
-/// Whether `/dev/null` is the character device it should be.
-fn dev_null_is_a_device() -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device())
-}
-
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+/// Starts a [`PgServer`] with `synchronous_commit` on, so a commit the API saw survives a
+/// crash-restart (`fsync=off` is safe here: a crash of the server, not of the machine, loses
+/// nothing the kernel has), and room for the connections of several API instances.
+pub(crate) fn start_pg() -> anyhow::Result<PgServer> {
+    PgServer::start_with(payment_store::test_support::PgSettings {
+        dir_prefix: "run-chaos-pg",
+        synchronous_commit: true,
+        max_connections: 300,
+        start_timeout_secs: 60,
+    })
+    .map_err(anyhow::Error::msg)
 }
 
 /// Runs `command` to completion; a failure says what it printed.
@@ -622,35 +380,6 @@ fn run_tool(command: &mut Command) -> anyhow::Result<()> {
         String::from_utf8_lossy(&output.stderr).trim(),
         String::from_utf8_lossy(&output.stdout).trim()
     )
-}
-
-/// The newest `/usr/lib/postgresql/<version>/bin`, else a directory on `PATH`, with `initdb`,
-/// `pg_ctl` and `createdb`.
-fn find_pg_bin() -> anyhow::Result<PathBuf> {
-    let complete = |dir: &Path| {
-        ["initdb", "pg_ctl", "createdb"]
-            .iter()
-            .all(|tool| dir.join(tool).is_file())
-    };
-    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .filter(|(_, dir)| complete(dir))
-        .collect();
-    versioned.sort();
-    if let Some((_, dir)) = versioned.pop() {
-        return Ok(dir);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .find(|dir| complete(dir))
-        .ok_or_else(|| anyhow!("PostgreSQL is not installed: no initdb/pg_ctl/createdb in /usr/lib/postgresql/*/bin or on PATH"))
 }
 
 #[cfg(test)]

@@ -4,6 +4,11 @@
 //! Binaries are found next to the test executable (`cargo test --workspace` builds them: each
 //! service package has an integration test of its own CLI); if one is missing it is built with
 //! the same cargo that built the tests.
+//!
+//! [`raw_http`]: raw HTTP/1.1 requests and the problem+json check, also used by the services'
+//! own suites.
+
+pub mod raw_http;
 
 /// The one skip-or-fail rule for optional dependencies (PostgreSQL, Chromium, curl, promtool):
 /// missing under `CI=true` fails the test, elsewhere it is skipped with a printed reason.
@@ -489,6 +494,31 @@ pub mod chaos {
             output.push_str(&line);
         }
         (status, output, result)
+    }
+
+    /// A CI-sized `run chaos` (within 150 s): the `everything` scenario for 20 s at 20
+    /// payments/s with two API kills, giving up after 20 s and settling within 40 s, from
+    /// `seed`, with the `extra` flags (store faults, the store, instances). Returns what
+    /// [`run_chaos`] does.
+    pub fn run_ci_sized(seed: &str, extra: &[&str]) -> (ExitStatus, String, String) {
+        let mut args = vec![
+            "--scenario",
+            "everything",
+            "--duration",
+            "20s",
+            "--rate",
+            "20",
+            "--kills",
+            "2",
+            "--seed",
+            seed,
+            "--give-up-after",
+            "20s",
+            "--settle-timeout",
+            "40s",
+        ];
+        args.extend_from_slice(extra);
+        run_chaos(&args, Duration::from_secs(150))
     }
 
     /// The number before `suffix` in the `, `-separated result line, e.g. `answered 201` in

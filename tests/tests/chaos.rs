@@ -9,32 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::chaos::{assert_clean, assert_floors, run_chaos};
+use e2e::chaos::{assert_clean, assert_floors, run_ci_sized};
 
 #[test]
 fn a_ci_sized_chaos_run_with_two_api_kills_reports_zero_violations() {
     let started = Instant::now();
-    let (status, output, result) = run_chaos(
-        &[
-            "--scenario",
-            "everything",
-            "--duration",
-            "20s",
-            "--rate",
-            "20",
-            "--kills",
-            "2",
-            "--seed",
-            "20240901",
-            "--give-up-after",
-            "20s",
-            "--settle-timeout",
-            "40s",
-            "--store-faults",
-            "none",
-        ],
-        Duration::from_secs(150),
-    );
+    let (status, output, result) = run_ci_sized("20240901", &["--store-faults", "none"]);
     assert_clean(&result, &output, &[1, 2, 3, 4, 5, 7]);
     assert!(result.contains(" 2 kills"), "{result}\n{output}");
     assert!(result.contains(" 0 store faults"), "{result}\n{output}");

@@ -10,9 +10,9 @@
 //! store's tests do). Without PostgreSQL installed it is skipped with `SKIPPED:`, except under
 //! `CI=true`, where that is a failure: in CI these runs must run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use e2e::chaos::{assert_clean, assert_floors, figure, run_chaos};
+use e2e::chaos::{assert_clean, assert_floors, figure, run_ci_sized};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -26,22 +26,9 @@ fn is_root() -> bool {
 #[test]
 fn sqlite_disk_full_and_lock_timeouts_leave_no_violation() {
     let started = Instant::now();
-    let (status, output, result) = run_chaos(
+    let (status, output, result) = run_ci_sized(
+        "20261130",
         &[
-            "--scenario",
-            "everything",
-            "--duration",
-            "20s",
-            "--rate",
-            "20",
-            "--kills",
-            "2",
-            "--seed",
-            "20261130",
-            "--give-up-after",
-            "20s",
-            "--settle-timeout",
-            "40s",
             "--store-faults",
             "auto",
             "--store-fault-count",
@@ -49,7 +36,6 @@ fn sqlite_disk_full_and_lock_timeouts_leave_no_violation() {
             "--store-disk-mb",
             "256",
         ],
-        Duration::from_secs(150),
     );
     assert_clean(&result, &output, &[1, 2, 3, 4, 5, 7]);
     assert_floors(&result, &output);
@@ -83,22 +69,9 @@ fn sqlite_disk_full_and_lock_timeouts_leave_no_violation() {
 #[test]
 fn postgres_crash_restart_stop_and_dropped_connections_with_two_instances_leave_no_violation() {
     let started = Instant::now();
-    let (status, output, result) = run_chaos(
+    let (status, output, result) = run_ci_sized(
+        "20261201",
         &[
-            "--scenario",
-            "everything",
-            "--duration",
-            "20s",
-            "--rate",
-            "20",
-            "--kills",
-            "2",
-            "--seed",
-            "20261201",
-            "--give-up-after",
-            "20s",
-            "--settle-timeout",
-            "40s",
             "--postgres",
             "--api-instances",
             "2",
@@ -107,7 +80,6 @@ fn postgres_crash_restart_stop_and_dropped_connections_with_two_instances_leave_
             "--store-fault-count",
             "3",
         ],
-        Duration::from_secs(150),
     );
     if output.contains("PostgreSQL is not installed") {
         e2e::skip_unless_ci("PostgreSQL", &output, "`sudo bash .ci/setup` installs it");

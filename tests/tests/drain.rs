@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     time::{Duration, Instant},
 };
 
@@ -14,6 +15,7 @@ use e2e::{
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
@@ -57,6 +59,38 @@ async fn one_charge_each(bank: &str, n: usize) -> HashMap<String, Value> {
     by_reference
 }
 
+/// Sends `n` payments to `api`, key `{prefix}-{i}` for `amount + i`, each from a task of its own
+/// that ends with what `answer` makes of the response (or the transport error).
+fn pay_in_background<T, F, Fut>(
+    api: &str,
+    prefix: &'static str,
+    amount: i64,
+    n: usize,
+    answer: F,
+) -> Vec<JoinHandle<reqwest::Result<T>>>
+where
+    T: Send + 'static,
+    F: Fn(reqwest::Response) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send,
+{
+    (0..n)
+        .map(|i| {
+            let api = api.to_owned();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let response = http()
+                    .post(format!("{api}/v1/payments"))
+                    .bearer_auth(TEST_API_KEY)
+                    .header("Idempotency-Key", format!("{prefix}-{i}"))
+                    .json(&body(amount + i as i64))
+                    .send()
+                    .await?;
+                Ok(answer(response).await)
+            })
+        })
+        .collect()
+}
+
 /// API flags for these tests: a 5 s payment deadline and a lease that outlives it.
 fn api_flags(extra: &[(&'static str, &'static str)]) -> Vec<&'static str> {
     let mut overrides = vec![
@@ -78,21 +112,7 @@ async fn sigterm_with_payments_at_the_bank_answers_every_one_and_exits_cleanly()
     let flags = api_flags(&[]);
     let mut api = start_api(&bank.url(), &data, &flags).await;
 
-    let clients: Vec<_> = (0..N)
-        .map(|i| {
-            let api = api.url();
-            tokio::spawn(async move {
-                let response = http()
-                    .post(format!("{api}/v1/payments"))
-                    .bearer_auth(TEST_API_KEY)
-                    .header("Idempotency-Key", format!("drain-{i}"))
-                    .json(&body(1000 + i as i64))
-                    .send()
-                    .await?;
-                Ok::<_, reqwest::Error>(parts(response).await)
-            })
-        })
-        .collect();
+    let clients = pay_in_background(&api.url(), "drain", 1000, N, parts);
     wait_at_the_bank(&bank.url(), N as u64).await;
     let signalled = Instant::now();
     signal(api.child.id(), Signal::SIGTERM);
@@ -206,21 +226,9 @@ async fn payments_still_at_the_bank_when_the_drain_time_ends_are_resumed_by_the_
     // when it ends. Their leases stay in the store, and the next process resumes them.
     let flags = api_flags(&[("--drain-timeout-ms", "300")]);
     let mut api = start_api(&bank.url(), &data, &flags).await;
-    let clients: Vec<_> = (0..N)
-        .map(|i| {
-            let api = api.url();
-            tokio::spawn(async move {
-                let response = http()
-                    .post(format!("{api}/v1/payments"))
-                    .bearer_auth(TEST_API_KEY)
-                    .header("Idempotency-Key", format!("resume-{i}"))
-                    .json(&body(2000 + i as i64))
-                    .send()
-                    .await?;
-                Ok::<_, reqwest::Error>(response.status().as_u16())
-            })
-        })
-        .collect();
+    let clients = pay_in_background(&api.url(), "resume", 2000, N, |response| async move {
+        response.status().as_u16()
+    });
     // All N are claimed and at the (silent) bank: every bank call slot they took is in use.
     eventually(Duration::from_secs(10), "the payments at the bank", || {
         let api = api.url();

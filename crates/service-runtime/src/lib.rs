@@ -3,6 +3,10 @@
 //!
 //! Shutdown is an argument (as in mini-redis): binaries pass [`shutdown_signal`], tests pass a
 //! oneshot receiver, and the orchestrator's children get SIGTERM.
+//!
+//! [`problems`]: error answers of layers, the router and extractors re-issued as problems.
+
+pub mod problems;
 
 use std::{future::Future, io, net::SocketAddr, time::Duration};
 
@@ -251,8 +255,17 @@ mod tests {
         Ok(String::from_utf8_lossy(&answer).into_owned())
     }
 
-    #[tokio::test]
-    async fn a_request_in_progress_at_shutdown_is_answered_and_new_connections_are_refused() {
+    /// A server on a free port (drain time `drain`) with a `GET /slow` in progress at its
+    /// handler when shutdown begins: the address, the server's task, the client's task (all
+    /// the server sent) and the handler's release.
+    async fn shutdown_with_a_request_in_progress(
+        drain: Duration,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<io::Result<Drain>>,
+        tokio::task::JoinHandle<io::Result<String>>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
         let listener = bind("127.0.0.1:0".parse().unwrap(), "--listen")
             .await
             .unwrap();
@@ -265,13 +278,20 @@ mod tests {
             async {
                 let _ = rx.await;
             },
-            Duration::from_secs(10),
+            drain,
         ));
         let client = tokio::spawn(raw_get(addr));
         tokio::time::timeout(Duration::from_secs(5), reached.recv())
             .await
             .expect("the request reaches the handler");
         tx.send(()).unwrap();
+        (addr, server, client, release)
+    }
+
+    #[tokio::test]
+    async fn a_request_in_progress_at_shutdown_is_answered_and_new_connections_are_refused() {
+        let (addr, server, client, release) =
+            shutdown_with_a_request_in_progress(Duration::from_secs(10)).await;
         // The server stops accepting while the request is still in progress.
         let refused = async {
             for _ in 0..500 {
@@ -296,25 +316,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_outlives_the_drain_time_does_not_hold_the_server() {
-        let listener = bind("127.0.0.1:0".parse().unwrap(), "--listen")
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (router, mut reached, _release) = gated_router();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_with_drain(
-            listener,
-            router,
-            async {
-                let _ = rx.await;
-            },
-            Duration::from_millis(200),
-        ));
-        let _client = tokio::spawn(raw_get(addr));
-        tokio::time::timeout(Duration::from_secs(5), reached.recv())
-            .await
-            .expect("the request reaches the handler");
-        tx.send(()).unwrap();
+        let (_addr, server, _client, _release) =
+            shutdown_with_a_request_in_progress(Duration::from_millis(200)).await;
         let drained = tokio::time::timeout(Duration::from_secs(5), server)
             .await
             .expect("serve returns once the drain time is over");

@@ -13,7 +13,7 @@
 //! - [`PostgresStore`]: the shared backend for several API instances.
 //! - [`open`]: picks and opens a backend from a database URL.
 //! - `test_support` (feature `test-support`): a throwaway PostgreSQL server and temporary
-//!   directories for tests of this crate and of the crates above it.
+//!   directories for tests of this crate and of the crates above it, and for `run chaos`.
 //!
 //! Both backends store times as milliseconds since the epoch: a time read back has
 //! sub-millisecond precision dropped.

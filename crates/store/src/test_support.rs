@@ -1,5 +1,6 @@
 //! Test helpers (feature `test-support`): temporary directories and a throwaway PostgreSQL
-//! server, for this crate's suite and the end-to-end tests.
+//! server, for this crate's suite, the end-to-end tests and `run chaos` (whose store faults
+//! crash-restart, stop and start the server through [`TempPostgres`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,8 +45,38 @@ impl Drop for TempDir {
     }
 }
 
+/// How a [`TempPostgres`] is set up: [`PgSettings::default`] for tests (speed first), or with
+/// commits that survive a crash of the server (`run chaos`).
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Prefix of the temporary directory's name.
+    pub dir_prefix: &'static str,
+    /// `synchronous_commit`: off, a commit may be answered before its WAL reaches the kernel,
+    /// so a crash of the server can lose it; on, a commit the client saw survives a
+    /// crash-restart (`fsync=off` either way: only a crash of the machine loses what the
+    /// kernel has).
+    pub synchronous_commit: bool,
+    /// `max_connections`.
+    pub max_connections: u32,
+    /// How long `pg_ctl` waits for the server to accept connections, in seconds (`-t`).
+    pub start_timeout_secs: u32,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            dir_prefix: "payment-store-pg",
+            synchronous_commit: false,
+            max_connections: 200,
+            start_timeout_secs: 30,
+        }
+    }
+}
+
 /// A throwaway PostgreSQL server on a free loopback port, its data and unix socket in a
 /// temporary directory, trusting every local connection (`initdb -A trust`), with fsync off.
+/// It can be crash-restarted, stopped and started again ([`TempPostgres::crash_restart`],
+/// [`TempPostgres::stop`], [`TempPostgres::start_again`]).
 ///
 /// [`Drop`] stops it (`pg_ctl stop -m immediate`) and removes the directory. A watchdog shell
 /// does the same once the test process has exited, so a server kept in a `static` (never
@@ -66,6 +97,7 @@ pub struct TempPostgres {
     /// for the server commands, when the machine's `/dev/null` is broken (a plain file the
     /// `postgres` user cannot write, as in some sandboxes: `initdb` then fails).
     private_null: Option<PathBuf>,
+    settings: PgSettings,
     /// The database created by [`TempPostgres::start`].
     url: String,
     /// Cleans up after the test process exits; killed by [`Drop`], which cleans up itself.
@@ -76,8 +108,13 @@ impl TempPostgres {
     /// Starts a server (trying a few ports if one is taken between picking and binding) and
     /// creates one database, whose URL [`TempPostgres::url`] gives.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(PgSettings::default())
+    }
+
+    /// [`TempPostgres::start`] with `settings`.
+    pub fn start_with(settings: PgSettings) -> Result<Self, String> {
         let bin = find_bin_dir()?;
-        let dir = std::env::temp_dir().join(unique_name("payment-store-pg"));
+        let dir = std::env::temp_dir().join(unique_name(settings.dir_prefix));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut server = Self {
@@ -86,6 +123,7 @@ impl TempPostgres {
             dir,
             bin,
             port: 0,
+            settings,
             url: String::new(),
             watchdog: None,
         };
@@ -119,34 +157,100 @@ impl TempPostgres {
             "--locale=C",
             "--no-sync",
         ];
-        run(&mut server.server_command("initdb", &initdb_args.map(str::to_owned)))?;
+        run(&mut server.server_command("initdb", &initdb_args.map(str::to_owned)))
+            .map_err(|e| format!("initdb failed: {e}"))?;
         let mut last_error = String::new();
         for _ in 0..3 {
             server.port = free_port()?;
-            let options = format!(
-                "-k '{}' -c listen_addresses=127.0.0.1 -p {} -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=200",
-                server.dir.display(),
-                server.port
-            );
-            let log = server.dir.join("server.log").display().to_string();
-            let args = [
-                "-D", &data, "-l", &log, "-w", "-t", "30", "-o", &options, "start",
-            ];
-            let started = run(&mut server.server_command("pg_ctl", &args.map(str::to_owned)));
-            match started {
+            match server.pg_ctl_start() {
                 Ok(()) => {
                     server.url = server.new_database()?;
                     return Ok(server);
                 }
                 Err(error) => {
-                    let log =
-                        std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+                    let log = server.server_log();
                     last_error = format!("{error}; server log: {}", log.trim());
                 }
             }
         }
         Err(format!("pg_ctl start failed: {last_error}"))
+    }
+
+    /// Crash-restart: `pg_ctl restart -m immediate` (no shutdown checkpoint, so the server
+    /// goes through crash recovery), waiting until it accepts connections again.
+    pub fn crash_restart(&self) -> Result<(), String> {
+        let data = self.data_dir().display().to_string();
+        // `-l` as at the start: without it the new server would inherit (and hold open) the
+        // pipes this command's output is read from, and reading them would never end.
+        let log = self.log_file().display().to_string();
+        let timeout = self.settings.start_timeout_secs.to_string();
+        let args = [
+            "-D",
+            &data,
+            "-l",
+            &log,
+            "-w",
+            "-t",
+            &timeout,
+            "restart",
+            "-m",
+            "immediate",
+        ];
+        run(&mut self.server_command("pg_ctl", &args.map(str::to_owned)))
+            .map_err(|e| format!("pg_ctl restart failed: {e}"))
+    }
+
+    /// `pg_ctl stop -m immediate`, waiting until the server is gone.
+    pub fn stop(&self) -> Result<(), String> {
+        let data = self.data_dir().display().to_string();
+        let args = ["-D", &data, "-w", "stop", "-m", "immediate"];
+        run(&mut self.server_command("pg_ctl", &args.map(str::to_owned)))
+            .map_err(|e| format!("pg_ctl stop failed: {e}"))
+    }
+
+    /// Starts the server again after [`TempPostgres::stop`], on the same port.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.pg_ctl_start().map_err(|error| {
+            let log = self.server_log();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            format!(
+                "pg_ctl start failed: {error}; server log ends: {}",
+                tail.join(" / ")
+            )
+        })
+    }
+
+    /// `pg_ctl start` on [`TempPostgres::port`] with the settings, waiting until it accepts
+    /// connections.
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let data = self.data_dir().display().to_string();
+        let synchronous_commit = if self.settings.synchronous_commit {
+            ""
+        } else {
+            " -c synchronous_commit=off"
+        };
+        let options = format!(
+            "-k '{}' -c listen_addresses=127.0.0.1 -p {} -c fsync=off{synchronous_commit} \
+             -c full_page_writes=off -c max_connections={}",
+            self.dir.display(),
+            self.port,
+            self.settings.max_connections,
+        );
+        let log = self.log_file().display().to_string();
+        let timeout = self.settings.start_timeout_secs.to_string();
+        let args = [
+            "-D", &data, "-l", &log, "-w", "-t", &timeout, "-o", &options, "start",
+        ];
+        run(&mut self.server_command("pg_ctl", &args.map(str::to_owned)))
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// What the server has logged so far (empty if nothing could be read).
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
     }
 
     /// The database created at start: `postgres://postgres@127.0.0.1:<port>/<db>`.
@@ -353,7 +457,9 @@ fn find_bin_dir() -> Result<PathBuf, String> {
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .find(|dir| complete(dir))
         .ok_or_else(|| {
-            "no initdb/pg_ctl/createdb in /usr/lib/postgresql/*/bin or on PATH".to_owned()
+            "PostgreSQL is not installed: no initdb/pg_ctl/createdb in /usr/lib/postgresql/*/bin \
+             or on PATH"
+                .to_owned()
         })
 }
 

@@ -3,58 +3,9 @@
 //! do not decode, over a real socket. The constraints of the bank's document are walked against
 //! a running bank in `payment-api/tests/openapi_contract.rs`.
 
-use std::time::Duration;
-
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use e2e::raw_http::{assert_problem, raw};
 
 use crate::helpers::spawn_bank;
-
-/// Sends raw bytes; the status, the head (lower-case) and the body of the answer.
-async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String, Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-            if let Some(end) = find(&answer, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                if length.is_some_and(|len| answer.len() >= end + 4 + len) {
-                    break;
-                }
-            }
-        }
-    });
-    read.await.expect("an answer in time");
-    let end = find(&answer, b"\r\n\r\n").expect("a complete head");
-    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
-    let status = head[9..12].parse().unwrap();
-    let body = serde_json::from_slice(&answer[end + 4..]).unwrap_or(Value::Null);
-    (status, head, body)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn assert_problem(what: &str, (status, head, body): &(u16, String, Value), want: u16, code: &str) {
-    assert_eq!(*status, want, "{what}: {head}\n{body}");
-    assert!(
-        head.contains("content-type: application/problem+json"),
-        "{what}: {head}"
-    );
-    assert_eq!(body["code"], code, "{what}: {body}");
-}
 
 #[tokio::test]
 async fn errors_from_the_http_layer_are_problem_json_with_a_code() {
