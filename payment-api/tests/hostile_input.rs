@@ -3,18 +3,13 @@
 //! well-formed 4xx problem or a documented success — never a 5xx, never a hang — and a rejected
 //! request must leave the store unchanged.
 
-use std::time::Duration;
+mod support;
 
 use proptest::{prelude::*, test_runner::TestRunner};
 use serde_json::Value;
+use support::System;
 
 const KEY: &str = "sk_test_hostile_0123456789abcdef";
-
-struct System {
-    api: String,
-    client: reqwest::Client,
-    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
-}
 
 async fn start() -> System {
     start_with(|_| {}).await
@@ -22,36 +17,7 @@ async fn start() -> System {
 
 /// The system, with `tune` applied to the API's configuration first.
 async fn start_with(tune: impl FnOnce(&mut payment_api::Config)) -> System {
-    let mut stops = Vec::new();
-    let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
-        .await
-        .unwrap();
-    let bank_url = format!("http://{}", bank.local_addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    stops.push(tx);
-    tokio::spawn(bank.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
-    let dir = std::env::temp_dir().join(format!("hostile-{}", uuid::Uuid::new_v4().simple()));
-    let mut config =
-        payment_api::Config::for_tests(bank_url.parse().unwrap(), &format!("acme:{KEY}"), dir);
-    tune(&mut config);
-    let api = payment_api::Application::build(config).await.unwrap();
-    let api_url = format!("http://{}", api.local_addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    stops.push(tx);
-    tokio::spawn(api.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    System {
-        api: api_url,
-        client,
-        _stop: stops,
-    }
+    support::start("hostile", &format!("acme:{KEY}"), tune).await
 }
 
 /// How many payments the tenant has (every page).

@@ -10,11 +10,14 @@
 //! Also here: errors produced by layers (body limit, timeout, router, extractors) are
 //! `application/problem+json` with a stable `code` (issue 16, point 3).
 
+mod support;
+
 use std::time::Duration;
 
 use e2e::raw_http::assert_problem;
 use proptest::strategy::{Strategy, ValueTree};
 use serde_json::{json, Map, Value};
+use support::System;
 
 const KEY: &str = "sk_test_contract_0123456789abcdef";
 /// The operator key: the operator surface and reads across tenants (`tenant=` any name).
@@ -35,48 +38,15 @@ fn key_for(method: &str, path: &str) -> &'static str {
     }
 }
 
-struct System {
-    api: String,
-    bank: String,
-    client: reqwest::Client,
-    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
-}
-
+/// The system with the contract test's keys and no rate limit in the way (hundreds of
+/// requests in a few seconds), with `tweak` applied after.
 async fn start(tweak: impl FnOnce(&mut payment_api::Config)) -> System {
-    let mut stops = Vec::new();
-    let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
-        .await
-        .unwrap();
-    let bank_url = format!("http://{}", bank.local_addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    stops.push(tx);
-    tokio::spawn(bank.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
-    let dir = std::env::temp_dir().join(format!("contract-{}", uuid::Uuid::new_v4().simple()));
-    let mut config =
-        payment_api::Config::for_tests(bank_url.parse().unwrap(), &format!("acme:{KEY}"), dir);
-    config.operator_keys = Some(format!("ops:{OPERATOR_KEY}").into());
-    // Hundreds of requests in a few seconds: no rate limit in the way.
-    config.edge.rate_limit = 0;
-    tweak(&mut config);
-    let api = payment_api::Application::build(config).await.unwrap();
-    let api_url = format!("http://{}", api.local_addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    stops.push(tx);
-    tokio::spawn(api.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    System {
-        api: api_url,
-        bank: bank_url,
-        client,
-        _stop: stops,
-    }
+    support::start("contract", &format!("acme:{KEY}"), |config| {
+        config.operator_keys = Some(format!("ops:{OPERATOR_KEY}").into());
+        config.edge.rate_limit = 0;
+        tweak(config);
+    })
+    .await
 }
 
 async fn document(client: &reqwest::Client, base: &str) -> Value {
@@ -362,6 +332,21 @@ fn string_cases(schema: &Value) -> (Vec<String>, Vec<String>) {
         }
     }
     (inside, outside)
+}
+
+/// Values just inside and just outside a constrained integer or string schema, as JSON.
+fn bound_cases(schema: &Value) -> (Vec<Value>, Vec<Value>) {
+    fn json<T: Into<Value>>((inside, outside): (Vec<T>, Vec<T>)) -> (Vec<Value>, Vec<Value>) {
+        (
+            inside.into_iter().map(Into::into).collect(),
+            outside.into_iter().map(Into::into).collect(),
+        )
+    }
+    if is_integer(schema) {
+        json(integer_cases(schema))
+    } else {
+        json(string_cases(schema))
+    }
 }
 
 /// Values inside and outside an integer schema.
@@ -690,27 +675,15 @@ async fn walk(doc: &Value, op: &Operation<'_>, client: &reqwest::Client) -> usiz
         if !constrained(schema) {
             continue;
         }
-        let (inside, outside): (Vec<Value>, Vec<Value>) = if is_integer(schema) {
-            let (i, o) = integer_cases(schema);
-            (
-                i.into_iter().map(Value::from).collect(),
-                o.into_iter().map(Value::from).collect(),
-            )
-        } else {
-            let (i, o) = string_cases(schema);
-            let o = o
-                .into_iter()
-                // A header cannot carry leading or trailing whitespace or control bytes.
-                .filter(|v| {
-                    location != "header"
-                        || (v.trim() == v && reqwest::header::HeaderValue::from_str(v).is_ok())
+        let (inside, mut outside) = bound_cases(schema);
+        if location == "header" {
+            // A header cannot carry leading or trailing whitespace or control bytes.
+            outside.retain(|v| {
+                v.as_str().is_none_or(|v| {
+                    v.trim() == v && reqwest::header::HeaderValue::from_str(v).is_ok()
                 })
-                .collect::<Vec<_>>();
-            (
-                i.into_iter().map(Value::from).collect(),
-                o.into_iter().map(Value::from).collect(),
-            )
-        };
+            });
+        }
         assert!(
             !outside.is_empty(),
             "{what}: no value outside the schema of {name}"
@@ -788,19 +761,7 @@ async fn walk(doc: &Value, op: &Operation<'_>, client: &reqwest::Client) -> usiz
             if !constrained(property) {
                 continue;
             }
-            let (inside, outside): (Vec<Value>, Vec<Value>) = if is_integer(property) {
-                let (i, o) = integer_cases(property);
-                (
-                    i.into_iter().map(Value::from).collect(),
-                    o.into_iter().map(Value::from).collect(),
-                )
-            } else {
-                let (i, o) = string_cases(property);
-                (
-                    i.into_iter().map(Value::from).collect(),
-                    o.into_iter().map(Value::from).collect(),
-                )
-            };
+            let (inside, outside) = bound_cases(property);
             assert!(
                 !outside.is_empty(),
                 "{what}: no value outside the schema of {field}"
