@@ -196,9 +196,10 @@ async fn the_reaper_deletes_old_keys_and_clears_the_replay_cache() {
         ..settings(Duration::ZERO)
     };
     let stats = ReconcilerStats::default();
-    // Completion times are whole milliseconds: let the clock pass the completed one.
+    // Times are stored in whole milliseconds, and the reaper's cutoff is too: let the clock
+    // reach the millisecond after the completed one, so the cutoff is past it.
     let completed = h.key("k1").await.unwrap().completed_at.unwrap();
-    while chrono::Utc::now() <= completed {
+    while chrono::Utc::now() < completed + chrono::Duration::milliseconds(1) {
         tokio::task::yield_now().await;
     }
     reap(&h.service, &settings, &stats).await;
