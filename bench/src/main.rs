@@ -1,28 +1,55 @@
-//! `bench`: the end-to-end benchmark of issue 10. It starts the mock bank and the payment API
-//! as release processes (JSON logs on, written to files), warms each phase up, drives it
-//! closed-loop, and reports throughput and HDR latency percentiles of:
-//! - `bank`: `POST /v1/charges` on the bank alone (one hop: the baseline);
-//! - `happy`: new payments (fresh keys, healthy instant bank, durable SQLite store);
-//! - `replay`: the same keys again (stored final records);
-//! - `breaker_open`: new payments with the breaker forced open (fail fast).
+//! `bench`: the end-to-end benchmark of issues 10 and 18. It starts the mock bank, the payment
+//! API and three reference servers of our own as release processes (the services' JSON logs
+//! on, written to files), warms each phase up, drives it closed-loop, and reports throughput
+//! and HDR latency percentiles of, in this order:
+//! - `bank`: `POST /v1/charges` on the mock bank alone (one hop: the baseline of `replay` and
+//!   `breaker_open`);
+//! - `two_hop`: `POST /v1/payments` on the proxy, forwarded to the stub bank (two hops, no
+//!   logic: **the ceiling**, ratio 1.00);
+//! - `minimal`: new payments on the minimal durable payment server (one SQLite table, group
+//!   commit, `synchronous=FULL`) in front of the stub;
+//! - `happy`: new payments on the payment API (durable SQLite store) in front of the same stub;
+//! - `replay`: the keys `happy` stored, sent again (stored final records);
+//! - `breaker_open`: new payments with the API's breaker forced open (fail fast);
+//! - `postgres`: new payments on a second payment API on PostgreSQL (a throwaway server),
+//!   in front of the same stub; skipped, saying why, when PostgreSQL cannot be started.
+//!
+//! The API's bank is the stub, not the mock bank: `two_hop`, `minimal`, `happy` and
+//! `postgres` then differ only by the server in front of one and the same bank, so their
+//! ratios (`vs ceiling`, `vs minimal`) measure that server alone. The report judges issue 18's
+//! targets on them (happy ≥ 0.50 of the ceiling and ≥ 0.85 of minimal in req/s, happy p99 ≤
+//! 2 × the ceiling's) and says how quiet the machine was (load average, CPU steal and iowait).
 //!
 //! Every answer is checked (status, and the header or body that proves the path taken); every
-//! unexpected answer and transport error is counted and shown. The ratio of each phase's
-//! throughput to the baseline, measured in the same run, is what to compare across machines.
+//! unexpected answer and transport error is counted and shown. The ratios, measured in the same
+//! run, are what to compare across machines.
 //!
-//! `--payments N` instead runs the memory test: N new payments, sampling the API's RSS.
+//! `--payments N` instead runs the memory test: N new payments on the API in front of the mock
+//! bank, sampling the API's RSS.
 //!
 //! # Layout
+//! - `phases`: the phases of one run and the processes they use.
 //! - `load`: the closed-loop load generator and its checks.
-//! - `services`: starting the binaries, `/proc` figures.
-//! - `report`: the table and the JSON file.
+//! - `services`: starting the binaries and reference servers, `/proc` figures.
+//! - `serve`: the hidden `bench serve stub|proxy|minimal` subcommand (reference servers):
+//!   `stub`, `proxy`, `minimal`.
+//! - `pg`: the throwaway PostgreSQL server of the `postgres` phase.
+//! - `machine`: load average, CPU steal and iowait.
+//! - `report`: the ratios, the targets, the table and the JSON file.
 
 mod load;
+mod machine;
+mod minimal;
+mod pg;
+mod phases;
+mod proxy;
 mod report;
+mod serve;
 mod services;
+mod stub;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +63,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use load::{Expect, MakeRequest, Stop};
-use report::{MemorySample, Report};
-use services::Service;
+use machine::CpuTicks;
+use report::{Measured, MemorySample, Report};
+use services::{CpuUser, Service};
+
+/// mimalloc, as in the API: the reference servers run in this binary (and the load generator
+/// is lighter on the shared cores with it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TENANT: &str = "bench";
 /// The API key the benchmark configures and uses (not a secret: a throwaway local process).
@@ -46,10 +79,13 @@ const API_KEY: &str = "sk_bench_0123456789abcdef";
 const OPERATOR_KEY: &str = "sk_bench_operator_0123456789abcdef";
 const PAYMENT_BODY: &str = r#"{"amount":1999,"currency":"TRY","source":"tok_visa"}"#;
 
-/// The end-to-end benchmark: bank baseline, happy path, replays, breaker open.
+/// The end-to-end benchmark: bank baseline, the two-hop ceiling, the minimal durable server,
+/// the API's happy path, replays, breaker open, and the API on PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Measured seconds per phase (after its warm-up).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
@@ -79,9 +115,19 @@ struct Args {
     sample_secs: u64,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Runs a reference server (the bench starts them itself).
+    #[command(hide = true)]
+    Serve(serve::ServeArgs),
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Sub::Serve(serve)) = args.command.take() {
+        return serve::run(serve).await;
+    }
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
@@ -92,51 +138,30 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
     eprintln!("bench: services' data and logs in {}", work_dir.display());
-
-    let mut bank_args = vec![];
-    if let Some(n) = args.payments {
-        // The bank's in-memory ledger must hold every charge of the memory test (and warm-up).
-        bank_args.extend([
-            "--max-charges".to_owned(),
-            (n + n / 10 + 100_000).to_string(),
-        ]);
-    }
-    let bank = Service::start(
-        "mock-bank",
-        &bin.join("mock-bank"),
-        &work_dir,
-        &bank_args,
-        &[],
-    )
-    .await?;
-    let api_keys = format!("{TENANT}:{API_KEY}");
-    let operator_keys = format!("bench:{OPERATOR_KEY}");
-    let api = Service::start(
-        "payment-api",
-        &bin.join("payment-api"),
-        &work_dir,
-        &[
-            "--bank-url".to_owned(),
-            format!("http://{}", bank.addr),
-            "--data-dir".to_owned(),
-            work_dir.join("data").display().to_string(),
-            // One key sends all the load here. The per-key limit stays on (its check is on the
-            // measured path) but set far above what this machine can send.
-            "--rate-limit".to_owned(),
-            "1000000000".to_owned(),
-        ],
-        &[
-            ("PAYMENT_API_KEYS", api_keys.as_str()),
-            ("PAYMENT_API_OPERATOR_KEYS", operator_keys.as_str()),
-        ],
-    )
-    .await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
 
-    let report = match args.payments {
-        Some(total) => memory_test(&args, &bank, &api, &run_id, total).await?,
-        None => phases(&args, &bank, &api, &run_id).await?,
+    let mut report = match args.payments {
+        Some(total) => {
+            // The bank's in-memory ledger must hold every charge of the memory test (and
+            // warm-up).
+            let bank_args = [
+                "--max-charges".to_owned(),
+                (total + total / 10 + 100_000).to_string(),
+            ];
+            let bank = Service::start(
+                "mock-bank",
+                &bin.join("mock-bank"),
+                &work_dir,
+                &bank_args,
+                &[],
+            )
+            .await?;
+            let api = start_api("payment-api", &bin, &work_dir, bank.addr, &[]).await?;
+            memory_test(&args, &bank, &api, &run_id, total).await?
+        }
+        None => phases::run(&args, &bin, &work_dir, &run_id).await?,
     };
+    report.finish();
     report.print();
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -147,160 +172,43 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The four phases, in one run against the same processes.
-async fn phases(
-    args: &Args,
-    bank: &Service,
-    api: &Service,
-    run_id: &str,
-) -> anyhow::Result<Report> {
-    let stop = Stop::Timed {
-        warmup: Duration::from_secs(args.warmup_secs),
-        measure: Duration::from_secs(args.duration_secs),
-    };
-    let mut report = Report::new(args.connections, args.duration_secs, args.warmup_secs);
-    report.rss_start_bytes = api.rss_bytes();
-
-    // 1. The bank alone: one hop, the baseline.
-    let host = bank.addr.to_string();
-    let prefix = format!("bench-{run_id}-bank");
-    let make: Arc<MakeRequest> = Arc::new(move |conn, seq| {
-        let reference = format!("{prefix}-{conn}-{seq}");
-        let body = format!(
-            r#"{{"amount":1999,"currency":"TRY","source":"tok_visa","reference":"{reference}"}}"#
-        );
-        Request::post("/v1/charges")
-            .header(header::HOST, &host)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", reference)
-            .body(Full::new(Bytes::from(body)))
-            .expect("valid request")
-    });
-    let expect = Expect {
-        status: 201,
-        header: None,
-        body_contains: Some(r#""status":"succeeded""#),
-    };
-    report.push(
-        measure("bank", bank.addr, args, make, expect, stop, 0, &[bank]).await,
-        &[bank, api],
-    );
-
-    // 2. The happy path: fresh keys, the bank charges, the outcome is stored durably.
-    let happy_prefix = format!("bench-{run_id}-pay");
-    let make = payment_request(api.addr, happy_prefix.clone());
-    let expect = Expect {
-        status: 201,
-        header: Some(("idempotent-replayed", "false")),
-        body_contains: Some(r#""status":"succeeded""#),
-    };
-    let happy = measure(
-        "happy",
-        api.addr,
-        args,
-        make,
-        expect,
-        stop,
-        256,
-        &[bank, api],
+/// Starts a payment API named `name` in front of the bank at `bank`, with the benchmark's keys,
+/// its data under `work_dir/<name>`, and `extra` flags (e.g. `--database-url`).
+async fn start_api(
+    name: &'static str,
+    bin: &Path,
+    work_dir: &Path,
+    bank: SocketAddr,
+    extra: &[String],
+) -> anyhow::Result<Service> {
+    let api_keys = format!("{TENANT}:{API_KEY}");
+    let operator_keys = format!("bench:{OPERATOR_KEY}");
+    let mut flags = vec![
+        "--bank-url".to_owned(),
+        format!("http://{bank}"),
+        "--data-dir".to_owned(),
+        work_dir.join(name).display().to_string(),
+        // One key sends all the load here. The per-key limit stays on (its check is on the
+        // measured path) but set far above what this machine can send.
+        "--rate-limit".to_owned(),
+        "1000000000".to_owned(),
+    ];
+    flags.extend_from_slice(extra);
+    Service::start(
+        name,
+        &bin.join("payment-api"),
+        work_dir,
+        &flags,
+        &[
+            ("PAYMENT_API_KEYS", api_keys.as_str()),
+            ("PAYMENT_API_OPERATOR_KEYS", operator_keys.as_str()),
+        ],
     )
-    .await;
-    let keys: Arc<Vec<String>> = Arc::new(
-        happy
-            .1
-            .accepted
-            .iter()
-            .enumerate()
-            .flat_map(|(conn, seqs)| {
-                let prefix = happy_prefix.clone();
-                seqs.iter().map(move |seq| format!("{prefix}-{conn}-{seq}"))
-            })
-            .collect(),
-    );
-    report.push(happy, &[bank, api]);
-    if keys.is_empty() {
-        bail!("the happy path accepted no payment: nothing to replay (see the logs)");
-    }
-
-    // 3. Replays of stored keys (each connection cycles through all of them).
-    let host = api.addr.to_string();
-    let replay_keys = keys.clone();
-    let make: Arc<MakeRequest> = Arc::new(move |conn, seq| {
-        let key = &replay_keys[(conn * 7919 + seq as usize) % replay_keys.len()];
-        Request::post("/v1/payments")
-            .header(header::HOST, &host)
-            .header(header::AUTHORIZATION, format!("Bearer {API_KEY}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", key.as_str())
-            .body(Full::new(Bytes::from_static(PAYMENT_BODY.as_bytes())))
-            .expect("valid request")
-    });
-    let expect = Expect {
-        status: 201,
-        header: Some(("idempotent-replayed", "true")),
-        body_contains: Some(r#""status":"succeeded""#),
-    };
-    report.push(
-        measure(
-            "replay",
-            api.addr,
-            args,
-            make,
-            expect,
-            stop,
-            0,
-            &[bank, api],
-        )
-        .await,
-        &[bank, api],
-    );
-
-    // 4. New payments with the breaker forced open: refused before the store and the bank.
-    let (status, body) = simple_request(
-        api.addr,
-        "POST",
-        "/v1/breaker/force-open",
-        &[("authorization", &format!("Bearer {OPERATOR_KEY}"))],
-        "",
-    )
-    .await?;
-    if !(200..300).contains(&status) {
-        bail!("forcing the breaker open answered {status}: {body}");
-    }
-    let make = payment_request(api.addr, format!("bench-{run_id}-open"));
-    let expect = Expect {
-        status: 503,
-        header: None,
-        body_contains: Some(r#""breaker_open""#),
-    };
-    report.push(
-        measure(
-            "breaker_open",
-            api.addr,
-            args,
-            make,
-            expect,
-            stop,
-            0,
-            &[bank, api],
-        )
-        .await,
-        &[bank, api],
-    );
-    let _ = simple_request(
-        api.addr,
-        "POST",
-        "/v1/breaker/reset",
-        &[("authorization", &format!("Bearer {OPERATOR_KEY}"))],
-        "",
-    )
-    .await;
-    report.rss_end_bytes = api.rss_bytes();
-    Ok(report)
+    .await
 }
 
 /// New payments: key `<prefix>-<conn>-<seq>`, the same body every time.
-fn payment_request(addr: SocketAddr, prefix: String) -> Arc<MakeRequest> {
+pub(crate) fn payment_request(addr: SocketAddr, prefix: String) -> Arc<MakeRequest> {
     let host = addr.to_string();
     Arc::new(move |conn, seq| {
         Request::post("/v1/payments")
@@ -313,32 +221,53 @@ fn payment_request(addr: SocketAddr, prefix: String) -> Arc<MakeRequest> {
     })
 }
 
-/// Runs one timed phase and takes the CPU time each process used during it.
+/// Runs one timed phase against `server` and takes the CPU time each of `cpu_users` (and the
+/// load generator) used during it, and the machine's steal and iowait.
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     name: &'static str,
-    addr: SocketAddr,
+    server: &Service,
     args: &Args,
     make: Arc<MakeRequest>,
     expect: Expect,
     stop: Stop,
     keep_ok: usize,
-    services: &[&Service],
-) -> (&'static str, load::RunResult, Vec<(&'static str, Duration)>) {
+    cpu_users: &[&dyn CpuUser],
+) -> Measured {
     eprintln!("bench: phase {name}");
-    let cpu_before: Vec<_> = services.iter().map(|s| s.cpu()).collect();
+    let cpu_before: Vec<_> = cpu_users.iter().map(|s| s.cpu()).collect();
     let self_before = services::cpu_time("/proc/self/stat");
-    let result = load::run(addr, args.connections, make, expect, stop, keep_ok, None).await;
+    let ticks_before = CpuTicks::now();
+    let result = load::run(
+        server.addr,
+        args.connections,
+        make,
+        expect,
+        stop,
+        keep_ok,
+        None,
+    )
+    .await;
+    let machine = ticks_before
+        .zip(CpuTicks::now())
+        .and_then(|(before, after)| after.since(before));
     let mut cpu = Vec::new();
-    for (service, before) in services.iter().zip(cpu_before) {
-        if let (Some(before), Some(after)) = (before, service.cpu()) {
-            cpu.push((service.name, after.saturating_sub(before)));
+    for (user, before) in cpu_users.iter().zip(cpu_before) {
+        if let (Some(before), Some(after)) = (before, user.cpu()) {
+            cpu.push((user.name(), after.saturating_sub(before)));
         }
     }
     if let (Some(before), Some(after)) = (self_before, services::cpu_time("/proc/self/stat")) {
         cpu.push(("bench", after.saturating_sub(before)));
     }
-    (name, result, cpu)
+    Measured {
+        phase: name,
+        server: server.name,
+        result,
+        cpu,
+        machine,
+        server_rss_bytes: server.rss_bytes(),
+    }
 }
 
 /// The memory test: `total` new payments, closed-loop, sampling the API's RSS.
@@ -390,6 +319,7 @@ async fn memory_test(
         limit: Duration::from_secs(args.max_secs),
     };
     let cpu_before = [bank.cpu(), api.cpu()];
+    let ticks_before = CpuTicks::now();
     let result = load::run(
         api.addr,
         args.connections,
@@ -403,15 +333,28 @@ async fn memory_test(
     // Let the sampler take its last sample even when the time limit stopped the run early.
     progress.fetch_max(total, Ordering::Relaxed);
     let mut samples = sampler.await?;
-    if let Some(last) = samples.last_mut() {
-        last.payments = result.requests;
-    }
+    // The last sample: the RSS after the last payment (the sampler's last one may be older).
+    samples.push(MemorySample {
+        seconds: started.elapsed().as_secs_f64(),
+        payments: result.requests,
+        rss_bytes: api.rss_bytes().unwrap_or(0),
+    });
     let cpu = [bank, api]
         .iter()
         .zip(cpu_before)
         .filter_map(|(s, before)| Some((s.name, s.cpu()?.saturating_sub(before?))))
         .collect();
-    report.push(("memory", result, cpu), &[bank, api]);
+    let machine = ticks_before
+        .zip(CpuTicks::now())
+        .and_then(|(before, after)| after.since(before));
+    report.push(Measured {
+        phase: "memory",
+        server: api.name,
+        result,
+        cpu,
+        machine,
+        server_rss_bytes: api.rss_bytes(),
+    });
     report.rss_end_bytes = api.rss_bytes();
     report.memory = Some(report::Memory {
         target_payments: total,

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::serve::Kind;
+
 /// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on every Linux we run on).
 const USER_HZ: f64 = 100.0;
 
@@ -23,10 +25,41 @@ pub(crate) struct Service {
 
 impl Service {
     /// Starts `binary` listening on a free loopback port, its stdout and stderr (the JSON log
-    /// lines) appended to `dir/<name>.log`, and waits for `/health`.
+    /// lines) appended to `dir/<name>.log`, and waits for `/health`. `DATABASE_URL` is not
+    /// passed on from our environment: a store is chosen by `args` alone.
     pub(crate) async fn start(
         name: &'static str,
         binary: &Path,
+        dir: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::launch(name, binary, &[], dir, args, env).await
+    }
+
+    /// Starts reference server `kind` (`bench serve <kind>`, this same executable) as
+    /// [`Service::start`] starts a binary; `name` is `kind`'s name.
+    pub(crate) async fn start_reference(
+        kind: Kind,
+        dir: &Path,
+        args: &[String],
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        Self::launch(
+            kind.as_str(),
+            &exe,
+            &["serve", kind.as_str()],
+            dir,
+            args,
+            &[],
+        )
+        .await
+    }
+
+    async fn launch(
+        name: &'static str,
+        binary: &Path,
+        leading: &[&str],
         dir: &Path,
         args: &[String],
         env: &[(&str, &str)],
@@ -39,10 +72,12 @@ impl Service {
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(binary);
         command
+            .args(leading)
             .arg("--listen")
             .arg(addr.to_string())
             .args(["--log-format", "json"])
             .args(args)
+            .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -91,9 +126,21 @@ impl Service {
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
         rss_bytes(self.pid())
     }
+}
 
+/// A process (or group of processes) whose CPU time a phase reports.
+pub(crate) trait CpuUser {
+    fn name(&self) -> &'static str;
     /// User + system CPU time used so far.
-    pub(crate) fn cpu(&self) -> Option<Duration> {
+    fn cpu(&self) -> Option<Duration>;
+}
+
+impl CpuUser for Service {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu(&self) -> Option<Duration> {
         cpu_time(&format!("/proc/{}/stat", self.pid()))
     }
 }
@@ -115,13 +162,23 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// utime + stime from a `/proc/.../stat` file.
 pub(crate) fn cpu_time(stat_path: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    // Fields after the command name (which may contain spaces) start at state (field 3).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(stat_path)?;
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some(Duration::from_secs_f64((utime + stime) / USER_HZ))
+}
+
+/// The fields of a `/proc/.../stat` file after the command name (which may contain spaces):
+/// index 0 is field 3 (state), 1 the parent pid, 11 utime, 12 stime, 13 cutime, 14 cstime.
+pub(crate) fn stat_fields(stat_path: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Ticks of `/proc/.../stat` as a duration.
+pub(crate) fn ticks(ticks: u64) -> Duration {
+    Duration::from_secs_f64(ticks as f64 / USER_HZ)
 }
 
 /// The directory holding the service binaries: next to this executable, after building them
