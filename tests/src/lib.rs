@@ -254,6 +254,17 @@ pub async fn start_api_with_keys(
     extra: &[&str],
     keys: &str,
 ) -> Process {
+    start_api_with_env(bank_url, data_dir, extra, keys, &[]).await
+}
+
+/// Like [`start_api_with_keys`], with more environment variables (`RUST_LOG`, ...).
+pub async fn start_api_with_env(
+    bank_url: &str,
+    data_dir: &Path,
+    extra: &[&str],
+    keys: &str,
+    env: &[(&str, &str)],
+) -> Process {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let data = data_dir.to_str().unwrap();
@@ -274,9 +285,13 @@ pub async fn start_api_with_keys(
         &binary("payment-api"),
         &args,
         &[
-            ("PAYMENT_API_KEYS", keys),
-            ("PAYMENT_API_OPERATOR_KEYS", &operator_keys),
-        ],
+            &[
+                ("PAYMENT_API_KEYS", keys),
+                ("PAYMENT_API_OPERATOR_KEYS", operator_keys.as_str()),
+            ][..],
+            env,
+        ]
+        .concat(),
     );
     api.addr = Some(listen.parse().unwrap());
     api.wait_healthy(Duration::from_secs(30)).await;

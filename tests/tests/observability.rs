@@ -5,7 +5,10 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use e2e::{client, fast_api_with, start_api, start_bank, temp_dir, Process, TEST_API_KEY};
+use e2e::{
+    client, fast_api_with, start_api, start_api_with_env, start_bank, temp_dir, Process,
+    TEST_API_KEY,
+};
 use serde_json::{json, Value};
 
 /// The bank's admin token in these tests (a fixture; it must never be logged).
@@ -101,7 +104,20 @@ async fn all_log_records(base: &str) -> Vec<Value> {
 async fn one_request_id_tells_a_payments_story_in_both_services_and_no_secret_is_ever_logged() {
     let bank = start_bank(&["--admin-token", BANK_TOKEN]).await;
     let dir = temp_dir("obs");
-    let api = start_api(&bank.url(), &dir, &fast_api_with(&[])).await;
+    // The step lines (claimed, bank attempt, settled) are DEBUG: an operator following one
+    // payment turns them on for the flow's modules, as here.
+    let keys = format!("{}:{TEST_API_KEY}", e2e::TEST_TENANT);
+    let api = start_api_with_env(
+        &bank.url(),
+        &dir,
+        &fast_api_with(&[]),
+        &keys,
+        &[(
+            "RUST_LOG",
+            "info,payment_api::payments=debug,payment_api::bank=debug",
+        )],
+    )
+    .await;
     let (api_url, bank_url) = (api.url(), bank.url());
 
     // 1. A plain payment: every line of it, in both services, names its request id.
@@ -270,7 +286,7 @@ async fn one_request_id_tells_a_payments_story_in_both_services_and_no_secret_is
         .as_array()
         .unwrap()
         .iter()
-        .any(|r| r["message"] == "payment settled"));
+        .any(|r| r["message"] == "request finished" && r["fields"]["outcome"] == "succeeded"));
     let bank_page: Value = client::http()
         .get(format!("{bank_url}/v1/logs?request_id={retried}"))
         .send()
@@ -623,4 +639,62 @@ async fn openapi_lists_every_route_of_both_services_and_docs_work_offline() {
     let api = start_api(&bank.url(), &dir, &[]).await;
     check_openapi(&api.url(), API_ROUTES).await;
     check_openapi(&bank.url(), BANK_ROUTES).await;
+}
+
+/// At the default level a payment that went well is one API line: its canonical "request
+/// finished" line, carrying the whole story (ids, outcome, attempts, time at the bank, breaker
+/// state). A payment that went badly still logs what went wrong at WARN.
+#[tokio::test]
+async fn at_the_default_level_a_payment_is_one_canonical_line_and_a_failed_attempt_a_warning() {
+    let bank = start_bank(&["--admin-token", BANK_TOKEN]).await;
+    let dir = temp_dir("obs-canonical");
+    let api = start_api(&bank.url(), &dir, &fast_api_with(&[])).await;
+    let (api_url, bank_url) = (api.url(), bank.url());
+
+    let rid = format!("canon-{}", uuid::Uuid::new_v4().simple());
+    let (status, payment) = pay_with(&api_url, &rid, "canon-1", client::body(1999)).await;
+    assert_eq!(status, 201, "{payment}");
+    put_chaos(
+        &bank_url,
+        json!({"error_rate": 1.0, "errors": {"http_500": 1}, "error_500_committed_rate": 0.0}),
+    )
+    .await;
+    let failing = format!("canon-fail-{}", uuid::Uuid::new_v4().simple());
+    let (status, _) = pay_with(&api_url, &failing, "canon-2", client::body(500)).await;
+    assert_eq!(status, 202);
+    put_chaos(&bank_url, json!({"preset": "healthy"})).await;
+
+    // Every line the API printed so far (the pending payment's reconciliation may add more).
+    let lines = drain(&api, Duration::from_millis(500));
+    let all = records(&lines);
+    let story = with_request_id(&all, &rid);
+    assert_eq!(
+        messages(&story),
+        ["request finished"],
+        "one line for a payment that went well: {story:?}"
+    );
+    let line = story[0];
+    assert_eq!(line["level"], "INFO");
+    let fields = &line["fields"];
+    assert_eq!(fields["payment_id"], payment["id"]);
+    assert_eq!(fields["tenant"], e2e::TEST_TENANT);
+    assert_eq!(fields["idempotency_key"], "canon-1");
+    assert_eq!(fields["outcome"], "succeeded");
+    assert_eq!(fields["status"], 201);
+    assert_eq!(fields["attempts"], 1);
+    assert_eq!(fields["breaker_state"], "closed");
+    assert!(fields["bank_ms"].as_f64().is_some(), "{line}");
+
+    // The failed attempts are warnings, each naming its attempt and outcome.
+    let failed = with_request_id(&all, &failing);
+    let attempts: Vec<&&Value> = failed
+        .iter()
+        .filter(|r| r["message"] == "bank attempt")
+        .collect();
+    assert!(!attempts.is_empty(), "{failed:?}");
+    for attempt in attempts {
+        assert_eq!(attempt["level"], "WARN");
+        assert_ne!(attempt["fields"]["outcome"], "charged");
+        assert!(attempt["fields"]["attempt"].as_u64().is_some());
+    }
 }

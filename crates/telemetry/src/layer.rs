@@ -268,7 +268,9 @@ impl Collector<'_> {
 
 /// Field names that could hold a credential.
 fn is_sensitive(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    // Checked for every field of every line: compare case-insensitively in place rather than
+    // allocating a lower-cased copy.
+    let name = name.as_bytes();
     [
         "authorization",
         "api_key",
@@ -282,7 +284,10 @@ fn is_sensitive(name: &str) -> bool {
         "cvc",
     ]
     .iter()
-    .any(|s| name.contains(s))
+    .any(|s| {
+        name.windows(s.len())
+            .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 impl Visit for Collector<'_> {

@@ -62,20 +62,20 @@ impl BankGateway {
                     Counters::inc(&self.counters.bank_retries);
                 }
                 Counters::inc(&self.counters.bank_attempts);
-                // Every line of this attempt names it; the bank logs the same request id.
-                let span = tracing::info_span!(
-                    "bank_attempt",
-                    attempt,
-                    reference = %request.reference,
-                    outcome = tracing::field::Empty,
-                );
+                // The lines inside an attempt name it when DEBUG is on (the span is DEBUG: at
+                // INFO a span per attempt costs more than the lines it would label).
+                let span = tracing::debug_span!("bank_attempt", attempt);
                 async move {
                     let outcome = self.client.charge(request, request_id).await;
-                    tracing::Span::current().record("outcome", outcome.kind());
-                    tracing::info!(
-                        breaker_state = self.pipeline.breaker().state().as_str(),
-                        "bank attempt"
-                    );
+                    // An attempt the bank decided is a step of the payment's story (DEBUG; the
+                    // canonical line has `attempts` and `bank_ms`); any other is worth a WARN.
+                    let breaker_state = self.pipeline.breaker().state().as_str();
+                    let kind = outcome.kind();
+                    if matches!(outcome, AttemptOutcome::Charged(_) | AttemptOutcome::Declined { .. }) {
+                        tracing::debug!(attempt, reference = %request.reference, outcome = kind, breaker_state, "bank attempt");
+                    } else {
+                        tracing::warn!(attempt, reference = %request.reference, outcome = kind, breaker_state, "bank attempt");
+                    }
                     match outcome {
                         AttemptOutcome::Charged(charge) => AttemptResult::Success(ChargeOutcome::Charged(charge)),
                         AttemptOutcome::Declined { decline_code } => {

@@ -192,7 +192,8 @@ impl PaymentService {
             ClaimOutcome::Claimed => {}
         }
         tracing::Span::current().record("payment_id", tracing::field::display(id));
-        tracing::info!(payment_id = %id, tenant = tenant.as_str(), idempotency_key = key.as_str(), "payment claimed");
+        // Step lines are DEBUG: at INFO a payment's story is its canonical line (docs/observability.md).
+        tracing::debug!(payment_id = %id, tenant = tenant.as_str(), idempotency_key = key.as_str(), "payment claimed");
 
         // 4. Charge through the pipeline, then record the outcome.
         let mut record = PaymentRecord::from_new(&new);
@@ -465,7 +466,7 @@ impl PaymentService {
             };
         }
         self.count_final(record.status);
-        tracing::info!(payment_id = %record.id, status = record.status.as_str(), attempts, "payment settled");
+        tracing::debug!(payment_id = %record.id, status = record.status.as_str(), attempts, "payment settled");
         let response = Arc::new(response);
         // Only a request handler knows the fingerprint; the reconciler's settlements are cached
         // on their first replay instead.
