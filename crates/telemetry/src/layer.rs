@@ -20,14 +20,14 @@ use std::{
 };
 
 use chrono::Utc;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::{
     field::{Field, Visit},
     span, Event, Level, Subscriber,
 };
 use tracing_subscriber::{layer::Context, registry::LookupSpan, Layer};
 
-use crate::buffer::{LogBuffer, LogRecord};
+use crate::buffer::{Fields, LogBuffer, LogRecord};
 
 /// How a line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +202,7 @@ fn pretty(record: &LogRecord, ansi: bool) -> String {
         record.target,
         record.message
     );
-    for (key, value) in &record.fields {
+    for (key, value) in record.fields.iter() {
         match value {
             Value::String(s) => {
                 let _ = write!(line, " {key}={s}");
@@ -236,11 +236,11 @@ impl TelemetryLayer {
 
 /// The fields of a span, kept in its extensions.
 #[derive(Debug, Default)]
-struct SpanFields(Map<String, Value>);
+struct SpanFields(Fields);
 
-/// Collects fields into a JSON map; `message` goes apart.
+/// Collects fields; `message` goes apart.
 struct Collector<'a> {
-    fields: &'a mut Map<String, Value>,
+    fields: &'a mut Fields,
     message: Option<&'a mut String>,
 }
 
@@ -262,7 +262,7 @@ impl Collector<'_> {
             value
         };
         // `log` records bridged into tracing name their fields `log.target` etc.; keep names.
-        self.fields.insert(name.to_owned(), value);
+        self.fields.set(name, value);
     }
 }
 
@@ -346,12 +346,12 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Map::new();
+        let mut fields = Fields::new();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(span_fields) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in &span_fields.0 {
-                        fields.insert(k.clone(), v.clone());
+                    for (k, v) in span_fields.0.iter() {
+                        fields.set(k, v.clone());
                     }
                 }
             }
@@ -367,7 +367,7 @@ where
             timestamp: Utc::now(),
             level: *metadata.level(),
             service: self.service,
-            target: metadata.target().to_owned(),
+            target: metadata.target(),
             message,
             fields,
         });

@@ -23,7 +23,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-pub use buffer::{LogBuffer, LogPage, LogParams, LogQuery, LogRecord};
+pub use buffer::{Fields, LogBuffer, LogPage, LogParams, LogQuery, LogRecord};
 use layer::{LineFormat, Output, TelemetryLayer};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
 
