@@ -74,6 +74,11 @@ impl BankClient {
             // every connection it needed stays warm instead of being closed and redialled.
             .pool_max_idle_per_host(config.resilience.bulkhead.max(1) as usize)
             .tcp_nodelay(true)
+            // Our retry loop is the only one: reqwest must neither re-send a charge on its own
+            // nor follow a bank's redirect with it. Both layers also cost CPU on every attempt
+            // (cloning the request for a possible retry; the redirect policy's bookkeeping).
+            .retry(reqwest::retry::never())
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             http,
