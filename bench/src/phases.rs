@@ -19,7 +19,7 @@ use hyper::body::Bytes;
 
 use crate::load::{Expect, MakeRequest, Stop};
 use crate::pg::PgServer;
-use crate::report::Report;
+use crate::report::{Commits, Report};
 use crate::serve::Kind;
 use crate::services::Service;
 use crate::{
@@ -128,6 +128,7 @@ pub(crate) async fn run(
     // 4. The API's happy path: fresh keys, the stub charges, the outcome is stored durably.
     let happy_prefix = format!("bench-{run_id}-pay");
     let make = payment_request(api.addr, happy_prefix.clone());
+    let commits_before = writer_commits(&api).await;
     let happy = measure(
         "happy",
         &api,
@@ -152,6 +153,12 @@ pub(crate) async fn run(
             .collect(),
     );
     report.push(happy);
+    if let (Some(before), Some(after)) = (commits_before, writer_commits(&api).await) {
+        report.happy_commits = Some(Commits {
+            writes: after.writes.saturating_sub(before.writes),
+            batches: after.batches.saturating_sub(before.batches),
+        });
+    }
     if keys.is_empty() {
         bail!("the happy path accepted no payment: nothing to replay (see the logs)");
     }
@@ -266,5 +273,30 @@ fn charge_request(
         request
             .body(Full::new(Bytes::from(body)))
             .expect("valid request")
+    })
+}
+
+/// The SQLite writer's counters from the API's `/metrics` (`None` if they cannot be read).
+async fn writer_commits(api: &Service) -> Option<Commits> {
+    let (status, text) = simple_request(api.addr, "GET", "/metrics", &[], "")
+        .await
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map(|v| v as u64)
+    };
+    Some(Commits {
+        writes: value("store_writer_writes_total")?,
+        batches: value("store_writer_batches_total")?,
     })
 }

@@ -47,8 +47,18 @@ pub(crate) struct Report {
     pub(crate) rss_end_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) memory: Option<Memory>,
+    /// The SQLite writer's group commit during `happy` (from the API's `/metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) happy_commits: Option<Commits>,
     #[serde(skip)]
     ticks_at_start: Option<CpuTicks>,
+}
+
+/// Writes and the transactions (batches) they were committed in, over one phase.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Commits {
+    pub(crate) writes: u64,
+    pub(crate) batches: u64,
 }
 
 /// The machine during the run.
@@ -164,6 +174,7 @@ impl Report {
             rss_start_bytes: None,
             rss_end_bytes: None,
             memory: None,
+            happy_commits: None,
             ticks_at_start: CpuTicks::now(),
         }
     }
@@ -414,6 +425,14 @@ impl Report {
             .collect::<Vec<_>>()
             .join("; ");
         println!("  per phase: {phases}");
+        if let Some(c) = self.happy_commits {
+            println!(
+                "happy: the SQLite writer committed {} writes in {} transactions ({:.1} writes per commit)",
+                c.writes,
+                c.batches,
+                c.writes as f64 / c.batches.max(1) as f64
+            );
+        }
         let mb = |b: Option<u64>| b.map_or("?".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
         println!(
             "payment-api RSS: {} at start, {} at the end",

@@ -477,6 +477,14 @@ async fn metrics_are_prometheus_text_with_every_documented_series_after_traffic(
     assert!(has("bulkhead_rejections_total", &[]).is_some());
     assert_eq!(has("reconciler_backlog", &[]), Some(0.0));
     assert!(has("reconciler_settled_total", &[]).is_some());
+    // The SQLite writer committed the claims and settlements in batches of at least one.
+    let batches = has("store_writer_batches_total", &[]).unwrap_or(0.0);
+    let writes = has("store_writer_writes_total", &[]).unwrap_or(0.0);
+    assert!(
+        batches >= 1.0 && writes >= batches,
+        "{batches} batches, {writes} writes"
+    );
+    assert_eq!(has("store_writer_reopens_total", &[]), Some(0.0));
     assert!(has(
         "store_operation_duration_seconds_count",
         &[("operation", "claim")]

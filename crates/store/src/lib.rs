@@ -70,7 +70,7 @@ pub use records::{
     ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentQuery, PaymentRecord, Settlement,
     StoredResponse,
 };
-pub use sqlite::{SqliteOptions, SqliteStore, WriterStats as SqliteWriterStats};
+pub use sqlite::{SqliteOptions, SqliteStore, WriterStats, WriterStats as SqliteWriterStats};
 
 /// The SQLite file [`open`] uses when no database URL is given.
 pub const DEFAULT_SQLITE_FILE: &str = "payments.db";
@@ -134,6 +134,13 @@ pub enum StoreKind {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is.
     fn kind(&self) -> StoreKind;
+
+    /// How the store has batched its writes so far, where it batches them (SQLite's group
+    /// commit: writes per transaction is `writes / batches`). `None` where each write is its
+    /// own transaction (PostgreSQL, whose WAL flushes are shared by the server itself).
+    fn writer_stats(&self) -> Option<WriterStats> {
+        None
+    }
 
     /// Lets queued writes commit and closes the store's connections (a graceful shutdown).
     /// Calls made afterwards fail. The default does nothing.

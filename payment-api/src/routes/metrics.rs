@@ -115,4 +115,14 @@ async fn publish(state: &AppState) {
         Err(_) => gauge!("store_up").set(0.0),
     }
     gauge!("replay_cache_entries").set(payments.cache.len() as f64);
+    // SQLite's group commit: writes per transaction is the ratio of the two counters' rates.
+    if let Some(writer) = payments.store.writer_stats() {
+        counter!("store_writer_batches_total").absolute(writer.batches);
+        counter!("store_writer_writes_total").absolute(writer.writes);
+        counter!("store_writer_transactions_total").absolute(writer.transactions);
+        counter!("store_writer_whole_database_failures_total")
+            .absolute(writer.whole_database_failures);
+        counter!("store_writer_writes_rerun_alone_total").absolute(writer.writes_rerun_alone);
+        counter!("store_writer_reopens_total").absolute(writer.reopens);
+    }
 }

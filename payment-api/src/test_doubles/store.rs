@@ -139,6 +139,10 @@ impl Store for FaultyStore {
         self.inner.kind()
     }
 
+    fn writer_stats(&self) -> Option<payment_store::WriterStats> {
+        self.inner.writer_stats()
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }

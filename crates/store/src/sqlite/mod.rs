@@ -167,6 +167,10 @@ impl Store for SqliteStore {
         StoreKind::Sqlite
     }
 
+    fn writer_stats(&self) -> Option<WriterStats> {
+        Some(self.writer.stats())
+    }
+
     async fn close(&self) {
         Self::close(self).await;
     }
