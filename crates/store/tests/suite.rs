@@ -1763,3 +1763,465 @@ mod postgres_only {
         );
     }
 }
+
+mod sqlite_upgrade {
+    //! A database made before migration 0003 (the lean schema: `WITHOUT ROWID` payments, no
+    //! foreign key, partial indexes) upgrades in place when the store opens it: every payment
+    //! and key is kept as it was, replays stay byte-identical, and every kind of write works on
+    //! the upgraded rows.
+
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use payment_store::test_support::TempDir;
+    use payment_store::{
+        ClaimOutcome, KeyRecord, KeyState, PaymentQuery, PaymentRecord, Settlement, SqliteStore,
+        Store, StoredResponse,
+    };
+    use payment_types::payment::PaymentStatus;
+    use serde_json::Value;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use uuid::Uuid;
+
+    use super::{at, new_payment};
+
+    const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+
+    /// Migrates a new database at `path` to 0002 exactly as the store did before 0003 existed
+    /// (sqlx, from copies of the first two migrations: same checksums).
+    async fn database_at_0002(path: &Path, scratch: &Path) {
+        let old = scratch.join("migrations-0002");
+        std::fs::create_dir_all(&old).unwrap();
+        for file in ["0001_init.sql", "0002_store_health.sql"] {
+            std::fs::copy(Path::new(MIGRATIONS).join(file), old.join(file)).unwrap();
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        assert_eq!(migrator.iter().count(), 2);
+        migrator.run(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    /// A key as the old schema stored it.
+    struct OldKey {
+        state: KeyState,
+        response: Option<StoredResponse>,
+        created_at: i64,
+        completed_at: Option<i64>,
+    }
+
+    fn ms(secs: i64) -> i64 {
+        at(secs).timestamp_millis()
+    }
+
+    /// Writes `payment` (and its key) with the old schema's columns, foreign key on.
+    fn insert_old(conn: &rusqlite::Connection, payment: &PaymentRecord, key: Option<&OldKey>) {
+        let tx = conn.unchecked_transaction().unwrap();
+        tx.execute(
+            "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, source, \
+             description, metadata, bank_reference, bank_charge_id, decline_code, failure_reason, \
+             attempts, lease_owner, lease_expires_at, next_reconcile_at, last_attempt_at, \
+             created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19, ?20)",
+            rusqlite::params![
+                payment.id.to_string(),
+                payment.tenant,
+                payment.idempotency_key,
+                payment.status.as_str(),
+                payment.amount,
+                payment.currency,
+                payment.source,
+                payment.description,
+                payment
+                    .metadata
+                    .as_ref()
+                    .map(|m| Value::Object(m.clone()).to_string()),
+                payment.bank_reference,
+                payment.bank_charge_id,
+                payment.decline_code,
+                payment.failure_reason,
+                payment.attempts,
+                payment.lease_owner,
+                payment.lease_expires_at.map(|t| t.timestamp_millis()),
+                payment.next_reconcile_at.map(|t| t.timestamp_millis()),
+                payment.last_attempt_at.map(|t| t.timestamp_millis()),
+                payment.created_at.timestamp_millis(),
+                payment.updated_at.timestamp_millis(),
+            ],
+        )
+        .unwrap();
+        if let Some(key) = key {
+            let response = key.response.as_ref();
+            let headers = response.map(|r| {
+                Value::Array(
+                    r.headers
+                        .iter()
+                        .map(|(n, v)| Value::Array(vec![n.clone().into(), v.clone().into()]))
+                        .collect(),
+                )
+                .to_string()
+            });
+            tx.execute(
+                "INSERT INTO idempotency_keys (tenant, idempotency_key, fingerprint, payment_id, \
+                 state, response_status, response_headers, response_body, created_at, \
+                 completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                rusqlite::params![
+                    payment.tenant,
+                    payment.idempotency_key,
+                    format!("fp-{}", payment.idempotency_key),
+                    payment.id.to_string(),
+                    key.state.as_str(),
+                    response.map(|r| r.status),
+                    headers,
+                    response.map(|r| r.body.clone()),
+                    key.created_at,
+                    key.completed_at,
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    /// A payment of `tenant` under `key` claimed at `secs`, in the state the cases set next.
+    fn payment(tenant: &str, key: &str, secs: i64) -> PaymentRecord {
+        let mut record =
+            PaymentRecord::from_new(&new_payment(tenant, key, "h", at(secs), at(secs + 30)));
+        record.description = Some(format!("order {key}"));
+        record
+    }
+
+    fn settled(mut record: PaymentRecord, settlement: &Settlement, secs: i64) -> PaymentRecord {
+        record.status = settlement.status();
+        match settlement {
+            Settlement::Succeeded { charge_id } => record.bank_charge_id = Some(charge_id.clone()),
+            Settlement::Declined { decline_code } => {
+                record.decline_code = Some(decline_code.clone())
+            }
+            Settlement::Failed { reason } => record.failure_reason = Some(reason.clone()),
+        }
+        record.attempts = 1;
+        record.lease_owner = None;
+        record.lease_expires_at = None;
+        record.next_reconcile_at = None;
+        record.last_attempt_at = Some(at(secs));
+        record.updated_at = at(secs);
+        record
+    }
+
+    /// A response as the API stores it, with bytes that are not UTF-8 to prove they are kept
+    /// as they are.
+    fn response(status: u16, id: Uuid) -> StoredResponse {
+        let mut body = format!("{{\"id\":\"{id}\",\"status\":{status}}}").into_bytes();
+        body.extend_from_slice(&[0xff, 0x00, 0xfe]);
+        StoredResponse {
+            status,
+            headers: vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("location".to_owned(), format!("/v1/payments/{id}")),
+            ],
+            body,
+        }
+    }
+
+    fn names(conn: &rusqlite::Connection, kind: &str) -> BTreeSet<String> {
+        let mut statement = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = ?1 AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%'")
+            .unwrap();
+        let names = statement
+            .query_map([kind], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        names
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_at_0002_upgrades_keeping_its_rows_and_replays_byte_for_byte() {
+        let dir = TempDir::new("store-upgrade").unwrap();
+        let path = dir.path().join("payments.db");
+        database_at_0002(&path, dir.path()).await;
+
+        // Every state a payment and its key can be in, written as the old store wrote them.
+        let charge = Settlement::Succeeded {
+            charge_id: "ch_1".to_owned(),
+        };
+        let decline = Settlement::Declined {
+            decline_code: "insufficient_funds".to_owned(),
+        };
+        let done = settled(payment("acme", "done", 0), &charge, 1);
+        let done_response = response(201, done.id);
+        let declined = settled(payment("acme", "declined", 2), &decline, 3);
+        let declined_response = response(402, declined.id);
+        // In flight: its handler holds the lease (until 34).
+        let flying = payment("acme", "flying", 4);
+        // Answered 202: lease released, the reconciler looks again at 8.
+        let mut waiting = payment("acme", "waiting", 5);
+        waiting.attempts = 2;
+        waiting.lease_owner = None;
+        waiting.lease_expires_at = None;
+        waiting.next_reconcile_at = Some(at(8));
+        waiting.last_attempt_at = Some(at(6));
+        waiting.updated_at = at(6);
+        // Final, its key already reaped.
+        let reaped = settled(payment("acme", "reaped", 6), &charge, 7);
+        // The same key under another tenant is another payment.
+        let other = settled(payment("globex", "done", 9), &charge, 10);
+        let other_response = response(201, other.id);
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+            let completed = |response: &StoredResponse, secs: i64| OldKey {
+                state: KeyState::Completed,
+                response: Some(response.clone()),
+                created_at: ms(secs - 1),
+                completed_at: Some(ms(secs)),
+            };
+            let open = |state: KeyState, secs: i64| OldKey {
+                state,
+                response: None,
+                created_at: ms(secs),
+                completed_at: None,
+            };
+            insert_old(&conn, &done, Some(&completed(&done_response, 1)));
+            insert_old(&conn, &declined, Some(&completed(&declined_response, 3)));
+            insert_old(&conn, &flying, Some(&open(KeyState::InFlight, 4)));
+            insert_old(&conn, &waiting, Some(&open(KeyState::Pending, 5)));
+            insert_old(&conn, &reaped, None);
+            insert_old(&conn, &other, Some(&completed(&other_response, 10)));
+            // Bulk, so the copy is more than a handful of rows.
+            for i in 0..500 {
+                let bulk = settled(payment("bulk", &format!("b{i}"), 20), &charge, 21);
+                insert_old(&conn, &bulk, Some(&completed(&response(201, bulk.id), 21)));
+            }
+        }
+
+        let store = SqliteStore::open(&path).await.unwrap();
+
+        // The schema is the new one, and the file is sound.
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let payments_sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'payments'",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert!(payments_sql.contains("WITHOUT ROWID"), "{payments_sql}");
+            assert_eq!(
+                names(&conn, "table"),
+                ["idempotency_keys", "payments", "store_health"]
+                    .map(String::from)
+                    .into(),
+            );
+            assert_eq!(
+                names(&conn, "index"),
+                [
+                    "idempotency_keys_completed",
+                    "payments_created",
+                    "payments_pending_due",
+                    "payments_tenant_created"
+                ]
+                .map(String::from)
+                .into(),
+            );
+            let check: String = conn
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+            let count = |table: &str| -> i64 {
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+                .unwrap()
+            };
+            assert_eq!((count("payments"), count("idempotency_keys")), (506, 505));
+        }
+
+        // Every payment reads back exactly as it was written.
+        for record in [&done, &declined, &flying, &waiting, &reaped, &other] {
+            assert_eq!(
+                store.get_payment(None, record.id).await.unwrap().as_ref(),
+                Some(record),
+                "{}",
+                record.idempotency_key
+            );
+        }
+        // Replays: the stored responses, byte for byte.
+        let key = |record: &PaymentRecord,
+                   state,
+                   response: Option<&StoredResponse>,
+                   created,
+                   completed: Option<i64>| KeyRecord {
+            tenant: record.tenant.clone(),
+            key: record.idempotency_key.clone(),
+            fingerprint: format!("fp-{}", record.idempotency_key),
+            payment_id: record.id,
+            state,
+            response: response.cloned(),
+            payment_status: record.status,
+            lease_owner: record.lease_owner.clone(),
+            lease_expires_at: record.lease_expires_at,
+            created_at: at(created),
+            completed_at: completed.map(at),
+        };
+        assert_eq!(
+            store.find_key("acme", "done").await.unwrap(),
+            Some(key(
+                &done,
+                KeyState::Completed,
+                Some(&done_response),
+                0,
+                Some(1)
+            ))
+        );
+        assert_eq!(
+            store.find_key("acme", "declined").await.unwrap(),
+            Some(key(
+                &declined,
+                KeyState::Completed,
+                Some(&declined_response),
+                2,
+                Some(3)
+            ))
+        );
+        assert_eq!(
+            store.find_key("globex", "done").await.unwrap(),
+            Some(key(
+                &other,
+                KeyState::Completed,
+                Some(&other_response),
+                9,
+                Some(10)
+            ))
+        );
+        assert_eq!(
+            store.find_key("acme", "flying").await.unwrap(),
+            Some(key(&flying, KeyState::InFlight, None, 4, None))
+        );
+        assert_eq!(
+            store.find_key("acme", "waiting").await.unwrap(),
+            Some(key(&waiting, KeyState::Pending, None, 5, None))
+        );
+        assert_eq!(store.find_key("acme", "reaped").await.unwrap(), None);
+        // A claim of a stored key writes nothing and answers the stored record.
+        let again = new_payment("acme", "done", "h2", at(50), at(80));
+        assert_eq!(
+            store.claim(&again).await.unwrap(),
+            ClaimOutcome::Existing(key(
+                &done,
+                KeyState::Completed,
+                Some(&done_response),
+                0,
+                Some(1)
+            ))
+        );
+
+        // The reads the indexes serve.
+        assert_eq!(store.pending_count().await.unwrap(), 2);
+        let due: Vec<Uuid> = store
+            .due_for_reconcile(at(100), 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(due, [waiting.id, flying.id], "oldest due first");
+        let listed: Vec<Uuid> = store
+            .list_payments(&PaymentQuery {
+                tenant: Some("acme".to_owned()),
+                limit: 10,
+                ..PaymentQuery::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(
+            listed,
+            [reaped.id, waiting.id, flying.id, declined.id, done.id],
+            "newest first"
+        );
+        let all = store
+            .list_payments(&PaymentQuery {
+                limit: 3,
+                ..PaymentQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            all.iter().all(|p| p.tenant == "bulk"),
+            "the newest are the bulk ones"
+        );
+
+        // Every kind of write on the upgraded rows.
+        let flying_response = response(201, flying.id);
+        assert!(store
+            .settle(flying.id, &charge, 1, &flying_response, at(40))
+            .await
+            .unwrap());
+        let key_after = store.find_key("acme", "flying").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                key_after.state,
+                key_after.response,
+                key_after.payment_status
+            ),
+            (
+                KeyState::Completed,
+                Some(flying_response),
+                PaymentStatus::Succeeded
+            )
+        );
+        assert!(store
+            .acquire_lease(waiting.id, "r", at(200), at(100))
+            .await
+            .unwrap());
+        store
+            .mark_pending(waiting.id, "r", 3, Some(at(100)), at(150), at(100))
+            .await
+            .unwrap();
+        assert!(store
+            .acquire_lease(waiting.id, "r", at(200), at(100))
+            .await
+            .unwrap());
+        assert!(store.release(waiting.id, "r", at(101)).await.unwrap());
+        assert_eq!(store.find_key("acme", "waiting").await.unwrap(), None);
+        assert_eq!(store.get_payment(None, waiting.id).await.unwrap(), None);
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+        // Completed before 5: only the first key (completed at 1) and the decline (at 3).
+        assert_eq!(store.reap_keys(at(5)).await.unwrap(), 2);
+        assert_eq!(store.find_key("acme", "done").await.unwrap(), None);
+        assert!(store.find_key("globex", "done").await.unwrap().is_some());
+        // Freed keys are claimed anew, beside the payments they used to name.
+        for freed in ["done", "waiting", "reaped"] {
+            let new = new_payment("acme", freed, "h3", at(300), at(330));
+            assert_eq!(
+                store.claim(&new).await.unwrap(),
+                ClaimOutcome::Claimed,
+                "{freed}"
+            );
+        }
+        assert_eq!(
+            store.get_payment(None, done.id).await.unwrap().as_ref(),
+            Some(&done)
+        );
+        store.close().await;
+
+        // Reopening does not migrate again.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.pending_count().await.unwrap(), 3);
+    }
+}

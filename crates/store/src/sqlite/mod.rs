@@ -275,43 +275,13 @@ impl Store for SqliteStore {
         tenant: Option<&str>,
         id: Uuid,
     ) -> Result<Option<PaymentRecord>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
-        query
-            .push(sql::PAYMENT_COLUMNS)
-            .push(" FROM payments WHERE id = ")
-            .push_bind(id.to_string());
-        if let Some(tenant) = tenant {
-            query.push(" AND tenant = ").push_bind(tenant);
-        }
+        let mut query = get_query(tenant, id);
         let row = query.build().fetch_optional(&self.pool).await?;
         row.as_ref().map(sql::payment_from_sqlx).transpose()
     }
 
     async fn list_payments(&self, q: &PaymentQuery) -> Result<Vec<PaymentRecord>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
-        query
-            .push(sql::PAYMENT_COLUMNS)
-            .push(" FROM payments WHERE 1 = 1");
-        if let Some(tenant) = &q.tenant {
-            query.push(" AND tenant = ").push_bind(tenant);
-        }
-        if let Some(status) = q.status {
-            query.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some((at, id)) = q.before {
-            let at = convert::to_ms(at);
-            query
-                .push(" AND (created_at < ")
-                .push_bind(at)
-                .push(" OR (created_at = ")
-                .push_bind(at)
-                .push(" AND id < ")
-                .push_bind(id.to_string())
-                .push("))");
-        }
-        query
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(convert::page_limit(q.limit));
+        let mut query = list_query(q);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(sql::payment_from_sqlx).collect()
     }
@@ -366,6 +336,49 @@ impl Store for SqliteStore {
             .await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
+}
+
+/// [`Store::get_payment`]'s query: by primary key, and the tenant if given.
+fn get_query(tenant: Option<&str>, id: Uuid) -> QueryBuilder<'_, Sqlite> {
+    let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+    query
+        .push(sql::PAYMENT_COLUMNS)
+        .push(" FROM payments WHERE id = ")
+        .push_bind(id.to_string());
+    if let Some(tenant) = tenant {
+        query.push(" AND tenant = ").push_bind(tenant);
+    }
+    query
+}
+
+/// [`Store::list_payments`]'s query: served by `payments_tenant_created` with a tenant,
+/// `payments_created` without (newest first either way, no sort).
+fn list_query(q: &PaymentQuery) -> QueryBuilder<'_, Sqlite> {
+    let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+    query
+        .push(sql::PAYMENT_COLUMNS)
+        .push(" FROM payments WHERE 1 = 1");
+    if let Some(tenant) = &q.tenant {
+        query.push(" AND tenant = ").push_bind(tenant);
+    }
+    if let Some(status) = q.status {
+        query.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some((at, id)) = q.before {
+        let at = convert::to_ms(at);
+        query
+            .push(" AND (created_at < ")
+            .push_bind(at)
+            .push(" OR (created_at = ")
+            .push_bind(at)
+            .push(" AND id < ")
+            .push_bind(id.to_string())
+            .push("))");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(convert::page_limit(q.limit));
+    query
 }
 
 #[cfg(test)]

@@ -43,10 +43,14 @@ pub(crate) const SETTLE_PAYMENT: &str = "UPDATE payments SET status = ?1, bank_c
      lease_expires_at = NULL, next_reconcile_at = NULL, updated_at = ?6 \
      WHERE id = ?7 AND status = 'pending'";
 
-/// Stores the response replayed for a settled payment's key.
+/// Stores the response replayed for a settled payment's key. A payment's key is addressed by
+/// its primary key, the payment row's (tenant, idempotency_key), and its `payment_id` is checked
+/// too, so the statement only ever touches the key claimed together with payment `?5`.
 pub(crate) const SETTLE_KEY: &str = "UPDATE idempotency_keys SET state = 'completed', \
      response_status = ?1, response_headers = ?2, response_body = ?3, completed_at = ?4 \
-     WHERE payment_id = ?5";
+     WHERE (tenant, idempotency_key) = \
+     (SELECT tenant, idempotency_key FROM payments WHERE id = ?5) \
+     AND payment_id = ?5";
 
 /// Takes the lease on a pending payment if it is free, expired (at `?4`), or already `?1`'s.
 pub(crate) const ACQUIRE_LEASE: &str = "UPDATE payments SET lease_owner = ?1, \
@@ -61,17 +65,25 @@ pub(crate) const UNLEASE_PAYMENT: &str = "UPDATE payments SET attempts = ?1, \
      lease_owner = NULL, lease_expires_at = NULL, updated_at = ?4 \
      WHERE id = ?5 AND status = 'pending' AND lease_owner = ?6";
 
-/// A key whose handler answered 202: replays show the current state from now on.
-pub(crate) const KEY_PENDING: &str =
-    "UPDATE idempotency_keys SET state = 'pending' WHERE payment_id = ?1 AND state = 'in_flight'";
+/// A key whose handler answered 202: replays show the current state from now on. The key of
+/// payment `?1`, addressed as in [`SETTLE_KEY`].
+pub(crate) const KEY_PENDING: &str = "UPDATE idempotency_keys SET state = 'pending' \
+     WHERE (tenant, idempotency_key) = \
+     (SELECT tenant, idempotency_key FROM payments WHERE id = ?1) \
+     AND payment_id = ?1 AND state = 'in_flight'";
 
-/// Deletes a payment the bank never processed, only by the lease owner of a pending payment.
+/// Deletes a payment the bank never processed, only by the lease owner of a pending payment;
+/// returns its (tenant, key), the address of its key. (`RETURNING` costs SQLite a temporary
+/// B-tree per execution; a release is rare, and its payment row is gone afterwards.)
 pub(crate) const DELETE_PAYMENT: &str =
     "DELETE FROM payments WHERE id = ?1 AND status = 'pending' AND lease_owner = ?2 \
-     AND lease_expires_at > ?3";
+     AND lease_expires_at > ?3 \
+     RETURNING tenant, idempotency_key";
 
-/// Deletes a released payment's key (its foreign key is deferred: checked at commit).
-pub(crate) const DELETE_KEY: &str = "DELETE FROM idempotency_keys WHERE payment_id = ?1";
+/// Deletes a released payment's key: the key (`?1`, `?2`) that [`DELETE_PAYMENT`] returned, if
+/// it is payment `?3`'s (as in [`SETTLE_KEY`]).
+pub(crate) const DELETE_KEY: &str = "DELETE FROM idempotency_keys \
+     WHERE tenant = ?1 AND idempotency_key = ?2 AND payment_id = ?3";
 
 /// The reaper: completed keys completed before `?1`.
 pub(crate) const REAP_KEYS: &str =
@@ -83,11 +95,15 @@ pub(crate) const REAP_KEYS: &str =
 pub(crate) const HEARTBEAT: &str = "UPDATE store_health SET beats = beats + 1, \
      beat_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = 1";
 
-/// How many payments are pending.
+/// How many payments are pending: counted in the partial index of pending payments
+/// (`payments_pending_due`), which only a query with this very condition, `status = 'pending'`
+/// written as a literal, can use.
 pub(crate) const PENDING_COUNT: &str = "SELECT COUNT(*) FROM payments WHERE status = 'pending'";
 
 /// Pending payments due at `?1` whose lease is free or expired at `?1`, oldest first, at most
-/// `?2`.
+/// `?2`. Read in the order of the partial index of pending payments (`payments_pending_due`:
+/// `next_reconcile_at, created_at`, then the primary key `id`), so nothing is sorted; it
+/// needs the literal `status = 'pending'` as in [`PENDING_COUNT`].
 pub(crate) fn due_for_reconcile() -> String {
     format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments \

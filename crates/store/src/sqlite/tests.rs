@@ -1,6 +1,7 @@
 //! The writer's recovery from states only a broken disk or driver reaches, reached here through
 //! the writer's injected faults ([`writer::Faults`]): a `ROLLBACK` that leaves the transaction
-//! open, and a connection that cannot be reopened.
+//! open, and a connection that cannot be reopened. And the shape of the SQL itself: what every
+//! statement's plan reads, and what a payment writes.
 
 use std::sync::atomic::Ordering;
 
@@ -9,9 +10,10 @@ use rusqlite::ErrorCode;
 use uuid::Uuid;
 
 use super::writer::hits_whole_database;
-use super::SqliteStore;
+use super::{get_query, list_query, sql, SqliteStore};
 use crate::test_support::TempDir;
-use crate::{ClaimOutcome, NewPayment, Store, StoreError};
+use crate::{ClaimOutcome, NewPayment, PaymentQuery, Store, StoreError};
+use payment_types::payment::PaymentStatus;
 
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_700_000_000_000 + secs * 1000).unwrap()
@@ -161,4 +163,158 @@ fn errors_of_the_whole_database_are_told_from_errors_of_one_write() {
         "a bad row".into()
     )));
     assert!(hits_whole_database(&StoreError::Writer("stuck".into())));
+}
+
+/// `EXPLAIN QUERY PLAN` of `statement`: one line per step.
+fn plan(conn: &rusqlite::Connection, statement: &str) -> Vec<String> {
+    let mut explain = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+        .unwrap();
+    let mut rows = explain.raw_query();
+    let mut steps = Vec::new();
+    while let Some(row) = rows.next().unwrap() {
+        steps.push(row.get::<_, String>(3).unwrap());
+    }
+    steps
+}
+
+/// The opcodes of `statement`'s program, with their `p2` (a root page for `OpenWrite`).
+fn program(conn: &rusqlite::Connection, statement: &str) -> Vec<(String, i64)> {
+    let mut explain = conn.prepare(&format!("EXPLAIN {statement}")).unwrap();
+    let mut rows = explain.raw_query();
+    let mut ops = Vec::new();
+    while let Some(row) = rows.next().unwrap() {
+        ops.push((row.get(1).unwrap(), row.get(3).unwrap()));
+    }
+    ops
+}
+
+/// Every statement of the store, by name.
+fn statements() -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = [
+        ("KEY_SELECT", sql::KEY_SELECT),
+        ("INSERT_KEY", sql::INSERT_KEY),
+        ("INSERT_PAYMENT", sql::INSERT_PAYMENT),
+        ("SETTLE_PAYMENT", sql::SETTLE_PAYMENT),
+        ("SETTLE_KEY", sql::SETTLE_KEY),
+        ("ACQUIRE_LEASE", sql::ACQUIRE_LEASE),
+        ("UNLEASE_PAYMENT", sql::UNLEASE_PAYMENT),
+        ("KEY_PENDING", sql::KEY_PENDING),
+        ("DELETE_PAYMENT", sql::DELETE_PAYMENT),
+        ("DELETE_KEY", sql::DELETE_KEY),
+        ("REAP_KEYS", sql::REAP_KEYS),
+        ("HEARTBEAT", sql::HEARTBEAT),
+        ("PENDING_COUNT", sql::PENDING_COUNT),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name.to_owned(), text.to_owned()))
+    .collect();
+    all.push(("due_for_reconcile".into(), sql::due_for_reconcile()));
+    for tenant in [None, Some("acme")] {
+        all.push((
+            format!("get_payment tenant={tenant:?}"),
+            get_query(tenant, Uuid::nil()).sql().to_owned(),
+        ));
+        for status in [None, Some(PaymentStatus::Pending)] {
+            for before in [None, Some((at(0), Uuid::nil()))] {
+                let query = PaymentQuery {
+                    tenant: tenant.map(str::to_owned),
+                    status,
+                    before,
+                    limit: 10,
+                };
+                all.push((
+                    format!("list_payments {query:?}"),
+                    list_query(&query).sql().to_owned(),
+                ));
+            }
+        }
+    }
+    all
+}
+
+/// Every read and write is served by an index (a scan only ever walks an index, in the order
+/// asked for: the listings, and the count of the partial index of pending payments), and none
+/// sorts its rows in a temporary B-tree.
+#[tokio::test]
+async fn every_statement_is_served_by_an_index_without_sorting() {
+    let (_dir, store) = open().await;
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    for (name, statement) in statements() {
+        let steps = plan(&conn, &statement);
+        for step in &steps {
+            assert!(
+                !step.starts_with("SCAN") || step.contains(" INDEX "),
+                "{name}: a full scan: {steps:?}"
+            );
+            assert!(!step.contains("TEMP B-TREE"), "{name}: a sort: {steps:?}");
+        }
+        let expect = |index: &str| {
+            assert!(
+                steps.iter().any(|step| step.contains(index)),
+                "{name} reads {index}: {steps:?}"
+            );
+        };
+        match name.as_str() {
+            "due_for_reconcile" | "PENDING_COUNT" => expect("payments_pending_due"),
+            "REAP_KEYS" => expect("idempotency_keys_completed"),
+            listing if listing.starts_with("list_payments") => {
+                if listing.contains("tenant: Some") {
+                    expect("payments_tenant_created")
+                } else {
+                    expect("payments_created")
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a payment costs SQLite: its claim (key, payment) and its settlement (payment, key)
+/// write 7 B-trees in all (the payment's row and its three indexes, the key's row and its
+/// primary key, the reaper's index), and none of the four statements builds a temporary
+/// B-tree (as an `IN (…)` list in a CHECK constraint or a `RETURNING` clause would, on every
+/// execution). Adding an index to either table fails this test on purpose: it costs every
+/// payment a B-tree more, so count it and update the figure (docs/performance.md).
+#[tokio::test]
+async fn a_payment_writes_seven_b_trees_and_builds_no_temporary_one() {
+    let (_dir, store) = open().await;
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let names: std::collections::HashMap<i64, String> = conn
+        .prepare("SELECT rootpage, name FROM sqlite_master WHERE rootpage > 0")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut written = std::collections::BTreeSet::new();
+    for statement in [
+        sql::INSERT_KEY,
+        sql::INSERT_PAYMENT,
+        sql::SETTLE_PAYMENT,
+        sql::SETTLE_KEY,
+    ] {
+        let ops = program(&conn, statement);
+        assert!(
+            !ops.iter().any(|(op, _)| op == "OpenEphemeral"),
+            "a temporary B-tree per execution: {statement}"
+        );
+        for (op, root) in ops {
+            if op == "OpenWrite" {
+                written.insert(names[&root].clone());
+            }
+        }
+    }
+    assert_eq!(
+        written.into_iter().collect::<Vec<_>>(),
+        [
+            "idempotency_keys",
+            "idempotency_keys_completed",
+            "payments",
+            "payments_created",
+            "payments_pending_due",
+            "payments_tenant_created",
+            "sqlite_autoindex_idempotency_keys_1",
+        ]
+    );
 }

@@ -214,7 +214,8 @@ impl Writer {
 }
 
 /// Opens and configures the writer's connection: WAL, `synchronous=FULL` (a commit that
-/// returned is on disk), the busy timeout, foreign keys (deferred ones checked at commit).
+/// returned is on disk), the busy timeout, foreign keys (the schema declares none since
+/// migration 0003, but any added later is enforced).
 fn open(config: &WriterConfig, shared: &Shared) -> Result<Connection, StoreError> {
     #[cfg(test)]
     if Faults::take(&shared.faults.fail_opens) {

@@ -258,14 +258,16 @@ fn release(
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let id = payment_id.to_string();
-    // The key's foreign key is deferred, so deleting the payment first is fine: both are gone
-    // by the commit.
-    let deleted =
-        conn.prepare_cached(sql::DELETE_PAYMENT)?
-            .execute((&id, owner, convert::to_ms(now)))?;
-    if deleted == 0 {
+    let deleted = conn
+        .prepare_cached(sql::DELETE_PAYMENT)?
+        .query_row((&id, owner, convert::to_ms(now)), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()?;
+    let Some((tenant, key)) = deleted else {
         return Ok(false);
-    }
-    conn.prepare_cached(sql::DELETE_KEY)?.execute([&id])?;
+    };
+    conn.prepare_cached(sql::DELETE_KEY)?
+        .execute((&tenant, &key, &id))?;
     Ok(true)
 }
