@@ -32,9 +32,24 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_API_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
-    /// Base URL of the bank.
-    #[arg(long, env = "BANK_URL", default_value = "http://127.0.0.1:8001")]
-    pub bank_url: reqwest::Url,
+    /// Base URL of the bank, when there is one (it is named `bank`). Unset, and no --bank:
+    /// http://127.0.0.1:8001. For several banks use --bank instead.
+    #[arg(long, env = "BANK_URL")]
+    pub bank_url: Option<reqwest::Url>,
+
+    /// A bank as `NAME=URL`, repeatable (env: comma-separated `NAME=URL,NAME=URL`), in
+    /// priority order: a payment goes to the first bank whose breaker and bulkhead take it,
+    /// and moves to the next only when every attempt was definitely not processed
+    /// (docs/failover.md). NAME: letters, digits, - and _. Each bank gets its own breaker,
+    /// retry budget and bulkhead, with the settings below.
+    #[arg(long = "bank", env = "PAYMENT_API_BANKS", value_delimiter = ',')]
+    pub banks: Vec<String>,
+
+    /// Decline codes after which a payment may move to the next bank (comma-separated; none
+    /// by default). A decline decides the payment's reference at that bank, so nothing was
+    /// charged there; any other decline is final.
+    #[arg(long, env = "PAYMENT_API_CASCADE_DECLINE_CODES", value_delimiter = ',')]
+    pub cascade_decline_codes: Vec<String>,
 
     /// Tenant API keys as `tenant:key,tenant:key` (several may be valid at once, for
     /// rotation); an entry `operator:NAME:key` is an operator key instead.
@@ -277,6 +292,21 @@ pub enum ConfigError {
         request_timeout_ms: u64,
         deadline_ms: u64,
     },
+    #[error("--bank (PAYMENT_API_BANKS) {0}")]
+    Bank(String),
+}
+
+/// The bank `--bank-url` (or the default URL) configures, when no `--bank` is given.
+pub const SINGLE_BANK_NAME: &str = "bank";
+
+/// Where the bank is when neither `--bank-url` nor `--bank` is given.
+const DEFAULT_BANK_URL: &str = "http://127.0.0.1:8001";
+
+/// A bank as configured: its name and base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankConfig {
+    pub name: String,
+    pub url: reqwest::Url,
 }
 
 impl Config {
@@ -300,7 +330,66 @@ impl Config {
                 deadline_ms,
             });
         }
+        self.bank_list()?;
         Ok(())
+    }
+
+    /// The banks in priority order: each `--bank NAME=URL`, or the one bank of `--bank-url`
+    /// (named `bank`). Refuses both at once, a malformed entry, a name that is not letters,
+    /// digits, `-` and `_`, a URL that is not http(s) with a host, and a name given twice.
+    pub fn bank_list(&self) -> Result<Vec<BankConfig>, ConfigError> {
+        let entries: Vec<&str> = self
+            .banks
+            .iter()
+            .map(|entry| entry.trim())
+            .filter(|entry| !entry.is_empty())
+            .collect();
+        if entries.is_empty() {
+            let url = match &self.bank_url {
+                Some(url) => url.clone(),
+                None => DEFAULT_BANK_URL
+                    .parse()
+                    .expect("the default bank URL is valid"),
+            };
+            check_bank_url(SINGLE_BANK_NAME, &url)?;
+            return Ok(vec![BankConfig {
+                name: SINGLE_BANK_NAME.to_owned(),
+                url,
+            }]);
+        }
+        if let Some(url) = &self.bank_url {
+            return Err(ConfigError::Bank(format!(
+                "and --bank-url ({url}) were both given: list every bank with --bank NAME=URL"
+            )));
+        }
+        let mut banks: Vec<BankConfig> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Some((name, url)) = entry.split_once('=') else {
+                return Err(ConfigError::Bank(format!(
+                    "{entry:?} is not NAME=URL (e.g. bank-a=http://127.0.0.1:8001)"
+                )));
+            };
+            let name = name.trim();
+            if !crate::auth::valid_name(name) {
+                return Err(ConfigError::Bank(format!(
+                    "name {name:?} in {entry:?} must be letters, digits, - and _"
+                )));
+            }
+            let url: reqwest::Url = url.trim().parse().map_err(|e| {
+                ConfigError::Bank(format!("{name}: {:?} is not a URL: {e}", url.trim()))
+            })?;
+            check_bank_url(name, &url)?;
+            if banks.iter().any(|bank| bank.name == name) {
+                return Err(ConfigError::Bank(format!(
+                    "names bank {name:?} twice: each bank needs its own name"
+                )));
+            }
+            banks.push(BankConfig {
+                name: name.to_owned(),
+                url,
+            });
+        }
+        Ok(banks)
     }
 
     /// How long a shutdown waits for requests and payments in progress (see
@@ -319,7 +408,9 @@ impl Config {
     pub fn for_tests(bank_url: reqwest::Url, api_keys: &str, data_dir: PathBuf) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            bank_url,
+            bank_url: Some(bank_url),
+            banks: Vec::new(),
+            cascade_decline_codes: Vec::new(),
             api_keys: Some(SecretString::from(api_keys.to_owned())),
             api_keys_file: None,
             operator_keys: None,
@@ -387,6 +478,15 @@ impl Config {
             ..PipelineConfig::default()
         }
     }
+}
+
+fn check_bank_url(name: &str, url: &reqwest::Url) -> Result<(), ConfigError> {
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::Bank(format!(
+            "{name}: {url} must be an http:// or https:// URL with a host"
+        )));
+    }
+    Ok(())
 }
 
 fn duration_ms(duration: Duration) -> u64 {
@@ -490,5 +590,78 @@ mod tests {
             parse(&["--drain-timeout-ms", "500"]).drain_timeout(),
             Duration::from_millis(500)
         );
+    }
+
+    fn banks(args: &[&str]) -> Result<Vec<(String, String)>, ConfigError> {
+        parse(args).bank_list().map(|banks| {
+            banks
+                .into_iter()
+                .map(|bank| (bank.name, bank.url.to_string()))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn bank_url_alone_is_one_bank_named_bank_and_the_default_is_port_8001() {
+        assert_eq!(
+            banks(&[]).unwrap(),
+            [("bank".to_owned(), "http://127.0.0.1:8001/".to_owned())]
+        );
+        assert_eq!(
+            banks(&["--bank-url", "http://127.0.0.1:9000"]).unwrap(),
+            [("bank".to_owned(), "http://127.0.0.1:9000/".to_owned())]
+        );
+    }
+
+    #[test]
+    fn banks_are_listed_in_the_order_given_from_flags_or_the_env_form() {
+        let expected = [
+            ("a".to_owned(), "http://127.0.0.1:9001/".to_owned()),
+            ("b-2".to_owned(), "http://127.0.0.1:9002/".to_owned()),
+        ];
+        assert_eq!(
+            banks(&[
+                "--bank",
+                "a=http://127.0.0.1:9001",
+                "--bank",
+                "b-2=http://127.0.0.1:9002"
+            ])
+            .unwrap(),
+            expected
+        );
+        // The env form is comma-separated: the same delimiter on the flag.
+        assert_eq!(
+            banks(&[
+                "--bank",
+                "a=http://127.0.0.1:9001, b-2=http://127.0.0.1:9002"
+            ])
+            .unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_bad_bank_list_is_a_clear_startup_error() {
+        for (args, needle) in [
+            (
+                vec!["--bank", "a=http://x:1", "--bank-url", "http://y:2"],
+                "both given",
+            ),
+            (vec!["--bank", "http://x:1"], "is not NAME=URL"),
+            (vec!["--bank", "a b=http://x:1"], "letters, digits"),
+            (vec!["--bank", "=http://x:1"], "letters, digits"),
+            (vec!["--bank", "a=not a url"], "is not a URL"),
+            (vec!["--bank", "a=ftp://x:1"], "http:// or https://"),
+            (
+                vec!["--bank", "a=http://x:1", "--bank", "a=http://y:2"],
+                "twice",
+            ),
+        ] {
+            let error = parse(&args).validate().unwrap_err().to_string();
+            assert!(
+                error.starts_with("--bank (PAYMENT_API_BANKS)") && error.contains(needle),
+                "{args:?}: {error}"
+            );
+        }
     }
 }

@@ -63,22 +63,37 @@ impl Application {
             .map(|url| url.expose_secret().to_owned());
         let store = payment_store::open(database_url.as_deref(), &config.data_dir).await?;
         let counters = Arc::new(stats::Counters::default());
-        let pipeline = resilience::pipeline::Pipeline::new(config.pipeline())?;
-        let bank = Arc::new(bank::BankGateway::new(
-            bank::BankClient::new(&config)?,
-            pipeline,
-            counters.clone(),
-        ));
+        // One gateway per bank, in priority order: each its own breaker, retry budget and
+        // bulkhead, all with the shared settings.
+        let bank_list = config.bank_list()?;
+        let mut banks = Vec::with_capacity(bank_list.len());
+        for bank_config in &bank_list {
+            let pipeline = resilience::pipeline::Pipeline::new(config.pipeline())?;
+            banks.push(Arc::new(
+                bank::BankGateway::new(
+                    bank::BankClient::new(&config, &bank_config.url)?,
+                    pipeline,
+                    counters.clone(),
+                )
+                .named(&bank_config.name, bank_config.url.as_str()),
+            ));
+        }
         let instance_id = format!("api-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let service = Arc::new(payments::PaymentService {
             store: store.clone(),
-            bank,
+            banks,
             cache: payments::ReplayCache::new(10_000, config.key_retention()),
             counters,
             latencies: Arc::new(stats::Latencies::new(2048)),
             settings: payments::FlowSettings {
                 lease: config.lease(),
                 reconcile_after: config.reconcile_interval(),
+                cascade_decline_codes: config
+                    .cascade_decline_codes
+                    .iter()
+                    .map(|code| code.trim().to_owned())
+                    .filter(|code| !code.is_empty())
+                    .collect(),
             },
             instance_id: instance_id.clone(),
         });
@@ -111,7 +126,11 @@ impl Application {
             service_runtime::bind(config.listen, "--listen (PAYMENT_API_LISTEN)").await?;
         tracing::info!(
             addr = %listener.local_addr()?,
-            bank_url = %config.bank_url,
+            banks = %bank_list
+                .iter()
+                .map(|bank| format!("{}={}", bank.name, bank.url))
+                .collect::<Vec<_>>()
+                .join(","),
             store = ?store.kind(),
             instance_id = %state.instance_id,
             "payment API listening"
@@ -171,10 +190,18 @@ impl Application {
             state.reconciler_stats.clone(),
             stop_rx,
         ));
-        let breaker_events = tokio::spawn(watch_breaker(
-            state.payments.bank.pipeline().breaker().subscribe(),
-            stop_tx.subscribe(),
-        ));
+        let breaker_events: Vec<_> = state
+            .payments
+            .banks
+            .iter()
+            .map(|bank| {
+                tokio::spawn(watch_breaker(
+                    bank.name().to_owned(),
+                    bank.pipeline().breaker().subscribe(),
+                    stop_tx.subscribe(),
+                ))
+            })
+            .collect();
         // The drain clock starts with the signal; the reconciler stops starting passes then.
         let (began_tx, began_rx) = tokio::sync::oneshot::channel();
         let signalled = {
@@ -233,7 +260,9 @@ impl Application {
         }
         // Queued writes commit, then the connections close (SQLite checkpoints its WAL).
         state.payments.store.close().await;
-        let _ = breaker_events.await;
+        for watcher in breaker_events {
+            let _ = watcher.await;
+        }
         served.map(|_| ())
     }
 }
@@ -258,8 +287,9 @@ fn metrics_token(config: &Config) -> anyhow::Result<Option<String>> {
 }
 
 /// Logs every breaker transition (with its reason) and counts it in
-/// `breaker_transitions_total{from,to,reason}`, until `stop` fires.
+/// `breaker_transitions_total{bank,from,to,reason}`, until `stop` fires.
 async fn watch_breaker(
+    bank: String,
     mut events: tokio::sync::broadcast::Receiver<resilience::breaker::Transition>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -285,6 +315,7 @@ async fn watch_breaker(
         let reason_kind = reason["kind"].as_str().unwrap_or("unknown").to_owned();
         metrics::counter!(
             "breaker_transitions_total",
+            "bank" => bank.clone(),
             "from" => transition.from.as_str(),
             "to" => transition.to.as_str(),
             "reason" => reason_kind.clone(),
@@ -297,6 +328,7 @@ async fn watch_breaker(
         let reason = reason.to_string();
         if open {
             tracing::warn!(
+                bank = %bank,
                 from = transition.from.as_str(),
                 breaker_state = transition.to.as_str(),
                 reason = %reason,
@@ -307,6 +339,7 @@ async fn watch_breaker(
             );
         } else {
             tracing::info!(
+                bank = %bank,
                 from = transition.from.as_str(),
                 breaker_state = transition.to.as_str(),
                 reason = %reason,

@@ -174,11 +174,15 @@ async fn reconcile_one(
                     .map_err(|e| e.to_string())
             }
         };
-    let lookup = match service
-        .bank
-        .lookup(&payment.bank_reference, request_id)
-        .await
-    {
+    // The payment is settled at the bank it is with (the only one that may have charged it:
+    // it moved there only after every attempt at the previous bank was definitely not
+    // processed), with the reference it has there.
+    let Some(bank) = service.bank_named(&payment.bank) else {
+        tracing::error!(payment_id = %payment.id, bank = %payment.bank, "the payment's bank is not configured (--bank); it stays pending until that bank is configured again");
+        let next = now + settings.interval * 10;
+        return reschedule(next, payment.last_attempt_at, payment.attempts).await;
+    };
+    let lookup = match bank.lookup(&payment.bank_reference, request_id).await {
         Ok(lookup) => lookup,
         Err(rejected) => {
             // The breaker is open: do not add load to a failing bank.
@@ -210,7 +214,7 @@ async fn reconcile_one(
                 return reschedule(last + grace, payment.last_attempt_at, payment.attempts).await;
             }
             // The bank never got it (or lost it before committing): send it again, same reference.
-            tracing::info!(payment_id = %payment.id, reference = %payment.bank_reference, "re-sending a charge the bank has no record of");
+            tracing::info!(payment_id = %payment.id, bank = %payment.bank, reference = %payment.bank_reference, "re-sending a charge the bank has no record of");
             stats.resent.fetch_add(1, Ordering::Relaxed);
             Counters::inc(&service.counters.reconcile_resent);
             let charge = ChargeRequest {
@@ -219,7 +223,7 @@ async fn reconcile_one(
                 source: payment.source.clone(),
                 reference: payment.bank_reference.clone(),
             };
-            let execution = service.bank.charge(&charge, request_id).await;
+            let execution = bank.charge(&charge, request_id).await;
             let sent = !execution.attempts.is_empty();
             let attempts = payment.attempts + execution.attempts.len() as u32;
             match crate::payments::classify(&execution) {
@@ -273,7 +277,7 @@ async fn settle(
     if settled {
         stats.settled.fetch_add(1, Ordering::Relaxed);
         Counters::inc(&service.counters.reconciled);
-        tracing::info!(payment_id = %payment.id, status = payment.status.as_str(), "reconciler settled a payment");
+        tracing::info!(payment_id = %payment.id, bank = %payment.bank, status = payment.status.as_str(), "reconciler settled a payment");
     }
     Ok(())
 }

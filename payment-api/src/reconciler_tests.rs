@@ -132,7 +132,7 @@ async fn a_re_send_answered_409_in_progress_after_a_timeout_stays_pending_never_
 #[tokio::test]
 async fn an_open_breaker_reschedules_without_asking_the_bank() {
     let h = pending().await;
-    h.service.bank.pipeline().breaker().force_open();
+    h.service.bank().pipeline().breaker().force_open();
     let lookups = h.bank.lookup_calls();
     run_pass(&h, &settings(Duration::ZERO)).await;
     assert_eq!(h.bank.lookup_calls(), lookups);
@@ -253,4 +253,103 @@ async fn expire_lease(h: &Harness) {
         .reschedule(payment.id, "clock", None, payment.attempts, now, now)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn after_a_crash_past_the_move_to_b_the_reconciler_asks_b_by_bs_reference_and_never_a() {
+    let h = Harness::with_banks(crate::payments::tests::pipeline_config(), &["a", "b"], &[]).await;
+    // A handler claimed the payment at a, saw every attempt there refused, recorded the move
+    // to b, and died before b answered (or before it was called at all).
+    let id = uuid::Uuid::now_v7();
+    let now = crate::payments::responses::now_ms();
+    let new = payment_store::NewPayment {
+        id,
+        tenant: TENANT.to_owned(),
+        idempotency_key: "k1".to_owned(),
+        fingerprint: "fp".to_owned(),
+        amount: 1000,
+        currency: "TRY".to_owned(),
+        source: "tok_visa".to_owned(),
+        description: None,
+        metadata: None,
+        bank_reference: crate::payments::bank_reference(id, None),
+        bank: "a".to_owned(),
+        lease_owner: "dead-handler".to_owned(),
+        lease_expires_at: now + chrono::Duration::seconds(30),
+        now,
+    };
+    assert_eq!(
+        h.store.claim(&new).await.unwrap(),
+        payment_store::ClaimOutcome::Claimed
+    );
+    let b_reference = crate::payments::bank_reference(id, Some("b"));
+    assert!(h
+        .store
+        .switch_bank(id, "dead-handler", "b", &b_reference, 3, now)
+        .await
+        .unwrap());
+    expire_lease(&h).await;
+
+    // b has no record of it: after the grace period the reconciler re-sends it there, with b's
+    // reference.
+    h.banks[1].lookup(Lookup::NotFound);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    h.banks[1].run(move |request| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(request.reference.clone());
+            AttemptOutcome::Charged(crate::test_doubles::bank_charged(&request))
+        }
+    });
+    run_pass(&h, &settings(Duration::ZERO)).await;
+    let payment = h.store.get_payment(None, id).await.unwrap().unwrap();
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
+    assert_eq!(payment.bank, "b");
+    assert_eq!(
+        payment.bank_charge_id.as_deref(),
+        Some(format!("ch_{b_reference}").as_str())
+    );
+    assert_eq!(*seen.lock().unwrap(), std::slice::from_ref(&b_reference));
+    assert_eq!(
+        (h.banks[0].lookup_calls(), h.banks[0].charge_calls()),
+        (0, 0),
+        "a was known not to have processed it: never asked again"
+    );
+    let replay = h.key("k1").await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&replay.response.unwrap().body).unwrap();
+    assert_eq!(body["bank"], "b");
+}
+
+#[tokio::test]
+async fn a_payment_at_a_bank_no_longer_configured_stays_pending_and_calls_no_bank() {
+    let h = pending().await;
+    let payment = pending_payment(&h).await;
+    // Rename the bank the payment is with to one this process does not have.
+    let now = crate::payments::responses::now_ms();
+    assert!(h
+        .store
+        .acquire_lease(payment.id, "clock", now + chrono::Duration::seconds(5), now)
+        .await
+        .unwrap());
+    assert!(h
+        .store
+        .switch_bank(
+            payment.id,
+            "clock",
+            "gone",
+            "ref-gone",
+            payment.attempts,
+            now
+        )
+        .await
+        .unwrap());
+    expire_lease(&h).await;
+    let (lookups, charges) = (h.bank.lookup_calls(), h.bank.charge_calls());
+    run_pass(&h, &settings(Duration::ZERO)).await;
+    assert_eq!(status(&h).await, PaymentStatus::Pending);
+    assert_eq!(
+        (h.bank.lookup_calls(), h.bank.charge_calls()),
+        (lookups, charges)
+    );
 }

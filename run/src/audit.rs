@@ -826,6 +826,7 @@ mod tests {
                     .unwrap_or_default(),
             ),
             bank_reference: format!("pay_{}", id.simple()),
+            bank: "bank".into(),
             bank_charge_id: None,
             decline_code: None,
             attempts: 1,

@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Command {
     /// Run one service in this process (how `run` starts its children).
     #[command(hide = true)]
-    Service(ServiceArgs),
+    Service(Box<ServiceArgs>),
     /// Send open-loop payment traffic to a running system and print throughput, outcomes and
     /// latency percentiles.
     Load(LoadArgs),

@@ -36,7 +36,7 @@ pub use cli::Cli;
 /// Runs the command the user asked for and turns its result into an exit code.
 pub async fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Some(cli::Command::Service(service)) => service::run(service).await,
+        Some(cli::Command::Service(service)) => service::run(*service).await,
         Some(cli::Command::Load(load)) => load::command(load).await,
         Some(cli::Command::Chaos(chaos)) => chaos::command(chaos).await,
         None => up::run(cli.up).await,

@@ -44,6 +44,7 @@ fn new_payment(random_key: bool) -> NewPayment {
         description: None,
         metadata: None,
         bank_reference: format!("pay_{}", id.simple()),
+        bank: "bank-a".to_owned(),
         lease_owner: "bench/owner".to_owned(),
         lease_expires_at: now + chrono::Duration::seconds(15),
         now,

@@ -67,8 +67,8 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use records::{
-    ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentQuery, PaymentRecord, Settlement,
-    StoredResponse,
+    ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute,
+    Settlement, StoredResponse,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, WriterStats, WriterStats as SqliteWriterStats};
 
@@ -213,6 +213,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    /// Moves a pending payment to another bank (the cascade of docs/failover.md): records the
+    /// route (`bank`, `reference`) and makes it the payment's current bank and reference, with
+    /// its attempt count, in one transaction, before that bank is called. Only by `owner`
+    /// holding a lease that has **not expired** (as [`Store::release`]; PostgreSQL: on the
+    /// database's clock). A payment never returns to a bank it was routed to before (one route
+    /// per (payment, bank)): that is an error. Returns whether it did.
+    async fn switch_bank(
+        &self,
+        _payment_id: Uuid,
+        _owner: &str,
+        _bank: &str,
+        _reference: &str,
+        _attempts: u32,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Config(
+            "this store cannot route a payment to another bank".into(),
+        ))
+    }
+
+    /// Every route of a payment (each bank it was sent to, with its reference there), oldest
+    /// first.
+    async fn routes(&self, _payment_id: Uuid) -> Result<Vec<PaymentRoute>, StoreError> {
+        Err(StoreError::Config(
+            "this store does not record payment routes".into(),
+        ))
+    }
 
     /// A payment by id; `tenant` (when given) must match.
     async fn get_payment(

@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 use crate::convert::{self, SettlementColumns};
 use crate::{
-    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, Settlement, Store,
-    StoreError, StoreKind, StoredResponse,
+    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute, Settlement,
+    Store, StoreError, StoreKind, StoredResponse,
 };
 
 /// Connections per instance; several instances share the server's `max_connections`.
@@ -45,7 +45,7 @@ const CLAIM_ROUNDS: usize = 3;
 const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, amount, currency, source, \
      description, metadata, bank_reference, bank_charge_id, decline_code, failure_reason, \
      attempts, lease_owner, lease_expires_at, next_reconcile_at, last_attempt_at, created_at, \
-     updated_at";
+     updated_at, bank";
 
 /// The database's clock, in the unit of every stored time (ms since the epoch), as SQL text for
 /// `concat!` (statements stay `&'static str`). `clock_timestamp()`, not `now()`: the time of the
@@ -114,6 +114,7 @@ fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, StoreError> {
         description: row.try_get("description")?,
         metadata: metadata.map(|Json(map)| map),
         bank_reference: row.try_get("bank_reference")?,
+        bank: row.try_get("bank")?,
         bank_charge_id: row.try_get("bank_charge_id")?,
         decline_code: row.try_get("decline_code")?,
         failure_reason: row.try_get("failure_reason")?,
@@ -209,10 +210,10 @@ impl Store for PostgresStore {
         let insert_payment = concat!(
             "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
              source, description, metadata, bank_reference, attempts, lease_owner, \
-             lease_expires_at, next_reconcile_at, created_at, updated_at) \
+             lease_expires_at, next_reconcile_at, created_at, updated_at, bank) \
              VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, ",
             db_now_ms!(),
-            " + $11, $12, $13, $13)"
+            " + $11, $12, $13, $13, $14)"
         );
         for _ in 0..CLAIM_ROUNDS {
             let mut tx = self.pool.begin().await?;
@@ -247,8 +248,19 @@ impl Store for PostgresStore {
                     .bind(lease)
                     .bind(next_reconcile_at)
                     .bind(now)
+                    .bind(&new.bank)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query(
+                    "INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(new.id)
+                .bind(&new.bank)
+                .bind(&new.bank_reference)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 return Ok(ClaimOutcome::Claimed);
             }
@@ -422,8 +434,78 @@ impl Store for PostgresStore {
             .bind(payment_id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM payment_routes WHERE payment_id = $1")
+            .bind(payment_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id, bank))]
+    async fn switch_bank(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        bank: &str,
+        reference: &str,
+        attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let now = convert::to_ms(now);
+        let mut tx = self.pool.begin().await?;
+        // The lease must be unexpired on the database's clock, as for a release: once it
+        // expired, the reconciler may be resuming the payment at its current bank.
+        let updated = sqlx::query(concat!(
+            "UPDATE payments SET bank = $1, bank_reference = $2, attempts = $3, updated_at = $4 \
+             WHERE id = $5 AND status = 'pending' AND lease_owner = $6 AND lease_expires_at > ",
+            db_now_ms!()
+        ))
+        .bind(bank)
+        .bind(reference)
+        .bind(i64::from(attempts))
+        .bind(now)
+        .bind(payment_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(payment_id)
+        .bind(bank)
+        .bind(reference)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn routes(&self, payment_id: Uuid) -> Result<Vec<PaymentRoute>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT payment_id, bank, reference, created_at FROM payment_routes \
+             WHERE payment_id = $1 ORDER BY created_at ASC, bank ASC",
+        )
+        .bind(payment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PaymentRoute {
+                    payment_id: row.try_get("payment_id")?,
+                    bank: row.try_get("bank")?,
+                    reference: row.try_get("reference")?,
+                    created_at: convert::from_ms(row.try_get("created_at")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn get_payment(

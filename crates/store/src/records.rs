@@ -22,6 +22,9 @@ pub struct NewPayment {
     /// Derived from the payment and stored before any bank call, so every attempt (and the
     /// reconciler) uses the same one and the bank dedups them.
     pub bank_reference: String,
+    /// The bank the payment is routed to first (the name it is configured under); the claim
+    /// records the route (this bank, `bank_reference`) before that bank is called.
+    pub bank: String,
     /// Owner token of the request handler that claims the key.
     pub lease_owner: String,
     /// If the handler dies, the payment is the reconciler's after this instant.
@@ -135,7 +138,11 @@ pub struct PaymentRecord {
     pub source: String,
     pub description: Option<String>,
     pub metadata: Option<Map<String, Value>>,
+    /// The reference of the payment at its current bank (`bank`).
     pub bank_reference: String,
+    /// The bank the payment is with now: the only one that may have charged it (a payment
+    /// moves to another bank only when every attempt here was definitely not processed).
+    pub bank: String,
     pub bank_charge_id: Option<String>,
     pub decline_code: Option<String>,
     pub failure_reason: Option<String>,
@@ -160,6 +167,7 @@ impl PaymentRecord {
             description: self.description.clone(),
             metadata: self.metadata.clone(),
             bank_reference: self.bank_reference.clone(),
+            bank: self.bank.clone(),
             bank_charge_id: self.bank_charge_id.clone(),
             decline_code: self.decline_code.clone(),
             attempts: self.attempts,
@@ -181,6 +189,7 @@ impl PaymentRecord {
             description: new.description.clone(),
             metadata: new.metadata.clone(),
             bank_reference: new.bank_reference.clone(),
+            bank: new.bank.clone(),
             bank_charge_id: None,
             decline_code: None,
             failure_reason: None,
@@ -193,6 +202,17 @@ impl PaymentRecord {
             updated_at: new.now,
         }
     }
+}
+
+/// One (payment, bank) pair: the reference the payment has at that bank, recorded durably
+/// before that bank is first called. A payment has one route per bank it was ever sent to, so
+/// after a crash every bank that may hold a charge for it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRoute {
+    pub payment_id: Uuid,
+    pub bank: String,
+    pub reference: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Filter and page for [`crate::Store::list_payments`]: newest first; `before` is the cursor

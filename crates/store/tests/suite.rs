@@ -90,6 +90,9 @@ suite!(
     list_payments_is_newest_first_filtered_and_pages_exactly_once,
     get_payment_is_scoped_to_its_tenant,
     pending_count_and_ping,
+    a_claim_records_the_route_at_its_first_bank,
+    switch_bank_records_the_route_and_moves_the_payment_only_under_a_live_lease,
+    release_deletes_the_routes_with_the_payment,
 );
 
 /// A millisecond-precise instant `secs` seconds after a fixed origin (stores keep milliseconds).
@@ -119,6 +122,7 @@ fn new_payment(
         description: Some("tea".to_owned()),
         metadata: Some(metadata),
         bank_reference: format!("ref_{}", id.simple()),
+        bank: "bank-a".to_owned(),
         lease_owner: owner.to_owned(),
         lease_expires_at: lease_until,
         now,
@@ -913,6 +917,130 @@ mod cases {
         assert!(!store.release(expired, "d", at(5)).await.unwrap());
         assert!(store.get_payment(None, expired).await.unwrap().is_some());
         assert!(store.find_key("acme", "e").await.unwrap().is_some());
+    }
+
+    pub(super) async fn a_claim_records_the_route_at_its_first_bank(store: Arc<dyn Store>) {
+        let new = new_payment("acme", "r1", "h", at(0), at(30));
+        assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
+        let stored = payment(&store, new.id).await;
+        assert_eq!(stored.bank, "bank-a");
+        assert_eq!(stored.to_api().bank, "bank-a");
+        assert_eq!(
+            store.routes(new.id).await.unwrap(),
+            vec![payment_store::PaymentRoute {
+                payment_id: new.id,
+                bank: "bank-a".to_owned(),
+                reference: new.bank_reference.clone(),
+                created_at: at(0),
+            }]
+        );
+        // A claim that finds the key writes no route.
+        let again = new_payment("acme", "r1", "h2", at(1), at(31));
+        assert!(matches!(
+            store.claim(&again).await.unwrap(),
+            ClaimOutcome::Existing(_)
+        ));
+        assert_eq!(store.routes(again.id).await.unwrap(), vec![]);
+    }
+
+    pub(super) async fn switch_bank_records_the_route_and_moves_the_payment_only_under_a_live_lease(
+        store: Arc<dyn Store>,
+    ) {
+        let id = claimed(&store, "acme", "s", "a", 0, 30).await;
+        let first = payment(&store, id).await;
+        assert!(
+            !store
+                .switch_bank(id, "b", "bank-b", "ref-b", 2, at(1))
+                .await
+                .unwrap(),
+            "b does not hold the lease"
+        );
+        assert_eq!(store.routes(id).await.unwrap().len(), 1);
+        assert!(store
+            .switch_bank(id, "a", "bank-b", "ref-b", 2, at(1))
+            .await
+            .unwrap());
+        let moved = payment(&store, id).await;
+        assert_eq!(
+            (
+                moved.bank.as_str(),
+                moved.bank_reference.as_str(),
+                moved.attempts
+            ),
+            ("bank-b", "ref-b", 2)
+        );
+        assert_eq!(moved.status, PaymentStatus::Pending);
+        assert_eq!(
+            moved.lease_owner.as_deref(),
+            Some("a"),
+            "the lease stays ours"
+        );
+        let routes = store.routes(id).await.unwrap();
+        assert_eq!(
+            routes
+                .iter()
+                .map(|r| (r.bank.as_str(), r.reference.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("bank-a", first.bank_reference.as_str()),
+                ("bank-b", "ref-b")
+            ]
+        );
+        // One route per (payment, bank): a payment never goes back to a bank.
+        assert!(store
+            .switch_bank(id, "a", "bank-a", "ref-a2", 3, at(2))
+            .await
+            .is_err());
+        let unchanged = payment(&store, id).await;
+        assert_eq!(unchanged.bank, "bank-b", "the failed move wrote nothing");
+        assert_eq!(store.routes(id).await.unwrap().len(), 2);
+        // The settlement is recorded at the bank the payment is with.
+        assert!(store
+            .settle(id, &succeeded("ch_b"), 3, &response(201, b""), at(3))
+            .await
+            .unwrap());
+        let settled = payment(&store, id).await;
+        assert_eq!(
+            (settled.bank.as_str(), settled.bank_charge_id.as_deref()),
+            ("bank-b", Some("ch_b"))
+        );
+        // A final payment never moves.
+        assert!(!store
+            .switch_bank(id, "a", "bank-c", "ref-c", 4, at(4))
+            .await
+            .unwrap());
+        // Nor a pending one handed to the reconciler, nor one whose lease expired.
+        let pending = claimed(&store, "acme", "p", "c", 1, 31).await;
+        store
+            .mark_pending(pending, "c", 1, None, at(60), at(3))
+            .await
+            .unwrap();
+        assert!(!store
+            .switch_bank(pending, "c", "bank-b", "ref-p", 1, at(3))
+            .await
+            .unwrap());
+        let expired = claimed(&store, "acme", "e", "d", 4, 4).await;
+        assert!(!store
+            .switch_bank(expired, "d", "bank-b", "ref-e", 1, at(5))
+            .await
+            .unwrap());
+        for id in [pending, expired] {
+            assert_eq!(payment(&store, id).await.bank, "bank-a");
+            assert_eq!(store.routes(id).await.unwrap().len(), 1);
+        }
+    }
+
+    pub(super) async fn release_deletes_the_routes_with_the_payment(store: Arc<dyn Store>) {
+        let id = claimed(&store, "acme", "rel", "a", 0, 30).await;
+        assert!(store
+            .switch_bank(id, "a", "bank-b", "ref-b", 1, at(1))
+            .await
+            .unwrap());
+        assert!(store.release(id, "a", at(2)).await.unwrap());
+        assert_eq!(store.routes(id).await.unwrap(), vec![]);
+        // The key is free: a new claim starts a new route list.
+        let again = claimed(&store, "acme", "rel", "a", 3, 33).await;
+        assert_eq!(store.routes(again).await.unwrap().len(), 1);
     }
 
     pub(super) async fn reap_keys_deletes_only_completed_keys_older_than_the_cutoff(
@@ -1898,6 +2026,8 @@ mod sqlite_upgrade {
         let mut record =
             PaymentRecord::from_new(&new_payment(tenant, key, "h", at(secs), at(secs + 30)));
         record.description = Some(format!("order {key}"));
+        // Before several banks (0004), every payment was with the one bank, named `bank`.
+        record.bank = "bank".to_owned();
         record
     }
 
@@ -2021,9 +2151,14 @@ mod sqlite_upgrade {
             assert!(payments_sql.contains("WITHOUT ROWID"), "{payments_sql}");
             assert_eq!(
                 names(&conn, "table"),
-                ["idempotency_keys", "payments", "store_health"]
-                    .map(String::from)
-                    .into(),
+                [
+                    "idempotency_keys",
+                    "payment_routes",
+                    "payments",
+                    "store_health"
+                ]
+                .map(String::from)
+                .into(),
             );
             assert_eq!(
                 names(&conn, "index"),
@@ -2047,6 +2182,19 @@ mod sqlite_upgrade {
                 .unwrap()
             };
             assert_eq!((count("payments"), count("idempotency_keys")), (506, 505));
+            // 0004: each payment has its one route, at the bank it was with.
+            assert_eq!(count("payment_routes"), 506);
+        }
+        for record in [&done, &waiting] {
+            assert_eq!(
+                store.routes(record.id).await.unwrap(),
+                vec![payment_store::PaymentRoute {
+                    payment_id: record.id,
+                    bank: "bank".to_owned(),
+                    reference: record.bank_reference.clone(),
+                    created_at: record.created_at,
+                }]
+            );
         }
 
         // Every payment reads back exactly as it was written.

@@ -71,6 +71,10 @@ pub struct Payment {
     pub metadata: Option<Map<String, Value>>,
     /// The reference the bank knows this payment by (its `Idempotency-Key`).
     pub bank_reference: String,
+    /// The bank the payment is with (the name the API's operator configured it under): the
+    /// bank that charged it once it succeeded, and the only one that may have.
+    #[serde(default)]
+    pub bank: String,
     /// The bank's charge id once it charged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank_charge_id: Option<String>,

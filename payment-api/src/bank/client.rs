@@ -64,7 +64,8 @@ pub(crate) struct BankClient {
 }
 
 impl BankClient {
-    pub(crate) fn new(config: &Config) -> anyhow::Result<Self> {
+    /// A client of the bank at `bank_url`, with `config`'s timeouts and pool size.
+    pub(crate) fn new(config: &Config, bank_url: &reqwest::Url) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             // The pipeline cuts each attempt at the attempt timeout; this is only a backstop.
             .timeout(config.attempt_timeout() + Duration::from_secs(1))
@@ -82,8 +83,8 @@ impl BankClient {
             .build()?;
         Ok(Self {
             http,
-            charges_url: config.bank_url.join("v1/charges/")?,
-            charge_url: config.bank_url.join("v1/charges")?,
+            charges_url: bank_url.join("v1/charges/")?,
+            charge_url: bank_url.join("v1/charges")?,
         })
     }
 

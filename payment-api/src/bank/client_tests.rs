@@ -123,12 +123,12 @@ impl ScriptedBank {
 /// the attempt timeout plus one second).
 fn client(bank_url: reqwest::Url) -> BankClient {
     let mut config = Config::for_tests(
-        bank_url,
+        bank_url.clone(),
         "acme:0123456789abcdef",
         std::env::temp_dir().join("bank-client-tests-unused"),
     );
     config.resilience.attempt_timeout_ms = 200;
-    BankClient::new(&config).unwrap()
+    BankClient::new(&config, &bank_url).unwrap()
 }
 
 fn request() -> ChargeRequest {

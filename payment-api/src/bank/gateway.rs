@@ -26,10 +26,21 @@ pub(crate) enum ChargeOutcome {
     },
 }
 
-/// The bank client behind the resilience pipeline; one per process, shared.
+/// One bank's client behind its own resilience pipeline; one per bank per process, shared.
 #[derive(Debug)]
 pub(crate) struct BankGateway {
+    /// The name the operator configured the bank under (`--bank NAME=URL`; `bank` for
+    /// `--bank-url`): what payments, logs, metrics and `/v1/status` call it.
+    name: String,
+    /// Its base URL, for `/v1/status`.
+    url: String,
     client: Arc<dyn BankApi>,
+    /// Attempts made at this bank (charges; lookups are not counted), for its share in
+    /// `/v1/status`.
+    attempts: std::sync::atomic::AtomicU64,
+    /// Payments moved away from this bank to the next one (every attempt here definitely not
+    /// processed).
+    cascades: std::sync::atomic::AtomicU64,
     /// The breaker, retry policy, budget and bulkhead for this bank (per instance, as in
     /// Envoy and Hystrix: each instance judges the bank by what it sees).
     pipeline: Pipeline,
@@ -39,29 +50,99 @@ pub(crate) struct BankGateway {
 impl BankGateway {
     pub(crate) fn new(client: impl BankApi, pipeline: Pipeline, counters: Arc<Counters>) -> Self {
         Self {
+            name: "bank".to_owned(),
+            url: String::new(),
             client: Arc::new(client),
+            attempts: Default::default(),
+            cascades: Default::default(),
             pipeline,
             counters,
         }
+    }
+
+    /// The same gateway under the bank's configured name and URL.
+    pub(crate) fn named(mut self, name: &str, url: &str) -> Self {
+        self.name = name.to_owned();
+        self.url = url.to_owned();
+        self
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Charge attempts made at this bank so far.
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Payments moved from this bank to the next so far.
+    pub(crate) fn cascades(&self) -> u64 {
+        self.cascades.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a payment moved from this bank to the next.
+    pub(crate) fn count_cascade(&self) {
+        self.cascades
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
 
-    /// Charges through the whole pipeline.
+    /// Whether a new payment's first attempt here would be refused before any call: the
+    /// breaker would refuse it (`Err` with its retry-after; only a breaker that is not closed
+    /// is asked, and a permit it grants is handed back unused, freeing any probe slot it
+    /// reserved), or the bulkhead is full right now (`Ok(false)`).
+    pub(crate) fn precheck(&self) -> Result<bool, std::time::Duration> {
+        let breaker = self.pipeline.breaker();
+        if matches!(
+            breaker.state(),
+            resilience::breaker::State::Open
+                | resilience::breaker::State::ForcedOpen
+                | resilience::breaker::State::HalfOpen
+        ) {
+            if let Err(rejected) = breaker.try_acquire() {
+                return Err(rejected.retry_after);
+            }
+        }
+        let bulkhead = self.pipeline.bulkhead().snapshot();
+        Ok(bulkhead.in_use < bulkhead.max_concurrent)
+    }
+
+    /// Charges through the whole pipeline, within this bank's own deadline from now.
     pub(crate) async fn charge(
         &self,
         request: &ChargeRequest,
         request_id: &str,
     ) -> Execution<ChargeOutcome> {
+        let deadline = tokio::time::Instant::now() + self.pipeline.config().deadline;
+        self.charge_until(request, request_id, deadline).await
+    }
+
+    /// Charges through the whole pipeline within `deadline`: a payment's deadline covers its
+    /// whole route, so a payment that moved here from another bank has what is left of it.
+    pub(crate) async fn charge_until(
+        &self,
+        request: &ChargeRequest,
+        request_id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Execution<ChargeOutcome> {
+        let bank = self.name.as_str();
         let execution = self
             .pipeline
-            .execute(|attempt| {
+            .execute_until(deadline, |attempt| {
                 if attempt > 1 {
                     Counters::inc(&self.counters.bank_retries);
                 }
                 Counters::inc(&self.counters.bank_attempts);
+                self.attempts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // The lines inside an attempt name it when DEBUG is on (the span is DEBUG: at
                 // INFO a span per attempt costs more than the lines it would label).
                 let span = tracing::debug_span!("bank_attempt", attempt);
@@ -72,9 +153,9 @@ impl BankGateway {
                     let breaker_state = self.pipeline.breaker().state().as_str();
                     let kind = outcome.kind();
                     if matches!(outcome, AttemptOutcome::Charged(_) | AttemptOutcome::Declined { .. }) {
-                        tracing::debug!(attempt, reference = %request.reference, outcome = kind, breaker_state, "bank attempt");
+                        tracing::debug!(attempt, bank, reference = %request.reference, outcome = kind, breaker_state, "bank attempt");
                     } else {
-                        tracing::warn!(attempt, reference = %request.reference, outcome = kind, breaker_state, "bank attempt");
+                        tracing::warn!(attempt, bank, reference = %request.reference, outcome = kind, breaker_state, "bank attempt");
                     }
                     match outcome {
                         AttemptOutcome::Charged(charge) => AttemptResult::Success(ChargeOutcome::Charged(charge)),
@@ -111,14 +192,15 @@ impl BankGateway {
                 Classification::Ambiguous { timed_out: false } => "ambiguous",
                 Classification::ClientError => "client_error",
             };
-            metrics::counter!("bank_attempts_total", "classification" => classification)
+            metrics::counter!("bank_attempts_total", "bank" => self.name.clone(), "classification" => classification)
                 .increment(1);
-            metrics::histogram!("bank_attempt_duration_seconds", "classification" => classification)
+            metrics::histogram!("bank_attempt_duration_seconds", "bank" => self.name.clone(), "classification" => classification)
                 .record(attempt.duration.as_secs_f64());
             if classification == "timeout" {
                 // The pipeline cut the attempt off, so it could not log itself.
                 tracing::warn!(
                     attempt = attempt.number,
+                    bank,
                     reference = %request.reference,
                     outcome = "timeout",
                     duration_ms = attempt.duration.as_millis() as u64,

@@ -9,7 +9,12 @@
 //! - an outcome the bank may have applied (any ambiguous attempt) is never reported as "not
 //!   processed": it is stored as pending and the reconciler settles it;
 //! - only when every attempt was definitely refused (or none was made) is the key released, so
-//!   the client can retry it.
+//!   the client can retry it;
+//! - with several banks (docs/failover.md), a payment moves from its bank to the next only when
+//!   every attempt at its bank was definitely not processed (the same condition as a release),
+//!   and the move, with the payment's own reference at the next bank, is recorded in the store
+//!   before the next bank is called. After any ambiguous attempt the payment stays where it
+//!   is: pending, settled there by the reconciler.
 
 mod replay_cache;
 pub(crate) mod responses;
@@ -21,10 +26,7 @@ use payment_store::{
     ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentRecord, Settlement, Store, StoredResponse,
 };
 use payment_types::{bank::ChargeRequest, payment::PaymentStatus};
-use resilience::{
-    breaker::State as BreakerState,
-    pipeline::{Execution, ExecutionOutcome},
-};
+use resilience::pipeline::{Execution, ExecutionOutcome};
 use uuid::Uuid;
 
 pub(crate) use replay_cache::{CachedKey, ReplayCache};
@@ -97,13 +99,26 @@ pub(crate) struct FlowSettings {
     pub(crate) lease: Duration,
     /// When the reconciler should first look at a payment answered 202.
     pub(crate) reconcile_after: Duration,
+    /// Decline codes after which a payment may move to the next bank (none by default).
+    pub(crate) cascade_decline_codes: Vec<String>,
+}
+
+/// The reference of payment `id` at a bank: `pay_<id>` at the first bank it is sent to (as with
+/// one bank), `pay_<id>_<bank>` at each bank it moves to. Each (payment, bank) pair has its own,
+/// so no bank ever sees another bank's reference, and a charge in any ledger names its bank.
+pub(crate) fn bank_reference(id: Uuid, bank: Option<&str>) -> String {
+    match bank {
+        None => format!("pay_{}", id.simple()),
+        Some(bank) => format!("pay_{}_{bank}", id.simple()),
+    }
 }
 
 /// The payment flow, shared by the handlers and the reconciler.
 #[derive(Debug)]
 pub(crate) struct PaymentService {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) bank: Arc<BankGateway>,
+    /// The banks in priority order (at least one).
+    pub(crate) banks: Vec<Arc<BankGateway>>,
     pub(crate) cache: ReplayCache,
     pub(crate) counters: Arc<Counters>,
     pub(crate) latencies: Arc<Latencies>,
@@ -143,27 +158,31 @@ impl PaymentService {
             return self.replay_cached(cached, &fingerprint);
         }
 
-        // 2. Breaker open: a new payment is refused before any store write; a stored key is
-        //    still answered.
-        if let Err(rejected) = self.breaker_precheck() {
-            let existing = crate::stats::timed(
-                "find_key",
-                self.store.find_key(tenant.as_str(), key.as_str()),
-            )
-            .await
-            .map_err(|e| self.store_error(e))?;
-            return match existing {
-                Some(record) => self.answer_existing(record, &fingerprint).await,
-                None => {
-                    Counters::inc(&self.counters.rejected_breaker);
-                    Err(ApiError::BreakerOpen {
-                        retry_after: rejected,
-                    })
-                }
-            };
-        }
+        // 2. Every bank's breaker refuses: a new payment is refused before any store write; a
+        //    stored key is still answered.
+        let first = match self.route_from(0) {
+            Ok(first) => first,
+            Err(rejected) => {
+                let existing = crate::stats::timed(
+                    "find_key",
+                    self.store.find_key(tenant.as_str(), key.as_str()),
+                )
+                .await
+                .map_err(|e| self.store_error(e))?;
+                return match existing {
+                    Some(record) => self.answer_existing(record, &fingerprint).await,
+                    None => {
+                        Counters::inc(&self.counters.rejected_breaker);
+                        Err(ApiError::BreakerOpen {
+                            retry_after: rejected,
+                        })
+                    }
+                };
+            }
+        };
 
-        // 3. Claim the key and create the payment with its bank reference, atomically.
+        // 3. Claim the key and create the payment with its bank and reference there (its first
+        //    route), atomically.
         let now = responses::now_ms();
         let id = Uuid::now_v7();
         let owner = format!("{}/{}", self.instance_id, Uuid::new_v4().simple());
@@ -177,7 +196,8 @@ impl PaymentService {
             source: request.source,
             description: request.description,
             metadata: request.metadata,
-            bank_reference: format!("pay_{}", id.simple()),
+            bank_reference: bank_reference(id, None),
+            bank: self.banks[first].name().to_owned(),
             lease_owner: owner.clone(),
             lease_expires_at: now + self.settings.lease,
             now,
@@ -193,36 +213,130 @@ impl PaymentService {
         }
         tracing::Span::current().record("payment_id", tracing::field::display(id));
         // Step lines are DEBUG: at INFO a payment's story is its canonical line (docs/observability.md).
-        tracing::debug!(payment_id = %id, tenant = tenant.as_str(), idempotency_key = key.as_str(), "payment claimed");
+        tracing::debug!(payment_id = %id, tenant = tenant.as_str(), idempotency_key = key.as_str(), bank = new.bank, "payment claimed");
 
-        // 4. Charge through the pipeline, then record the outcome.
+        // 4. Charge through the bank's pipeline; move to the next bank only while every attempt
+        //    was definitely not processed; then record the outcome. The payment's deadline
+        //    covers its whole route.
+        let deadline = tokio::time::Instant::now() + self.banks[first].pipeline().config().deadline;
         let mut record = PaymentRecord::from_new(&new);
-        let charge = ChargeRequest {
-            amount: record.amount,
-            currency: record.currency.clone(),
-            source: record.source.clone(),
-            reference: record.bank_reference.clone(),
-        };
-        let execution = self.bank.charge(&charge, request_id).await;
-        self.finish(&mut record, &owner, Some(&fingerprint), execution)
-            .await
-    }
-
-    /// Cheap check before any store write: a breaker that would refuse the payment's first
-    /// attempt (open and still waiting, forced open, or half-open with every probe slot taken)
-    /// refuses it here, without a claim and a release. Only a breaker that is not closed is
-    /// asked; a permit it grants is handed back unused, freeing any probe slot it reserved.
-    fn breaker_precheck(&self) -> Result<(), Duration> {
-        let breaker = self.bank.pipeline().breaker();
-        if matches!(
-            breaker.state(),
-            BreakerState::Open | BreakerState::ForcedOpen | BreakerState::HalfOpen
-        ) {
-            if let Err(rejected) = breaker.try_acquire() {
-                return Err(rejected.retry_after);
+        let mut current = first;
+        loop {
+            let gateway = &self.banks[current];
+            let charge = ChargeRequest {
+                amount: record.amount,
+                currency: record.currency.clone(),
+                source: record.source.clone(),
+                reference: record.bank_reference.clone(),
+            };
+            let execution = gateway.charge_until(&charge, request_id, deadline).await;
+            let next = if self.may_cascade(&execution) && tokio::time::Instant::now() < deadline {
+                self.route_from(current + 1).ok()
+            } else {
+                None
+            };
+            let Some(next) = next else {
+                return self
+                    .finish(&mut record, &owner, Some(&fingerprint), gateway, execution)
+                    .await;
+            };
+            let to = &self.banks[next];
+            let attempts = record.attempts + execution.attempts.len() as u32;
+            let reference = bank_reference(record.id, Some(to.name()));
+            // The route is durable before the next bank is called: after a crash, the
+            // reconciler asks the bank the payment is with, by the reference it has there.
+            let moved = crate::stats::timed(
+                "switch_bank",
+                self.store.switch_bank(
+                    record.id,
+                    &owner,
+                    to.name(),
+                    &reference,
+                    attempts,
+                    responses::now_ms(),
+                ),
+            )
+            .await;
+            match moved {
+                Ok(true) => {
+                    gateway.count_cascade();
+                    metrics::counter!("bank_cascades_total", "from" => gateway.name().to_owned(), "to" => to.name().to_owned()).increment(1);
+                    tracing::warn!(
+                        payment_id = %record.id,
+                        from = gateway.name(),
+                        to = to.name(),
+                        attempts,
+                        reference = %reference,
+                        "every attempt at the bank was definitely not processed; payment moved to the next bank"
+                    );
+                    record.bank = to.name().to_owned();
+                    record.bank_reference = reference;
+                    record.attempts = attempts;
+                    current = next;
+                }
+                Ok(false) => {
+                    // Our lease was lost: what the key holds now is the truth.
+                    tracing::warn!(payment_id = %record.id, attempts, "lease lost before moving to the next bank; answering what the key holds");
+                    Counters::inc(&self.counters.lease_lost);
+                    tracing::Span::current().record("bank", gateway.name());
+                    return self.answer_after_lost_lease(&record).await;
+                }
+                Err(error) => {
+                    // The move is not recorded, so the next bank is not called: the payment is
+                    // still with this bank, where nothing was processed; release it if the
+                    // store lets us, or leave it to its lease.
+                    tracing::error!(payment_id = %record.id, %error, "cannot record the move to the next bank; not calling it");
+                    return self
+                        .finish(&mut record, &owner, Some(&fingerprint), gateway, execution)
+                        .await;
+                }
             }
         }
-        Ok(())
+    }
+
+    /// The first bank from `start` on (priority order) that would take a new payment's first
+    /// attempt now: its breaker admits it and its bulkhead has room; failing that, the first
+    /// whose breaker admits it (its full bulkhead then refuses the attempt without a call, as
+    /// with one bank). `Err` with the shortest breaker retry-after when every breaker refuses.
+    fn route_from(&self, start: usize) -> Result<usize, Duration> {
+        let mut admitted = None;
+        let mut retry_after: Option<Duration> = None;
+        for (index, bank) in self.banks.iter().enumerate().skip(start) {
+            match bank.precheck() {
+                Ok(true) => return Ok(index),
+                Ok(false) => {
+                    admitted.get_or_insert(index);
+                }
+                Err(wait) => retry_after = Some(retry_after.map_or(wait, |w| w.min(wait))),
+            }
+        }
+        admitted.ok_or(retry_after.unwrap_or(Duration::from_secs(1)))
+    }
+
+    /// Whether a payment may move on from the bank `execution` ran at: every attempt there was
+    /// definitely not processed (or none was made), or the bank declined with a code configured
+    /// as cascadable and no attempt was ambiguous. Anything the bank may have applied keeps the
+    /// payment there.
+    fn may_cascade(&self, execution: &Execution<ChargeOutcome>) -> bool {
+        match classify(execution) {
+            Verdict::NotProcessed => true,
+            Verdict::Final(Settlement::Declined { decline_code }) => {
+                !execution.any_ambiguous
+                    && self.settings.cascade_decline_codes.contains(&decline_code)
+            }
+            Verdict::Final(_) | Verdict::Unknown => false,
+        }
+    }
+
+    /// The first bank: the one whose breaker the operator controls and `/v1/status` shows at
+    /// its top level.
+    pub(crate) fn bank(&self) -> &Arc<BankGateway> {
+        &self.banks[0]
+    }
+
+    /// The bank configured under `name`.
+    pub(crate) fn bank_named(&self, name: &str) -> Option<&Arc<BankGateway>> {
+        self.banks.iter().find(|bank| bank.name() == name)
     }
 
     /// Records what the pipeline ended with, and answers.
@@ -236,6 +350,7 @@ impl PaymentService {
         record: &mut PaymentRecord,
         owner: &str,
         fingerprint: Option<&str>,
+        gateway: &BankGateway,
         execution: Execution<ChargeOutcome>,
     ) -> Result<Answer, ApiError> {
         let attempts = record.attempts + execution.attempts.len() as u32;
@@ -249,8 +364,9 @@ impl PaymentService {
         span.record("bank_ms", bank_time.as_micros() as f64 / 1000.0);
         span.record(
             "breaker_state",
-            self.bank.pipeline().breaker().state().as_str(),
+            gateway.pipeline().breaker().state().as_str(),
         );
+        span.record("bank", gateway.name());
         match classify(&execution) {
             Verdict::Final(settlement) => {
                 self.settle(record, owner, fingerprint, settlement, attempts)
@@ -261,7 +377,7 @@ impl PaymentService {
                 Ok(self.mark_pending(record, owner, attempts, sent).await)
             }
             Verdict::NotProcessed => {
-                self.release(record, owner, attempts, execution, retry_after)
+                self.release(record, owner, attempts, gateway, execution, retry_after)
                     .await
             }
         }
@@ -299,7 +415,7 @@ impl PaymentService {
         record.attempts = attempts;
         record.updated_at = now;
         Counters::inc(&self.counters.pending);
-        tracing::warn!(payment_id = %record.id, attempts, "bank outcome unknown; payment pending");
+        tracing::warn!(payment_id = %record.id, attempts, bank = record.bank, "bank outcome unknown; payment pending");
         Answer {
             response: Arc::new(responses::for_payment(record)),
             replayed: false,
@@ -313,6 +429,7 @@ impl PaymentService {
         record: &PaymentRecord,
         owner: &str,
         attempts: u32,
+        gateway: &BankGateway,
         execution: Execution<ChargeOutcome>,
         retry_after: Duration,
     ) -> Result<Answer, ApiError> {
@@ -335,7 +452,8 @@ impl PaymentService {
         tracing::warn!(
             payment_id = %record.id,
             attempts,
-            breaker_state = self.bank.pipeline().breaker().state().as_str(),
+            bank = gateway.name(),
+            breaker_state = gateway.pipeline().breaker().state().as_str(),
             "payment not processed; key released"
         );
         Err(match execution.outcome {
@@ -466,7 +584,7 @@ impl PaymentService {
             };
         }
         self.count_final(record.status);
-        tracing::debug!(payment_id = %record.id, status = record.status.as_str(), attempts, "payment settled");
+        tracing::debug!(payment_id = %record.id, status = record.status.as_str(), attempts, bank = record.bank, "payment settled");
         let response = Arc::new(response);
         // Only a request handler knows the fingerprint; the reconciler's settlements are cached
         // on their first replay instead.
@@ -605,3 +723,6 @@ impl PaymentService {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod failover_tests;

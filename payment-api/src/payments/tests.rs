@@ -11,7 +11,7 @@ use payment_types::{
     payment::{CreatePayment, PaymentStatus},
 };
 use resilience::{
-    breaker::BreakerConfig,
+    breaker::{BreakerConfig, State as BreakerState},
     bulkhead::BulkheadConfig,
     pipeline::{Pipeline, PipelineConfig},
     retry::RetryConfig,
@@ -35,7 +35,10 @@ pub(crate) const TENANT: &str = "acme";
 pub(crate) struct Harness {
     pub(crate) service: Arc<PaymentService>,
     pub(crate) store: Arc<FaultyStore>,
+    /// The first bank (with one bank, the bank).
     pub(crate) bank: Arc<ScriptedBank>,
+    /// Every bank, in priority order (`banks[0]` is `bank`).
+    pub(crate) banks: Vec<Arc<ScriptedBank>>,
     dir: PathBuf,
 }
 
@@ -74,25 +77,48 @@ impl Harness {
     }
 
     pub(crate) async fn with_pipeline(config: PipelineConfig) -> Self {
+        Self::with_banks(config, &["bank"], &[]).await
+    }
+
+    /// A harness over several scripted banks, named `names` in priority order, each with its
+    /// own pipeline of `config`; `cascade_decline_codes` as `--cascade-decline-codes`.
+    pub(crate) async fn with_banks(
+        config: PipelineConfig,
+        names: &[&str],
+        cascade_decline_codes: &[&str],
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("api-flow-{}", Uuid::new_v4().simple()));
         let inner = payment_store::open(None, &dir).await.unwrap();
         let store = Arc::new(FaultyStore::new(inner));
-        let bank = ScriptedBank::new();
         let counters = Arc::new(Counters::default());
-        let gateway = BankGateway::new(
-            bank.clone(),
-            Pipeline::new(config).unwrap(),
-            counters.clone(),
-        );
+        let mut banks = Vec::new();
+        let mut gateways = Vec::new();
+        for name in names {
+            let bank = ScriptedBank::new();
+            gateways.push(Arc::new(
+                BankGateway::new(
+                    bank.clone(),
+                    Pipeline::new(config.clone()).unwrap(),
+                    counters.clone(),
+                )
+                .named(name, &format!("http://{name}.test")),
+            ));
+            banks.push(bank);
+        }
+        let bank = banks[0].clone();
         let service = Arc::new(PaymentService {
             store: store.clone(),
-            bank: Arc::new(gateway),
+            banks: gateways,
             cache: ReplayCache::new(100, Duration::from_secs(72 * 3600)),
             counters,
             latencies: Arc::new(Latencies::new(64)),
             settings: FlowSettings {
                 lease: Duration::from_secs(30),
                 reconcile_after: Duration::from_millis(10),
+                cascade_decline_codes: cascade_decline_codes
+                    .iter()
+                    .map(|code| code.to_string())
+                    .collect(),
             },
             instance_id: "test".into(),
         });
@@ -100,6 +126,7 @@ impl Harness {
             service,
             store,
             bank,
+            banks,
             dir,
         }
     }
@@ -452,7 +479,7 @@ async fn a_claim_whose_commit_was_not_acknowledged_is_unknown_and_the_key_holds_
 #[tokio::test]
 async fn a_store_that_cannot_be_read_before_the_claim_is_unknown() {
     let h = Harness::new().await;
-    h.service.bank.pipeline().breaker().force_open();
+    h.service.bank().pipeline().breaker().force_open();
     h.store.fail_always(Op::FindKey, Fault::Fail);
     let (status, problem) = wire(h.pay("k1").await.unwrap_err()).await;
     assert_eq!(status, 503);
@@ -465,7 +492,7 @@ async fn a_store_that_cannot_be_read_before_the_claim_is_unknown() {
 #[tokio::test]
 async fn an_open_breaker_refuses_a_new_payment_without_a_claim_charged_no() {
     let h = Harness::new().await;
-    h.service.bank.pipeline().breaker().force_open();
+    h.service.bank().pipeline().breaker().force_open();
     let error = h.pay("k1").await.unwrap_err();
     let (status, problem) = wire(error).await;
     assert_eq!(status, 503);
@@ -477,7 +504,7 @@ async fn an_open_breaker_refuses_a_new_payment_without_a_claim_charged_no() {
 #[tokio::test]
 async fn a_half_open_breaker_whose_probes_are_taken_refuses_without_a_claim_and_a_release() {
     let h = Harness::new().await;
-    let breaker = h.service.bank.pipeline().breaker().clone();
+    let breaker = h.service.bank().pipeline().breaker().clone();
     // Open for a moment, then let the wait pass: the next call becomes the half-open probe.
     assert!(breaker.open_for(Duration::from_millis(1)));
     let probe = tokio::time::timeout(Duration::from_secs(5), async {
@@ -516,7 +543,7 @@ async fn a_full_bulkhead_is_503_bulkhead_full_charged_no_and_the_key_is_free() {
         ..pipeline_config()
     })
     .await;
-    let slot = h.service.bank.pipeline().bulkhead().try_enter().unwrap();
+    let slot = h.service.bank().pipeline().bulkhead().try_enter().unwrap();
     let (status, problem) = wire(h.pay("k1").await.unwrap_err()).await;
     assert_eq!(status, 503);
     assert_eq!(problem["code"], "bulkhead_full");

@@ -69,7 +69,22 @@ async fn publish(state: &AppState) {
         counter!("edge_rejections_total", "reason" => reason).absolute(n);
     }
 
-    let pipeline = payments.bank.pipeline();
+    // Per bank: its breaker state and its attempts (the unlabelled breaker, budget and bulkhead
+    // series below are the first bank's, as with one bank).
+    for bank in &payments.banks {
+        let state = bank.pipeline().breaker().state();
+        gauge!("bank_breaker_open", "bank" => bank.name().to_owned()).set(
+            if matches!(state, BreakerState::Open | BreakerState::ForcedOpen) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        counter!("bank_cascaded_away_total", "bank" => bank.name().to_owned())
+            .absolute(bank.cascades());
+    }
+
+    let pipeline = payments.bank().pipeline();
     let breaker = pipeline.breaker().snapshot();
     for s in [
         BreakerState::Closed,

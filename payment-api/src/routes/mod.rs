@@ -188,7 +188,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The span every log line of a request happens in. `tenant`, `idempotency_key`,
-/// `payment_id`, `outcome` (and for a payment `attempts`, `bank_ms`, `breaker_state`) are
+/// `payment_id`, `outcome` (and for a payment `attempts`, `bank_ms`, `breaker_state`, `bank`) are
 /// recorded on it once known, so later lines carry them too, and a payment's "request finished"
 /// line is its canonical line: everything about it on one line.
 /// Headers are not recorded (the credentials among them must never reach a log).
@@ -217,6 +217,8 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         attempts = tracing::field::Empty,
         bank_ms = tracing::field::Empty,
         breaker_state = tracing::field::Empty,
+        // The bank the payment ended with (the one that charged it, when it succeeded).
+        bank = tracing::field::Empty,
     )
 }
 
@@ -293,12 +295,22 @@ pub(crate) fn test_state(
 ) -> Arc<AppState> {
     use crate::{bank, payments, stats};
     let counters = Arc::new(stats::Counters::default());
-    let pipeline = resilience::pipeline::Pipeline::new(config.pipeline()).unwrap();
-    let bank = Arc::new(bank::BankGateway::new(
-        bank::BankClient::new(config).unwrap(),
-        pipeline,
-        counters.clone(),
-    ));
+    let banks = config
+        .bank_list()
+        .unwrap()
+        .iter()
+        .map(|bank_config| {
+            let pipeline = resilience::pipeline::Pipeline::new(config.pipeline()).unwrap();
+            Arc::new(
+                bank::BankGateway::new(
+                    bank::BankClient::new(config, &bank_config.url).unwrap(),
+                    pipeline,
+                    counters.clone(),
+                )
+                .named(&bank_config.name, bank_config.url.as_str()),
+            )
+        })
+        .collect();
     let keys = ApiKeys::load(config).unwrap();
     Arc::new(AppState {
         rate_limits: crate::rate_limit::RateLimits::new(
@@ -309,13 +321,14 @@ pub(crate) fn test_state(
         keys,
         payments: Arc::new(PaymentService {
             store,
-            bank,
+            banks,
             cache: payments::ReplayCache::new(100, config.key_retention()),
             counters,
             latencies: Arc::new(stats::Latencies::new(64)),
             settings: payments::FlowSettings {
                 lease: config.lease(),
                 reconcile_after: config.reconcile_interval(),
+                cascade_decline_codes: Vec::new(),
             },
             instance_id: "test".into(),
         }),

@@ -34,7 +34,7 @@ pub(crate) async fn breaker_action(
     action: Result<Path<String>, PathRejection>,
 ) -> Result<Json<resilience::breaker::Snapshot>, ApiError> {
     let Path(action) = action.map_err(|rejection| ApiError::InvalidPath(rejection.body_text()))?;
-    let breaker = state.payments.bank.pipeline().breaker();
+    let breaker = state.payments.bank().pipeline().breaker();
     let what = match action.as_str() {
         "force-open" => OperatorAction::ForceOpen,
         "force-closed" | "disable" => OperatorAction::Disable,

@@ -62,7 +62,7 @@ const OPERATOR_ROUTES: &[(&str, &str)] = &[
 #[tokio::test]
 async fn tenant_keys_are_forbidden_on_the_operator_surface_and_change_nothing() {
     let (app, state) = app().await;
-    let breaker = state.payments.bank.pipeline().breaker();
+    let breaker = state.payments.bank().pipeline().breaker();
     let before = breaker.history().len();
     for (method, uri) in OPERATOR_ROUTES {
         for key in [ACME, BETA] {
@@ -102,7 +102,7 @@ async fn the_operator_key_works_on_every_operator_route_and_is_named_in_the_hist
         assert_eq!(t["reason"]["actor"], "alice", "{t}");
     }
     assert_eq!(
-        state.payments.bank.pipeline().breaker().state(),
+        state.payments.bank().pipeline().breaker().state(),
         resilience::breaker::State::Closed
     );
     let text = status.to_string();

@@ -24,7 +24,30 @@ use crate::{auth::Operator, config::Config};
     security(("operator_key" = [])))]
 pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operator) -> Json<Value> {
     let payments = &state.payments;
-    let pipeline = payments.bank.pipeline();
+    // The top-level breaker, budget and bulkhead are the first bank's (with one bank, the
+    // bank's); `banks` has every bank's.
+    let pipeline = payments.bank().pipeline();
+    let total_attempts: u64 = payments.banks.iter().map(|bank| bank.attempts()).sum();
+    let banks: Vec<Value> = payments
+        .banks
+        .iter()
+        .map(|bank| {
+            let attempts = bank.attempts();
+            let breaker = bank.pipeline().breaker().snapshot();
+            json!({
+                "name": bank.name(),
+                "url": bank.url(),
+                "breaker_state": breaker.state,
+                "breaker": breaker,
+                "retry_budget": bank.pipeline().budget().snapshot(),
+                "bulkhead": bank.pipeline().bulkhead().snapshot(),
+                "attempts": attempts,
+                // This bank's share of every bank attempt made by this instance (0 before any).
+                "share": if total_attempts == 0 { 0.0 } else { attempts as f64 / total_attempts as f64 },
+                "cascaded_away": bank.cascades(),
+            })
+        })
+        .collect();
     let (backlog, store_ok) = match payments.store.pending_count().await {
         Ok(n) => (Some(n), true),
         Err(_) => (None, false),
@@ -35,6 +58,8 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
         "started_at": state.started_at,
         "uptime_seconds": (Utc::now() - state.started_at).num_seconds(),
         "store": { "kind": payments.store.kind(), "reachable": store_ok },
+        "routing": { "mode": "priority", "cascade_decline_codes": payments.settings.cascade_decline_codes },
+        "banks": banks,
         "breaker": pipeline.breaker().snapshot(),
         "transitions": pipeline.breaker().history(),
         "retry_budget": pipeline.budget().snapshot(),
@@ -68,7 +93,8 @@ fn log_cursor(logs: &telemetry::LogBuffer) -> Value {
 /// The effective configuration, without secrets (no keys, no database URL).
 pub(crate) fn effective_config(config: &Config) -> Value {
     json!({
-        "bank_url": config.bank_url.as_str(),
+        "bank_url": config.bank_list().ok().and_then(|banks| banks.first().map(|b| b.url.to_string())),
+        "banks": config.bank_list().unwrap_or_default().iter().map(|b| json!({"name": b.name, "url": b.url.as_str()})).collect::<Vec<_>>(),
         "pipeline": config.pipeline(),
         "lease_ms": config.reconciler.lease_ms,
         "reconcile_interval_ms": config.reconciler.reconcile_interval_ms,

@@ -5,5 +5,7 @@
 mod bank;
 mod store;
 
-pub(crate) use bank::{charge_placeholder as bank_charge_placeholder, ScriptedBank};
+pub(crate) use bank::{
+    charge_placeholder as bank_charge_placeholder, charged as bank_charged, ScriptedBank,
+};
 pub(crate) use store::{Fault, FaultyStore, Op};

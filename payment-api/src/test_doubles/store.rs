@@ -8,8 +8,8 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payment_store::{
-    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, Settlement, Store,
-    StoreError, StoreKind, StoredResponse,
+    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute, Settlement,
+    Store, StoreError, StoreKind, StoredResponse,
 };
 use uuid::Uuid;
 
@@ -22,6 +22,7 @@ pub(crate) enum Op {
     Settle,
     MarkPending,
     Release,
+    SwitchBank,
     GetPayment,
     DueForReconcile,
     Reschedule,
@@ -225,6 +226,31 @@ impl Store for FaultyStore {
         }
         self.run(Op::Release, self.inner.release(payment_id, owner, now))
             .await
+    }
+
+    async fn switch_bank(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        bank: &str,
+        reference: &str,
+        attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if self.board().faults.get(&Op::SwitchBank).map(|f| f.0) == Some(Fault::NoRow) {
+            self.enter(Op::SwitchBank);
+            return Ok(false);
+        }
+        self.run(
+            Op::SwitchBank,
+            self.inner
+                .switch_bank(payment_id, owner, bank, reference, attempts, now),
+        )
+        .await
+    }
+
+    async fn routes(&self, payment_id: Uuid) -> Result<Vec<PaymentRoute>, StoreError> {
+        self.inner.routes(payment_id).await
     }
 
     async fn get_payment(

@@ -36,17 +36,17 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Row as _, Sqlite};
 use uuid::Uuid;
 
 use crate::convert;
 use crate::{
-    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, Settlement, Store,
-    StoreError, StoreKind, StoredResponse,
+    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute, Settlement,
+    Store, StoreError, StoreKind, StoredResponse,
 };
 use lookup::Lookups;
 use writer::{Writer, WriterConfig};
-use writes::{Outcome, SettleWrite, UnleaseWrite, Write};
+use writes::{Outcome, SettleWrite, SwitchWrite, UnleaseWrite, Write};
 
 pub use writer::WriterStats;
 
@@ -268,6 +268,45 @@ impl Store for SqliteStore {
             asked: std::time::Instant::now(),
         })
         .await
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %payment_id, bank))]
+    async fn switch_bank(
+        &self,
+        payment_id: Uuid,
+        owner: &str,
+        bank: &str,
+        reference: &str,
+        attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.applied(Write::SwitchBank(Box::new(SwitchWrite {
+            payment_id,
+            owner: owner.to_owned(),
+            bank: bank.to_owned(),
+            reference: reference.to_owned(),
+            attempts,
+            now,
+            asked: std::time::Instant::now(),
+        })))
+        .await
+    }
+
+    async fn routes(&self, payment_id: Uuid) -> Result<Vec<PaymentRoute>, StoreError> {
+        let rows = sqlx::query(sql::SELECT_ROUTES)
+            .bind(payment_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PaymentRoute {
+                    payment_id: convert::parse_uuid(row.try_get("payment_id")?)?,
+                    bank: row.try_get("bank")?,
+                    reference: row.try_get("reference")?,
+                    created_at: convert::from_ms(row.try_get("created_at")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn get_payment(

@@ -15,7 +15,7 @@ use crate::{convert, KeyRecord, PaymentRecord, StoreError, StoredResponse};
 pub(crate) const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, amount, currency, \
      source, description, metadata, bank_reference, bank_charge_id, decline_code, \
      failure_reason, attempts, lease_owner, lease_expires_at, next_reconcile_at, \
-     last_attempt_at, created_at, updated_at";
+     last_attempt_at, created_at, updated_at, bank";
 
 /// A key with its payment's status and lease, by (tenant, key); decoded by [`key_from_row`].
 pub(crate) const KEY_SELECT: &str =
@@ -34,8 +34,25 @@ pub(crate) const INSERT_KEY: &str = "INSERT INTO idempotency_keys \
 /// Creates the claimed key's payment, pending and leased.
 pub(crate) const INSERT_PAYMENT: &str = "INSERT INTO payments (id, tenant, idempotency_key, \
      status, amount, currency, source, description, metadata, bank_reference, attempts, \
-     lease_owner, lease_expires_at, next_reconcile_at, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12)";
+     lease_owner, lease_expires_at, next_reconcile_at, created_at, updated_at, bank) \
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12, ?13)";
+
+/// Records a (payment, bank) route with its reference (the claim's first bank, or a move).
+pub(crate) const INSERT_ROUTE: &str =
+    "INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
+     VALUES (?1, ?2, ?3, ?4)";
+
+/// Moves a pending payment to another bank, only by the holder of an unexpired lease.
+pub(crate) const SWITCH_BANK: &str = "UPDATE payments SET bank = ?1, bank_reference = ?2, \
+     attempts = ?3, updated_at = ?4 \
+     WHERE id = ?5 AND status = 'pending' AND lease_owner = ?6 AND lease_expires_at > ?4";
+
+/// A released payment's routes.
+pub(crate) const DELETE_ROUTES: &str = "DELETE FROM payment_routes WHERE payment_id = ?1";
+
+/// A payment's routes, oldest first.
+pub(crate) const SELECT_ROUTES: &str = "SELECT payment_id, bank, reference, created_at \
+     FROM payment_routes WHERE payment_id = ?1 ORDER BY created_at ASC, bank ASC";
 
 /// Records a final outcome, only on a pending payment.
 pub(crate) const SETTLE_PAYMENT: &str = "UPDATE payments SET status = ?1, bank_charge_id = ?2, \
@@ -126,6 +143,7 @@ pub(crate) fn payment_from_sqlx(row: &SqliteRow) -> Result<PaymentRecord, StoreE
         description: row.try_get("description")?,
         metadata: convert::metadata_from_text(row.try_get("metadata")?)?,
         bank_reference: row.try_get("bank_reference")?,
+        bank: row.try_get("bank")?,
         bank_charge_id: row.try_get("bank_charge_id")?,
         decline_code: row.try_get("decline_code")?,
         failure_reason: row.try_get("failure_reason")?,

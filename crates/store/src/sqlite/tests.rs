@@ -32,6 +32,7 @@ fn new_payment(key: &str) -> NewPayment {
         description: None,
         metadata: None,
         bank_reference: format!("ref_{}", id.simple()),
+        bank: "bank-a".to_owned(),
         lease_owner: "h".to_owned(),
         lease_expires_at: at(30),
         now: at(0),

@@ -31,6 +31,8 @@ pub(crate) enum Write {
         /// plus the time it waited for the writer (see `release`).
         asked: std::time::Instant,
     },
+    /// [`crate::Store::switch_bank`].
+    SwitchBank(Box<SwitchWrite>),
     /// [`crate::Store::acquire_lease`].
     AcquireLease {
         payment_id: Uuid,
@@ -74,6 +76,19 @@ impl SettleWrite {
             now,
         }
     }
+}
+
+/// [`crate::Store::switch_bank`]'s arguments, owned.
+#[derive(Debug)]
+pub(crate) struct SwitchWrite {
+    pub(crate) payment_id: Uuid,
+    pub(crate) owner: String,
+    pub(crate) bank: String,
+    pub(crate) reference: String,
+    pub(crate) attempts: u32,
+    pub(crate) now: DateTime<Utc>,
+    /// When the caller asked: the lease is checked at the time the write runs, as a release's.
+    pub(crate) asked: std::time::Instant,
 }
 
 /// The arguments shared by [`crate::Store::mark_pending`] and [`crate::Store::reschedule`],
@@ -122,6 +137,7 @@ impl Write {
                 let waited = chrono::Duration::from_std(asked.elapsed()).unwrap_or_default();
                 release(conn, *payment_id, owner, *now + waited).map(Outcome::Applied)
             }
+            Self::SwitchBank(write) => switch_bank(conn, write).map(Outcome::Applied),
             Self::AcquireLease {
                 payment_id,
                 owner,
@@ -182,7 +198,14 @@ fn claim(conn: &Connection, new: &NewPayment) -> Result<ClaimOutcome, StoreError
                 &new.lease_owner,
                 convert::to_ms(new.lease_expires_at),
                 now,
+                &new.bank,
             ])?;
+        conn.prepare_cached(sql::INSERT_ROUTE)?.execute((
+            &id,
+            &new.bank,
+            &new.bank_reference,
+            now,
+        ))?;
         return Ok(ClaimOutcome::Claimed);
     }
     // The write lock is the transaction's: the key we collided with is still there.
@@ -269,5 +292,28 @@ fn release(
     };
     conn.prepare_cached(sql::DELETE_KEY)?
         .execute((&tenant, &key, &id))?;
+    conn.prepare_cached(sql::DELETE_ROUTES)?.execute([&id])?;
+    Ok(true)
+}
+
+/// The move to another bank: the payment (only by the holder of an unexpired lease, only while
+/// pending) takes the new bank and reference, and the route is recorded.
+fn switch_bank(conn: &Connection, write: &SwitchWrite) -> Result<bool, StoreError> {
+    let id = write.payment_id.to_string();
+    let waited = chrono::Duration::from_std(write.asked.elapsed()).unwrap_or_default();
+    let now = convert::to_ms(write.now + waited);
+    let updated = conn.prepare_cached(sql::SWITCH_BANK)?.execute((
+        &write.bank,
+        &write.reference,
+        i64::from(write.attempts),
+        now,
+        &id,
+        &write.owner,
+    ))?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached(sql::INSERT_ROUTE)?
+        .execute((&id, &write.bank, &write.reference, now))?;
     Ok(true)
 }
