@@ -265,19 +265,47 @@ pub async fn start_api_with_env(
     keys: &str,
     env: &[(&str, &str)],
 ) -> Process {
+    start_api_process(&["--bank-url", bank_url], data_dir, extra, keys, env).await
+}
+
+/// Starts the payment API over several banks (`--bank NAME=URL` each, in priority order) on a
+/// free port and waits for it; the test keys as in [`start_api`].
+pub async fn start_api_with_banks(
+    banks: &[(&str, &str)],
+    data_dir: &Path,
+    extra: &[&str],
+) -> Process {
+    let entries: Vec<String> = banks
+        .iter()
+        .map(|(name, url)| format!("{name}={url}"))
+        .collect();
+    let mut bank_args = Vec::new();
+    for entry in &entries {
+        bank_args.extend(["--bank", entry.as_str()]);
+    }
+    start_api_process(
+        &bank_args,
+        data_dir,
+        extra,
+        &format!("{TEST_TENANT}:{TEST_API_KEY}"),
+        &[],
+    )
+    .await
+}
+
+async fn start_api_process(
+    bank_args: &[&str],
+    data_dir: &Path,
+    extra: &[&str],
+    keys: &str,
+    env: &[(&str, &str)],
+) -> Process {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let data = data_dir.to_str().unwrap();
-    let mut args = vec![
-        "--listen",
-        listen.as_str(),
-        "--bank-url",
-        bank_url,
-        "--data-dir",
-        data,
-        "--log-format",
-        "json",
-    ];
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(bank_args);
+    args.extend(["--data-dir", data, "--log-format", "json"]);
     args.extend_from_slice(extra);
     let operator_keys = format!("{TEST_OPERATOR}:{TEST_OPERATOR_KEY}");
     let mut api = Process::start(
