@@ -322,7 +322,24 @@ impl Pipeline {
 
     /// Like [`execute`](Self::execute), with an explicit deadline (e.g. one that started
     /// earlier, or a resumed payment's).
-    pub async fn execute_until<F, Fut, T>(&self, deadline: Instant, mut attempt: F) -> Execution<T>
+    pub async fn execute_until<F, Fut, T>(&self, deadline: Instant, attempt: F) -> Execution<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = AttemptResult<T>>,
+    {
+        self.execute_until_with(deadline, false, attempt).await
+    }
+
+    /// Like [`execute_until`](Self::execute_until); with `fail_over` set, a "not processed"
+    /// answer while no attempt was ambiguous ends the call at once (`GaveUp` with
+    /// [`GiveUpReason::NotRetryable`]) instead of retrying here: the caller has somewhere else
+    /// to send the operation (another bank), and nothing was applied here.
+    pub async fn execute_until_with<F, Fut, T>(
+        &self,
+        deadline: Instant,
+        fail_over: bool,
+        mut attempt: F,
+    ) -> Execution<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = AttemptResult<T>>,
@@ -448,6 +465,17 @@ impl Pipeline {
                     return finish(ExecutionOutcome::ClientError(v), attempts, any_ambiguous)
                 }
                 None => {}
+            }
+
+            if fail_over
+                && !any_ambiguous
+                && matches!(classification, Classification::NotProcessed { .. })
+            {
+                let outcome = ExecutionOutcome::GaveUp {
+                    reason: GiveUpReason::NotRetryable,
+                    last,
+                };
+                return finish(outcome, attempts, any_ambiguous);
             }
 
             let decision = {

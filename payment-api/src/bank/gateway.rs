@@ -122,21 +122,26 @@ impl BankGateway {
         request_id: &str,
     ) -> Execution<ChargeOutcome> {
         let deadline = tokio::time::Instant::now() + self.pipeline.config().deadline;
-        self.charge_until(request, request_id, deadline).await
+        self.charge_until(request, request_id, deadline, false)
+            .await
     }
 
     /// Charges through the whole pipeline within `deadline`: a payment's deadline covers its
     /// whole route, so a payment that moved here from another bank has what is left of it.
+    /// With `fail_over` (another bank would take the payment), a "not processed" answer is not
+    /// retried here while no attempt was ambiguous: the payment moves on at once instead of
+    /// waiting out this bank's backoff and `Retry-After`.
     pub(crate) async fn charge_until(
         &self,
         request: &ChargeRequest,
         request_id: &str,
         deadline: tokio::time::Instant,
+        fail_over: bool,
     ) -> Execution<ChargeOutcome> {
         let bank = self.name.as_str();
         let execution = self
             .pipeline
-            .execute_until(deadline, |attempt| {
+            .execute_until_with(deadline, fail_over, |attempt| {
                 if attempt > 1 {
                     Counters::inc(&self.counters.bank_retries);
                 }

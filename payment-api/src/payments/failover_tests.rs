@@ -67,10 +67,8 @@ async fn payment_and_routes(
 #[tokio::test]
 async fn not_processed_at_a_is_charged_at_b_under_bs_own_reference_recorded_first() {
     let h = two_banks().await;
-    h.banks[0]
-        .charge(not_processed())
-        .charge(not_processed())
-        .charge(not_processed());
+    // With b available, a's refusal is not retried at a: the payment moves on at once.
+    h.banks[0].charge(not_processed());
     h.banks[1].charge(charged());
     let answer = h.pay("k1").await.unwrap();
     assert_eq!(answer.response.status, 201, "{:?}", body(&answer));
@@ -92,7 +90,7 @@ async fn not_processed_at_a_is_charged_at_b_under_bs_own_reference_recorded_firs
     );
     assert_eq!(payment.status, PaymentStatus::Succeeded);
     assert_eq!(
-        payment.attempts, 4,
+        payment.attempts, 2,
         "the attempt count covers the whole route"
     );
     assert_eq!(
@@ -104,7 +102,7 @@ async fn not_processed_at_a_is_charged_at_b_under_bs_own_reference_recorded_firs
     );
     assert_eq!(
         (h.banks[0].charge_calls(), h.banks[1].charge_calls()),
-        (3, 1)
+        (1, 1)
     );
     assert_eq!(h.service.banks[0].cascades(), 1);
     // The replay is the same answer, byte for byte, and calls no bank.
@@ -113,7 +111,7 @@ async fn not_processed_at_a_is_charged_at_b_under_bs_own_reference_recorded_firs
     assert_eq!(replay.response.body, answer.response.body);
     assert_eq!(
         (h.banks[0].charge_calls(), h.banks[1].charge_calls()),
-        (3, 1)
+        (1, 1)
     );
 }
 
@@ -214,11 +212,12 @@ async fn a_full_bulkhead_at_a_sends_the_payment_to_b() {
 #[tokio::test]
 async fn when_every_bank_refuses_without_processing_the_key_is_released_and_charged_is_no() {
     let h = two_banks().await;
-    for bank in &h.banks {
-        bank.charge(not_processed())
-            .charge(not_processed())
-            .charge(not_processed());
-    }
+    // a is tried once (b would take the payment); b, the last bank, is retried as one bank is.
+    h.banks[0].charge(not_processed());
+    h.banks[1]
+        .charge(not_processed())
+        .charge(not_processed())
+        .charge(not_processed());
     let error = h.pay("k1").await.unwrap_err();
     assert_eq!(error.charged(), Some(Charged::No), "{error:?}");
     let (status, problem) = wire(error).await;
@@ -227,7 +226,7 @@ async fn when_every_bank_refuses_without_processing_the_key_is_released_and_char
     assert!(h.key("k1").await.is_none(), "the key is free to retry");
     assert_eq!(
         (h.banks[0].charge_calls(), h.banks[1].charge_calls()),
-        (3, 3)
+        (1, 3)
     );
 
     // Every breaker open: refused before any store write.
@@ -244,10 +243,8 @@ async fn when_every_bank_refuses_without_processing_the_key_is_released_and_char
 #[tokio::test]
 async fn a_move_the_store_cannot_record_never_calls_b() {
     let h = two_banks().await;
-    h.banks[0]
-        .charge(not_processed())
-        .charge(not_processed())
-        .charge(not_processed());
+    // With b available, a's refusal is not retried at a: the payment moves on at once.
+    h.banks[0].charge(not_processed());
     h.store.fail_next(Op::SwitchBank, Fault::Fail, 1);
     let error = h.pay("k1").await.unwrap_err();
     // Nothing was processed at a and b was not called: released, and truthfully "no".
@@ -259,10 +256,8 @@ async fn a_move_the_store_cannot_record_never_calls_b() {
 #[tokio::test]
 async fn an_ambiguous_attempt_at_b_after_a_cascade_stays_pending_at_b() {
     let h = two_banks().await;
-    h.banks[0]
-        .charge(not_processed())
-        .charge(not_processed())
-        .charge(not_processed());
+    // With b available, a's refusal is not retried at a: the payment moves on at once.
+    h.banks[0].charge(not_processed());
     h.banks[1].hang().hang().hang();
     let answer = h.pay("k1").await.unwrap();
     assert_eq!(answer.response.status, 202);
@@ -275,4 +270,16 @@ async fn an_ambiguous_attempt_at_b_after_a_cascade_stays_pending_at_b() {
         format!("pay_{}_b", payment.id.simple())
     );
     assert_eq!(routes.len(), 2);
+}
+
+#[tokio::test]
+async fn with_no_other_bank_to_take_it_a_refusal_is_retried_at_a_as_with_one_bank() {
+    let h = two_banks().await;
+    h.service.banks[1].pipeline().breaker().force_open();
+    h.banks[0].charge(not_processed()).charge(charged());
+    let answer = h.pay("k1").await.unwrap();
+    assert_eq!(answer.response.status, 201);
+    assert_eq!(body(&answer)["bank"], "a");
+    assert_eq!(body(&answer)["attempts"], 2);
+    assert_eq!(h.banks[1].charge_calls(), 0);
 }

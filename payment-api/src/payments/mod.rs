@@ -229,7 +229,12 @@ impl PaymentService {
                 source: record.source.clone(),
                 reference: record.bank_reference.clone(),
             };
-            let execution = gateway.charge_until(&charge, request_id, deadline).await;
+            // Another bank would take the payment if every attempt here is refused: then a
+            // refusal here is not retried here (a cascading retry, not a second attempt).
+            let fail_over = self.route_from(current + 1).is_ok();
+            let execution = gateway
+                .charge_until(&charge, request_id, deadline, fail_over)
+                .await;
             let next = if self.may_cascade(&execution) && tokio::time::Instant::now() < deadline {
                 self.route_from(current + 1).ok()
             } else {

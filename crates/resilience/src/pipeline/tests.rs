@@ -162,6 +162,45 @@ async fn not_processed_is_retried_up_to_max_attempts_with_capped_backoff() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn with_fail_over_a_not_processed_answer_ends_the_call_at_once_unless_one_was_ambiguous() {
+    let p = default_pipeline();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ex = p
+        .execute_until_with(deadline, true, |_| async {
+            AttemptResult::<()>::NotProcessed { retry_after: None }
+        })
+        .await;
+    assert_eq!(
+        ex.outcome,
+        ExecutionOutcome::GaveUp {
+            reason: GiveUpReason::NotRetryable,
+            last: Some(Classification::NotProcessed { retry_after: None })
+        }
+    );
+    assert_eq!(ex.attempts.len(), 1);
+    assert_eq!(ex.attempts[0].delay_before_next, None);
+    assert_eq!(p.budget().snapshot().withdrawals, 0);
+    assert_eq!(
+        p.breaker().snapshot().window.failures,
+        1,
+        "still a failure here"
+    );
+
+    // After an ambiguous attempt the operation may have been applied here: retried here.
+    let ex = p
+        .execute_until_with(deadline, true, |n| async move {
+            match n {
+                1 => AttemptResult::Ambiguous,
+                2 => AttemptResult::NotProcessed { retry_after: None },
+                _ => AttemptResult::Success("charged"),
+            }
+        })
+        .await;
+    assert_eq!(ex.outcome, ExecutionOutcome::Success("charged"));
+    assert_eq!(ex.attempts.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_attempt_timeout_cuts_an_attempt_off_as_ambiguous() {
     let p = pipeline(PipelineConfig {
         retry: RetryConfig {
