@@ -134,3 +134,82 @@ async fn a_bad_bank_list_is_refused_at_start_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn with_bank_a_blackholed_a_payment_that_reached_a_stays_pending_at_a_and_never_goes_to_b() {
+    let a = start_bank(&[]).await;
+    let b = start_bank(&[]).await;
+    let api = start_api_with_banks(
+        &[("a", a.url().as_str()), ("b", b.url().as_str())],
+        &temp_dir("failover-blackhole"),
+        FAST_API,
+    )
+    .await;
+    let api_url = api.url();
+    // Every charge at a hangs: each attempt there is ambiguous (a may commit it later).
+    set_chaos(&a.url(), "blackhole").await;
+    let mut pending = Vec::new();
+    let mut through_b = Vec::new();
+    for i in 0..5 {
+        let key = format!("hole-{i}");
+        let response = pay(&api_url, &key, &client::body(3000 + i)).await;
+        let status = response.status().as_u16();
+        let payment: Value = response.json().await.unwrap();
+        match status {
+            // It reached a: it must stay with a.
+            202 => {
+                assert_eq!(payment["bank"], "a", "{key}: {payment}");
+                pending.push(payment);
+            }
+            // a's breaker had opened: no call to a was made, so it started at b.
+            201 => {
+                assert_eq!(payment["bank"], "b", "{key}: {payment}");
+                through_b.push(payment);
+            }
+            other => panic!("{key}: unexpected {other}: {payment}"),
+        }
+    }
+    assert!(
+        !pending.is_empty(),
+        "the first payments reach a before its breaker opens"
+    );
+
+    // a heals: the reconciler settles the pending payments at a, by a's reference.
+    set_chaos(&a.url(), "healthy").await;
+    for payment in &pending {
+        let id = payment["id"].as_str().unwrap();
+        let settled = e2e::eventually(
+            std::time::Duration::from_secs(30),
+            "the reconciler settles the payment at a",
+            || async {
+                let read = client::payment(&api_url, id).await;
+                (read["status"] != "pending").then_some(read)
+            },
+        )
+        .await;
+        assert_eq!(settled["status"], "succeeded", "{settled}");
+        assert_eq!(settled["bank"], "a", "{settled}");
+    }
+    let ids = |payments: &[Value]| -> HashSet<String> {
+        payments
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().replace('-', ""))
+            .collect()
+    };
+    let in_ledger = |charges: &[Value], id: &str| {
+        charges
+            .iter()
+            .filter(|c| c["reference"].as_str().unwrap().contains(id))
+            .count()
+    };
+    let a_ledger = ledger(&a.url()).await;
+    let b_ledger = ledger(&b.url()).await;
+    for id in ids(&pending) {
+        assert_eq!(in_ledger(&a_ledger, &id), 1, "{id}: one charge at a");
+        assert_eq!(in_ledger(&b_ledger, &id), 0, "{id}: never sent to b");
+    }
+    for id in ids(&through_b) {
+        assert_eq!(in_ledger(&a_ledger, &id), 0, "{id}: never sent to a");
+        assert_eq!(in_ledger(&b_ledger, &id), 1, "{id}: one charge at b");
+    }
+}
