@@ -70,7 +70,7 @@ pub use records::{
     ClaimOutcome, KeyRecord, KeyState, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute,
     Settlement, StoredResponse,
 };
-pub use sqlite::{SqliteOptions, SqliteStore, WriterStats, WriterStats as SqliteWriterStats};
+pub use sqlite::{SqliteOptions, SqliteStore, WriterStats};
 
 /// The SQLite file [`open`] uses when no database URL is given.
 pub const DEFAULT_SQLITE_FILE: &str = "payments.db";
