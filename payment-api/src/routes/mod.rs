@@ -105,6 +105,7 @@ pub(crate) fn openapi() -> serde_json::Value {
         description = "Idempotent payments through a retry loop and a circuit breaker. Errors are application/problem+json with a stable `code`; every response carries X-Request-Id.",
     ),
     modifiers(&Security),
+    components(schemas(payments::PaymentRouteView)),
     tags(
         (name = "payments", description = "Taking and reading payments"),
         (name = "operations", description = "Health, status, logs, metrics and breaker controls"),
@@ -278,6 +279,8 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+#[cfg(test)]
+mod banks_tests;
 #[cfg(test)]
 mod edge_tests;
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     edge::NEVER_SHED,
-    payments::{CURSOR_PATTERN, MAX_PAGE},
+    payments::{CURSOR_PATTERN, EXPAND_VALUES, MAX_PAGE},
     MAX_BODY_BYTES,
 };
 use crate::domain::{
@@ -71,6 +71,14 @@ pub(crate) fn constrain(doc: &mut Value) {
         &json!({"type": "string", "pattern": CURSOR_PATTERN}),
         "`next_cursor` of the previous page, as returned (opaque to clients)",
     );
+    for path in ["/v1/payments", "/v1/payments/{id}"] {
+        set_param(
+            doc,
+            (path, "get", "expand"),
+            &json!({"type": "string", "enum": EXPAND_VALUES}),
+            "`routes`: each payment also has `routes`, every bank it was sent to with its reference there, oldest first (`#/components/schemas/PaymentRouteView`). Absent: the payment as without it",
+        );
+    }
     set_param(
         doc,
         ("/v1/logs", "get", "limit"),

@@ -177,10 +177,13 @@ fn into_response(answer: Answer) -> Response {
 /// One payment: of the caller's tenant with a tenant key; of any tenant with an operator key
 /// (support reads).
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
-    params(("id" = String, Path, description = "The payment id (UUID)")),
+    params(
+        ("id" = String, Path, description = "The payment id (UUID)"),
+        ("expand" = Option<String>, Query, description = "`routes`: add `routes`, every bank the payment was sent to with its reference there, oldest first"),
+    ),
     responses(
-        (status = 200, description = "The payment; to an operator key also its `tenant`", body = Payment),
-        (status = 400, description = "`invalid_path`: the id does not decode (bad percent-encoding)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The payment; to an operator key also its `tenant`; with `expand=routes` also its `routes` (`#/components/schemas/PaymentRouteView`, oldest first)", body = Payment),
+        (status = 400, description = "`invalid_path`: the id does not decode (bad percent-encoding); `invalid_query`: an `expand` value other than `routes`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`payment_not_found`: no such payment for this tenant (also for an id that is not a UUID, and for another tenant's payment)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable` (the store could not be read) or `overloaded` (shed); Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -190,8 +193,12 @@ pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     role: Role,
     id: Result<Path<String>, PathRejection>,
+    params: Result<Query<GetParams>, QueryRejection>,
 ) -> Result<Json<PaymentView>, ApiError> {
     let Path(id) = id.map_err(|rejection| ApiError::InvalidPath(rejection.body_text()))?;
+    let Query(params) =
+        params.map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))?;
+    let expand = Expand::parse(params.expand.as_deref())?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::PaymentNotFound)?;
     // A tenant sees its own payments; an operator any tenant's (payment ids are unique).
     let tenant = match &role {
@@ -205,7 +212,77 @@ pub(crate) async fn get(
         .await
         .map_err(|e| payments.store_error(e))?
         .ok_or(ApiError::PaymentNotFound)?;
-    Ok(Json(PaymentView::of(&record, &role)))
+    let mut view = PaymentView::of(&record, &role);
+    if expand.routes {
+        // Read after the payment, which the tenant check above already scoped: a tenant never
+        // sees another tenant's routes.
+        view.routes = Some(routes_of(payments, record.id).await?);
+    }
+    Ok(Json(view))
+}
+
+/// Query of `GET /v1/payments/{id}`. Unknown parameters are ignored, as before `expand`
+/// existed (a read has nothing to refuse them for).
+#[derive(Debug, Deserialize)]
+pub(crate) struct GetParams {
+    expand: Option<String>,
+}
+
+/// What `expand` asks to add to each payment view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Expand {
+    /// `routes`: every bank the payment was sent to, oldest first.
+    routes: bool,
+}
+
+/// The values `expand` accepts (one per request: there is only one today).
+pub(crate) const EXPAND_VALUES: [&str; 1] = ["routes"];
+
+impl Expand {
+    /// `expand` as given: absent (nothing added) or one of [`EXPAND_VALUES`]; anything else is
+    /// 400 `invalid_query`, so a misspelt value is never taken silently for "no expansion".
+    fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+        match value {
+            None => Ok(Self::default()),
+            Some("routes") => Ok(Self { routes: true }),
+            Some(other) => Err(ApiError::InvalidQuery(format!(
+                "expand: {other:?} is not one of {}",
+                EXPAND_VALUES.join(", ")
+            ))),
+        }
+    }
+}
+
+/// One bank a payment was sent to (`expand=routes`): the bank's name, the payment's reference
+/// there, and when the route was recorded (before that bank was first called).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PaymentRouteView {
+    /// The bank's configured name (`--bank NAME=URL`; `bank` for `--bank-url`).
+    bank: String,
+    /// The payment's reference at that bank (its `Idempotency-Key` there).
+    reference: String,
+    /// When the route was recorded, before the bank was first called.
+    created_at: DateTime<Utc>,
+}
+
+/// The routes of payment `id`, oldest first.
+async fn routes_of(
+    payments: &crate::payments::PaymentService,
+    id: Uuid,
+) -> Result<Vec<PaymentRouteView>, ApiError> {
+    let routes = payments
+        .store
+        .routes(id)
+        .await
+        .map_err(|e| payments.store_error(e))?;
+    Ok(routes
+        .into_iter()
+        .map(|route| PaymentRouteView {
+            bank: route.bank,
+            reference: route.reference,
+            created_at: route.created_at,
+        })
+        .collect())
 }
 
 /// A payment as a read answers it: to an operator key (reading across tenants) with the
@@ -216,6 +293,9 @@ pub(crate) struct PaymentView {
     payment: Payment,
     #[serde(skip_serializing_if = "Option::is_none")]
     tenant: Option<String>,
+    /// With `expand=routes` only: every bank the payment was sent to, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<Vec<PaymentRouteView>>,
 }
 
 impl PaymentView {
@@ -223,6 +303,7 @@ impl PaymentView {
         Self {
             payment: record.to_api(),
             tenant: matches!(role, Role::Operator(_)).then(|| record.tenant.clone()),
+            routes: None,
         }
     }
 }
@@ -237,6 +318,8 @@ pub(crate) struct ListParams {
     status: Option<PaymentStatus>,
     limit: Option<u32>,
     cursor: Option<String>,
+    /// `routes`: each payment also lists its `routes`.
+    expand: Option<String>,
 }
 
 /// A page of payments, newest first.
@@ -257,9 +340,10 @@ pub(crate) const MAX_PAGE: u32 = 100;
         ("status" = Option<PaymentStatus>, Query, description = "Only payments in this status"),
         ("limit" = Option<u32>, Query, description = "1-100, default 20"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("expand" = Option<String>, Query, description = "`routes`: each payment also lists its `routes` (`#/components/schemas/PaymentRouteView`, oldest first)"),
     ),
     responses(
-        (status = 200, description = "`{data: [Payment], next_cursor}`", body = Object),
+        (status = 200, description = "`{data: [Payment], next_cursor}`; with `expand=routes` each payment also has `routes`", body = Object),
         (status = 400, description = "`invalid_query`: a bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: a tenant key naming another tenant in `tenant`", body = Problem, content_type = "application/problem+json"),
@@ -280,6 +364,7 @@ pub(crate) async fn list(
         )));
     }
     let before = params.cursor.as_deref().map(parse_cursor).transpose()?;
+    let expand = Expand::parse(params.expand.as_deref())?;
     if let Some(named) = params.tenant.as_deref() {
         if !crate::auth::valid_name(named) {
             return Err(ApiError::InvalidQuery(format!(
@@ -322,10 +407,23 @@ pub(crate) async fn list(
                 .map(|r| format!("{}_{}", r.created_at.timestamp_micros(), r.id))
         })
         .flatten();
-    Ok(Json(PaymentPage {
-        data: records.iter().map(|r| PaymentView::of(r, &role)).collect(),
-        next_cursor,
-    }))
+    let mut data: Vec<PaymentView> = records.iter().map(|r| PaymentView::of(r, &role)).collect();
+    if expand.routes {
+        // One indexed read per payment (at most MAX_PAGE), a few at a time so one page does
+        // not take every connection of the store's pool.
+        use futures_util::{StreamExt, TryStreamExt};
+        let ids: Vec<Uuid> = records.iter().map(|record| record.id).collect();
+        let service: &crate::payments::PaymentService = payments;
+        let routes: Vec<Vec<PaymentRouteView>> = futures_util::stream::iter(ids)
+            .map(move |id| routes_of(service, id))
+            .buffered(4)
+            .try_collect()
+            .await?;
+        for (view, routes) in data.iter_mut().zip(routes) {
+            view.routes = Some(routes);
+        }
+    }
+    Ok(Json(PaymentPage { data, next_cursor }))
 }
 
 /// What `parse_cursor` accepts, and nothing else: microseconds since the epoch (up to 18

@@ -1,0 +1,228 @@
+//! In-process tests of the several-banks surface (docs/failover.md) against the router, over
+//! two banks in priority order: `a`, which refuses connections (nothing listens on its port,
+//! so every attempt there is definitely not processed), and `b`, a real mock bank. A payment
+//! therefore starts at `a` and moves to `b`: two routes.
+
+use axum::{body::Body, http::Request, Router};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use super::{tests::send, *};
+use crate::config::Config;
+
+const ACME: &str = "sk_test_acme_0123456789";
+const BETA: &str = "sk_test_beta_0123456789";
+const OPS: &str = "sk_test_ops_0123456789";
+const BODY: &str = r#"{"amount":100,"currency":"TRY","source":"tok_visa"}"#;
+
+/// A port nothing listens on: bound, then released, so a connection there is refused.
+fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+async fn mock_bank_url() -> String {
+    let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
+        .await
+        .unwrap();
+    let url = format!("http://{}", bank.local_addr());
+    tokio::spawn(bank.run_until_stopped(std::future::pending()));
+    url
+}
+
+/// Banks `a` (refusing connections) then `b` (a mock bank), with `tune` applied to the config.
+pub(super) async fn two_banks(tune: impl FnOnce(&mut Config)) -> (Router, Arc<AppState>) {
+    let b = mock_bank_url().await;
+    let dir = std::env::temp_dir().join(format!("api-banks-{}", Uuid::new_v4().simple()));
+    let mut config = Config::for_tests(
+        b.parse().unwrap(),
+        &format!("acme:{ACME},beta:{BETA}"),
+        dir.clone(),
+    );
+    config.bank_url = None;
+    config.banks = vec![format!("a={}", refused_url()), format!("b={b}")];
+    config.operator_keys = Some(secrecy::SecretString::from(format!("alice:{OPS}")));
+    tune(&mut config);
+    let store = payment_store::open(None, &dir).await.unwrap();
+    let state = test_state(&config, store);
+    (router(state.clone()), state)
+}
+
+pub(super) fn request(method: &str, uri: &str, key: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+pub(super) fn pay(key: &str, idempotency_key: &str) -> Request<Body> {
+    Request::post("/v1/payments")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .header("idempotency-key", idempotency_key)
+        .body(Body::from(BODY))
+        .unwrap()
+}
+
+/// The status and the body's bytes, as sent.
+async fn raw(app: &Router, request: Request<Body>) -> (u16, Vec<u8>) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, bytes.to_vec())
+}
+
+fn routes(view: &Value) -> Vec<(String, String)> {
+    view["routes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no routes in {view}"))
+        .iter()
+        .map(|route| {
+            assert!(
+                route["created_at"]
+                    .as_str()
+                    .is_some_and(|at| chrono::DateTime::parse_from_rfc3339(at).is_ok()),
+                "{route}"
+            );
+            (
+                route["bank"].as_str().unwrap().to_owned(),
+                route["reference"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn expand_routes_lists_every_bank_a_payment_was_sent_to_oldest_first() {
+    let (app, _) = two_banks(|_| {}).await;
+    let (status, created) = raw(&app, pay(ACME, "order-1")).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&created));
+    let payment: Value = serde_json::from_slice(&created).unwrap();
+    assert_eq!(payment["bank"], "b", "a refused the connection: moved to b");
+    assert!(payment.get("routes").is_none(), "{payment}");
+    let id = payment["id"].as_str().unwrap();
+    let simple = Uuid::parse_str(id).unwrap().simple().to_string();
+    let expected = vec![
+        ("a".to_owned(), format!("pay_{simple}")),
+        ("b".to_owned(), format!("pay_{simple}_b")),
+    ];
+
+    // The tenant: one payment, and the list, with its routes.
+    let (status, _, one) = send(
+        app.clone(),
+        request("GET", &format!("/v1/payments/{id}?expand=routes"), ACME),
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(routes(&one), expected);
+    assert_eq!(one["bank_reference"], expected[1].1.as_str());
+    let (status, _, page) = send(
+        app.clone(),
+        request("GET", "/v1/payments?expand=routes&limit=100", ACME),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(routes(&page["data"][0]), expected);
+
+    // The operator too, with the tenant.
+    let (status, _, read) = send(
+        app.clone(),
+        request("GET", &format!("/v1/payments/{id}?expand=routes"), OPS),
+    )
+    .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["tenant"], "acme");
+    assert_eq!(routes(&read), expected);
+
+    // Without `expand` nothing changes: the read has no `routes`, and the replay is the 201's
+    // bytes.
+    let (_, _, plain) = send(
+        app.clone(),
+        request("GET", &format!("/v1/payments/{id}"), ACME),
+    )
+    .await;
+    assert!(plain.get("routes").is_none(), "{plain}");
+    let mut without_routes = one.clone();
+    without_routes.as_object_mut().unwrap().remove("routes");
+    assert_eq!(plain, without_routes);
+    let (_, _, list) = send(app.clone(), request("GET", "/v1/payments", ACME)).await;
+    assert!(list["data"][0].get("routes").is_none(), "{list}");
+    let (status, replay) = raw(&app, pay(ACME, "order-1")).await;
+    assert_eq!(status, 201);
+    assert_eq!(replay, created, "the replay is byte-identical");
+}
+
+#[tokio::test]
+async fn a_payment_sent_to_one_bank_has_one_route_and_pages_carry_routes_per_payment() {
+    // b first: nothing cascades.
+    let (app, _) = two_banks(|config| config.banks.reverse()).await;
+    let mut ids = Vec::new();
+    for key in ["k1", "k2", "k3"] {
+        let (status, _, body) = send(app.clone(), pay(ACME, key)).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["bank"], "b");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Pages of two, newest first, each payment with its own single route.
+    let mut seen = Vec::new();
+    let mut uri = "/v1/payments?expand=routes&limit=2".to_owned();
+    loop {
+        let (status, _, page) = send(app.clone(), request("GET", &uri, ACME)).await;
+        assert_eq!(status, 200, "{page}");
+        for view in page["data"].as_array().unwrap() {
+            let id = view["id"].as_str().unwrap();
+            let simple = Uuid::parse_str(id).unwrap().simple().to_string();
+            assert_eq!(
+                routes(view),
+                [("b".to_owned(), format!("pay_{simple}"))],
+                "{view}"
+            );
+            seen.push(id.to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/payments?expand=routes&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
+async fn an_unknown_expand_value_is_400_invalid_query_and_another_tenants_payment_stays_404() {
+    let (app, _) = two_banks(|_| {}).await;
+    let (_, _, payment) = send(app.clone(), pay(ACME, "order-1")).await;
+    let id = payment["id"].as_str().unwrap();
+    for query in [
+        "expand=route",
+        "expand=",
+        "expand=routes,routes",
+        "expand=ROUTES",
+        "expand=routes&expand=routes",
+    ] {
+        for uri in [
+            format!("/v1/payments/{id}?{query}"),
+            format!("/v1/payments?{query}"),
+        ] {
+            let (status, headers, body) = send(app.clone(), request("GET", &uri, ACME)).await;
+            assert_eq!(status, 400, "{uri}: {body}");
+            assert_eq!(body["code"], "invalid_query", "{uri}");
+            assert_eq!(headers["content-type"], "application/problem+json");
+        }
+    }
+    // Another tenant's payment is not found, routes or not.
+    let (status, _, body) = send(
+        app.clone(),
+        request("GET", &format!("/v1/payments/{id}?expand=routes"), BETA),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "payment_not_found");
+}
