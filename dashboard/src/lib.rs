@@ -1,11 +1,12 @@
 //! The dashboard: a web page served by its own process, with its assets compiled into the binary
-//! (no CDN, no build step), that watches the payment API and drives the bank's chaos controls.
+//! (no CDN, no build step), that watches the payment API and drives the banks' chaos controls:
+//! one panel per bank (its breaker, route share, cascades and chaos), with one or several banks.
 //!
 //! # Layout
-//! - [`config`]: flags and environment variables (the API key and bank token stay server-side).
+//! - [`config`]: flags and environment variables (the keys and bank tokens stay server-side).
 //! - `routes`: the page, its assets with security headers, `/health`, and the page's same-origin
 //!   JSON API (`/api/*`) with its cross-site checks.
-//! - `upstream`: the client of the API and the bank; adds the secrets, redacts them from answers.
+//! - `upstream`: the client of the API and the banks; adds the secrets, redacts them from answers.
 //! - `shape`: turns the upstream statuses into the overview the page draws (pure, unit-tested).
 //! - `history`: the last ten minutes of once-a-second samples, for the charts.
 //! - `traffic`: one payment, a burst, a replay, steady traffic; all bounded.
@@ -24,7 +25,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-pub use config::{Cli, Config, Secrets};
+pub use config::{BankTarget, Cli, Config, ConfigError, Secrets};
 
 /// How often the server samples the API's status into the history.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,11 +52,21 @@ impl Application {
                 "no API key (--api-key-file): the page can watch but not send payments or move the breaker"
             );
         }
+        let banks = config.bank_list()?;
         let listener = service_runtime::bind(config.listen, "--listen (DASHBOARD_LISTEN)").await?;
-        tracing::info!(addr = %listener.local_addr()?, api_url = %config.api_url, bank_url = %config.bank_url, "dashboard listening");
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            api_url = %without_password(&config.api_url),
+            banks = %banks
+                .iter()
+                .map(|b| format!("{}={}", b.name, without_password(&b.url)))
+                .collect::<Vec<_>>()
+                .join(","),
+            "dashboard listening"
+        );
         let upstream = Arc::new(upstream::Upstream::new(
             config.api_url.clone(),
-            config.bank_url.clone(),
+            banks,
             secrets,
         ));
         let state = Arc::new(routes::AppState {
@@ -91,21 +102,43 @@ impl Application {
     }
 }
 
-/// Polls the API's and the bank's status into the history, once per [`SAMPLE_INTERVAL`].
+/// A URL as it may be logged: a password in it (a URL may carry one) is dropped.
+fn without_password(url: &reqwest::Url) -> reqwest::Url {
+    let mut url = url.clone();
+    let _ = url.set_password(None);
+    url
+}
+
+/// Polls the API's status and every bank's chaos into the history, once per
+/// [`SAMPLE_INTERVAL`].
 async fn sample_forever(state: Arc<routes::AppState>) {
     let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
-        let (api, bank) = tokio::join!(
+        let (api, mut chaos) = tokio::join!(
             state
                 .upstream
                 .api_get("/v1/status", upstream::Key::Operator),
-            state.upstream.bank_get("/v1/chaos"),
+            routes::bank_answers(&state.upstream, "/v1/chaos"),
         );
         let api = routes::ok_json(api).ok();
-        let bank = routes::ok_json(bank).ok();
-        state.history.record(now_ms(), api.as_ref(), bank.as_ref());
+        let polls: Vec<history::BankPoll> = shape::join_banks(api.as_ref(), state.upstream.banks())
+            .into_iter()
+            .map(|bank| history::BankPoll {
+                chaos: bank
+                    .target
+                    .and_then(|t| chaos.get(&t.name).cloned())
+                    .and_then(Result::ok),
+                name: bank.name,
+                api: bank.api,
+            })
+            .collect();
+        let first = state.upstream.banks()[0].name.clone();
+        let first = chaos.remove(&first).and_then(Result::ok);
+        state
+            .history
+            .record(now_ms(), api.as_ref(), first.as_ref(), &polls);
     }
 }
 

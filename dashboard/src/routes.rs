@@ -1,17 +1,21 @@
 //! The dashboard's HTTP surface: the page and its assets (embedded at compile time), `/health`,
 //! and the small same-origin JSON API the page uses (`/api/*`).
 //!
-//! The page talks only to this server; this server adds the API key and the bank token. Every
+//! The page talks only to this server; this server adds the API keys and each bank's token. Every
 //! `/api/*` request must name this server by an IP literal or `localhost` (so a DNS-rebinding
 //! page cannot reach it under its own name), and every mutating one must carry `X-Dashboard: 1`
 //! and, when the browser sends them, a same-origin `Origin` and `Sec-Fetch-Site`: a cross-site
 //! form or script cannot send payments, change chaos or move the breaker.
 //!
+//! With several banks, chaos and breaker calls name their bank with `?bank=NAME` (the page's
+//! name for it, from the overview's `banks`); without it they act on the first bank, as the
+//! one-bank page always did.
+//!
 //! Every answer carries a content security policy that allows only this origin, with no inline
 //! script or style, so the page can load nothing from elsewhere even if a payment description
 //! contained markup.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     extract::{Path, Query, Request, State},
@@ -118,6 +122,8 @@ pub(crate) enum DashError {
     Forbidden(&'static str),
     #[error("not found")]
     NotFound,
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl IntoResponse for DashError {
@@ -132,6 +138,10 @@ impl IntoResponse for DashError {
             DashError::Upstream(UpstreamError::Unreachable { .. }) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
+            DashError::Upstream(UpstreamError::UnknownBank(_)) => {
+                (StatusCode::NOT_FOUND, "unknown_bank")
+            }
+            DashError::Conflict(_) => (StatusCode::CONFLICT, "not_supported"),
             DashError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             DashError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             DashError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -200,15 +210,44 @@ struct OverviewQuery {
     since: Option<u64>,
 }
 
-/// `GET /api/overview`: API status and bank status, shaped, with history and traffic.
+/// Each bank's answer to `GET path`, by bank name, all banks at once (a bank that hangs costs
+/// its timeout once, not once per bank after it).
+pub(crate) async fn bank_answers(
+    upstream: &Arc<Upstream>,
+    path: &'static str,
+) -> BTreeMap<String, Result<Value, String>> {
+    let mut calls = tokio::task::JoinSet::new();
+    for bank in upstream.banks() {
+        let upstream = Arc::clone(upstream);
+        let name = bank.name.clone();
+        calls.spawn(async move {
+            let answer = ok_json(upstream.bank_get(&name, path).await);
+            (name, answer)
+        });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = calls.join_next().await {
+        if let Ok((name, answer)) = joined {
+            answers.insert(name, answer);
+        }
+    }
+    answers
+}
+
+/// How far back the cascades-per-minute rate looks.
+const CASCADE_WINDOW_MS: u64 = 60_000;
+
+/// `GET /api/overview`: API status and the banks' statuses, shaped, with history and traffic.
 async fn overview(State(state): Shared, Query(query): Query<OverviewQuery>) -> Json<Value> {
-    let (api, bank) = tokio::join!(
+    let (api, banks) = tokio::join!(
         state.upstream.api_get("/v1/status", Key::Operator),
-        state.upstream.bank_get("/v1/status"),
+        bank_answers(&state.upstream, "/v1/status"),
     );
     let now = crate::now_ms();
     let api = ok_json(api);
-    let bank = ok_json(bank);
+    let first = &state.upstream.banks()[0].name;
+    let missing = || Err("no answer".to_owned());
+    let bank = banks.get(first).cloned().unwrap_or_else(missing);
     let mut out = shape::overview(
         api.as_ref().map_err(Clone::clone),
         bank.as_ref().map_err(Clone::clone),
@@ -216,6 +255,21 @@ async fn overview(State(state): Shared, Query(query): Query<OverviewQuery>) -> J
         &state.history.rolling(now, 60_000),
         now,
     );
+    let rates = state.history.cascade_rates(now, CASCADE_WINDOW_MS);
+    let status = api.as_ref().ok();
+    let panels: Vec<Value> = shape::join_banks(status, state.upstream.banks())
+        .iter()
+        .map(|joined| {
+            let chaos = joined.target.map(|t| match banks.get(&t.name) {
+                Some(Ok(status)) => Ok(status),
+                Some(Err(e)) => Err(e.as_str()),
+                None => Err("no answer"),
+            });
+            shape::bank_panel(joined, status, chaos, rates.get(&joined.name), now)
+        })
+        .collect();
+    out["banks"] = json!(panels);
+    out["routing"] = status.map_or(Value::Null, shape::routing);
     // A page that knows a newer sample than exists saw an earlier dashboard process: it gets
     // everything again, and `reset` tells it to drop what it had.
     let latest = state.history.latest_seq();
@@ -482,13 +536,42 @@ async fn stop_traffic(State(state): Shared) -> Json<Value> {
     Json(json!(state.traffic.stop_steady()))
 }
 
-/// `GET /api/chaos`: the bank's chaos and its presets.
-async fn chaos(State(state): Shared) -> Result<Json<Value>, DashError> {
+/// `?bank=NAME`: which bank a chaos or breaker call is for (the first without it).
+#[derive(Debug, Default, Deserialize)]
+struct BankQuery {
+    bank: Option<String>,
+}
+
+impl BankQuery {
+    /// The bank name, checked to be a plain name (it goes into an upstream query string).
+    fn name(&self) -> Result<Option<&str>, DashError> {
+        match self
+            .bank
+            .as_deref()
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+        {
+            None => Ok(None),
+            Some(name) if crate::config::valid_bank_name(name) => Ok(Some(name)),
+            Some(_) => Err(DashError::BadRequest(
+                "bank must be a name: letters, digits, - and _".into(),
+            )),
+        }
+    }
+}
+
+/// `GET /api/chaos?bank=NAME`: a bank's chaos and its presets.
+async fn chaos(
+    State(state): Shared,
+    Query(query): Query<BankQuery>,
+) -> Result<Json<Value>, DashError> {
+    let bank = state.upstream.bank(query.name()?)?.name.clone();
     let (chaos, presets) = tokio::join!(
-        state.upstream.bank_get("/v1/chaos"),
-        state.upstream.bank_get("/v1/chaos/presets"),
+        state.upstream.bank_get(&bank, "/v1/chaos"),
+        state.upstream.bank_get(&bank, "/v1/chaos/presets"),
     );
     Ok(Json(json!({
+        "bank": bank,
         "chaos": chaos?.body,
         "presets": presets.map(|p| p.body).unwrap_or(Value::Null),
     })))
@@ -524,12 +607,18 @@ pub(crate) fn check_chaos(body: &Value) -> Result<(), DashError> {
     Ok(())
 }
 
-/// `PUT /api/chaos`: passed to the bank with its admin token; the bank's answer comes back.
-async fn put_chaos(State(state): Shared, body: axum::body::Bytes) -> Result<Response, DashError> {
+/// `PUT /api/chaos?bank=NAME`: passed to that bank with its own admin token; the bank's answer
+/// comes back.
+async fn put_chaos(
+    State(state): Shared,
+    Query(query): Query<BankQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, DashError> {
+    let bank = state.upstream.bank(query.name()?)?.name.clone();
     let body: Value = json_body(&body)?;
     check_chaos(&body)?;
-    let answer = state.upstream.bank_put_chaos(&body).await?;
-    tracing::info!(status = answer.status, "chaos changed from the dashboard");
+    let answer = state.upstream.bank_put_chaos(&bank, &body).await?;
+    tracing::info!(bank = %bank, status = answer.status, "chaos changed from the dashboard");
     Ok(pass_through(answer))
 }
 
@@ -542,17 +631,52 @@ const BREAKER_ACTIONS: &[&str] = &[
     "reset",
 ];
 
-/// `POST /api/breaker/{action}`: passed to the API with its key.
-async fn breaker(State(state): Shared, Path(action): Path<String>) -> Result<Response, DashError> {
+/// `POST /api/breaker/{action}?bank=NAME`: passed to the API with the operator key. Without
+/// `bank`, the API's own default (its first bank's breaker), as with one bank.
+async fn breaker(
+    State(state): Shared,
+    Path(action): Path<String>,
+    Query(query): Query<BankQuery>,
+) -> Result<Response, DashError> {
     if !BREAKER_ACTIONS.contains(&action.as_str()) {
         return Err(DashError::NotFound);
     }
+    let path = match query.name()? {
+        None => format!("/v1/breaker/{action}"),
+        Some(bank) => format!(
+            "/v1/breaker/{action}{}",
+            breaker_target(&state, bank).await?
+        ),
+    };
     let answer = state
         .upstream
-        .api_post(&format!("/v1/breaker/{action}"), Key::Operator, None, &[])
+        .api_post(&path, Key::Operator, None, &[])
         .await?;
-    tracing::info!(action = %action, status = answer.status, "breaker action from the dashboard");
+    tracing::info!(action = %action, bank = query.name()?.unwrap_or("(first)"), status = answer.status, "breaker action from the dashboard");
     Ok(pass_through(answer))
+}
+
+/// The query that makes the API act on the page's bank `bank`: `?bank=<the API's name>` when the
+/// API has per-bank controls; nothing for its first bank on an API without them (its only
+/// breaker control is the first bank's). Any other bank on such an API is refused here: the API
+/// would ignore `?bank=` and move the first bank's breaker instead.
+async fn breaker_target(state: &AppState, bank: &str) -> Result<String, DashError> {
+    let answer = state.upstream.api_get("/v1/status", Key::Operator).await?;
+    let status = ok_json(Ok(answer))
+        .map_err(|e| DashError::Conflict(format!("cannot tell the API's banks: /v1/status {e}")))?;
+    let joined = shape::join_banks(Some(&status), state.upstream.banks());
+    let Some(found) = joined.iter().find(|j| j.name == bank) else {
+        return Err(DashError::Upstream(UpstreamError::UnknownBank(
+            bank.to_owned(),
+        )));
+    };
+    match (&found.api_name, found.per_bank_controls(), found.priority) {
+        (Some(name), true, _) => Ok(format!("?bank={name}")),
+        (_, false, Some(1)) => Ok(String::new()),
+        _ => Err(DashError::Conflict(format!(
+            "this payment API has no breaker controls for bank {bank:?} (only its first bank's)"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -3,15 +3,29 @@
 //!
 //! The page gets figures ready to show: thresholds next to the rates they bound, the next probe
 //! as a wall-clock time, trip reasons as sentences, attempts per payment, rolling counts.
+//!
+//! With several banks, [`join_banks`] pairs the API's view of each bank (its breaker, share and
+//! cascades in `/v1/status` `banks`) with the dashboard's own (`--bank`: its chaos), and
+//! [`bank_panel`] shapes one panel each. Every per-bank field may be missing (an API older than
+//! a field): the panel then says so instead of failing.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::{config::BankTarget, history::CascadeRate};
+
 /// The breaker, with its thresholds from the API's effective configuration.
 pub(crate) fn breaker(status: &Value, now_ms: u64) -> Value {
-    let b = &status["breaker"];
-    let config = &status["config"]["pipeline"]["breaker"];
+    breaker_with(
+        &status["breaker"],
+        &status["config"]["pipeline"]["breaker"],
+        now_ms,
+    )
+}
+
+/// A breaker snapshot `b` with the thresholds of `config` (its breaker settings).
+fn breaker_with(b: &Value, config: &Value, now_ms: u64) -> Value {
     let open_remaining = b["open_remaining_ms"].as_u64();
     json!({
         "state": b["state"],
@@ -110,6 +124,245 @@ pub(crate) fn attempts_per_payment(counts: &Value) -> Option<f64> {
     Some(attempts as f64 / first as f64)
 }
 
+/// One bank as the page shows it: the API's entry for it (when the API routes to it) and the
+/// dashboard's target (when the dashboard can reach its chaos).
+#[derive(Debug, Clone)]
+pub(crate) struct JoinedBank<'a> {
+    /// The page's name for it: the target's (what `/api/chaos?bank=` takes), else the API's.
+    pub(crate) name: String,
+    /// Its entry in the API's `banks` (or, from an API without `banks`, the top-level breaker).
+    pub(crate) api: Option<Value>,
+    /// The API's name for it (what `/v1/breaker/{action}?bank=` takes).
+    pub(crate) api_name: Option<String>,
+    /// Its place in the API's priority order, from 1.
+    pub(crate) priority: Option<usize>,
+    pub(crate) target: Option<&'a BankTarget>,
+}
+
+impl JoinedBank<'_> {
+    /// Whether the API has per-bank breaker controls (`?bank=`): an API that reports a bank's
+    /// own `transitions` or `settings` has them. An older API would ignore `?bank=` and move
+    /// the first bank's breaker, so without them only the first bank's breaker is offered.
+    pub(crate) fn per_bank_controls(&self) -> bool {
+        self.api
+            .as_ref()
+            .is_some_and(|a| a.get("transitions").is_some() || a.get("settings").is_some())
+            && self.api_name.is_some()
+    }
+
+    /// Whether the page may offer breaker controls for this bank.
+    pub(crate) fn breaker_controls(&self) -> bool {
+        self.priority == Some(1) || self.per_bank_controls()
+    }
+}
+
+/// The URL without its trailing slash, for matching the API's bank URL with the dashboard's.
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Pairs the API's banks (`status`, when it answered) with the dashboard's `targets`: by name,
+/// else by URL, else (one bank each side, the old single-bank setup) with each other. The API's
+/// priority order first, then the targets the API does not route to.
+pub(crate) fn join_banks<'a>(
+    status: Option<&Value>,
+    targets: &'a [BankTarget],
+) -> Vec<JoinedBank<'a>> {
+    let entries: Vec<Value> = match status {
+        Some(status) => match status["banks"].as_array() {
+            Some(banks) => banks.clone(),
+            // An API from before several banks: its one bank is the top-level breaker.
+            None => vec![json!({
+                "breaker_state": status["breaker"]["state"],
+                "breaker": status["breaker"],
+                "transitions": status["transitions"],
+                "retry_budget": status["retry_budget"],
+                "bulkhead": status["bulkhead"],
+                "attempts": status["counters"]["bank_attempts"],
+                "share": 1.0,
+                "legacy": true,
+            })],
+        },
+        None => Vec::new(),
+    };
+    let mut used = vec![false; targets.len()];
+    let mut out = Vec::with_capacity(entries.len() + targets.len());
+    let single = entries.len() == 1 && targets.len() == 1;
+    for (i, entry) in entries.iter().enumerate() {
+        let api_name = entry["name"].as_str().map(str::to_owned);
+        let by_name = api_name
+            .as_deref()
+            .and_then(|n| (0..targets.len()).find(|&t| !used[t] && targets[t].name == n));
+        let by_url = || {
+            let url = entry["url"].as_str()?;
+            (0..targets.len()).find(|&t| !used[t] && same_url(targets[t].url.as_str(), url))
+        };
+        let found = by_name
+            .or_else(by_url)
+            .or((single && !used[0]).then_some(0));
+        if let Some(t) = found {
+            used[t] = true;
+        }
+        let target = found.map(|t| &targets[t]);
+        let name = target
+            .map(|t| t.name.clone())
+            .or_else(|| api_name.clone())
+            .unwrap_or_else(|| format!("bank-{}", i + 1));
+        let mut entry = entry.clone();
+        let legacy = entry.get("legacy").is_some();
+        if legacy {
+            // Not a per-bank entry: drop the markers so the controls stay the first bank's.
+            if let Some(o) = entry.as_object_mut() {
+                o.remove("legacy");
+                o.remove("transitions");
+            }
+        }
+        out.push(JoinedBank {
+            name,
+            api: Some(entry),
+            api_name,
+            priority: Some(i + 1),
+            target,
+        });
+    }
+    for (t, target) in targets.iter().enumerate() {
+        if !used[t] {
+            out.push(JoinedBank {
+                name: target.name.clone(),
+                api: None,
+                api_name: None,
+                priority: None,
+                target: Some(target),
+            });
+        }
+    }
+    out
+}
+
+/// What a bank's header badge says, reachability and chaos apart: `reach` is whether the bank
+/// answered (`reachable`, `unreachable`, or `unknown` for a bank the dashboard has no URL for),
+/// `chaos` its preset (`custom` for a profile, `scenario` while one runs), and `level` the
+/// colour: `ok` (reachable and healthy), `chaos` (reachable, with chaos on), `down`
+/// (unreachable), `unknown`.
+pub(crate) fn badge(chaos: Option<Result<&Value, &str>>) -> Value {
+    match chaos {
+        None => json!({"reach": "unknown", "chaos": null, "level": "unknown"}),
+        Some(Err(error)) => {
+            json!({"reach": "unreachable", "chaos": null, "level": "down", "error": error})
+        }
+        Some(Ok(status)) => {
+            let chaos = chaos_of(status);
+            let scenario_running = chaos["scenario"].is_object()
+                && chaos["scenario"]["finished"].as_bool() != Some(true);
+            let preset = if scenario_running {
+                "scenario".to_owned()
+            } else {
+                chaos["preset"].as_str().unwrap_or("custom").to_owned()
+            };
+            let level = if preset == "healthy" { "ok" } else { "chaos" };
+            json!({"reach": "reachable", "chaos": preset, "level": level})
+        }
+    }
+}
+
+/// The chaos part of a bank answer: `/v1/status` has it under `chaos`, `/v1/chaos` at the top.
+fn chaos_of(status: &Value) -> &Value {
+    if status["chaos"].is_object() {
+        &status["chaos"]
+    } else {
+        status
+    }
+}
+
+/// A bank's chaos facts: its preset, scenario and ledger, or why it did not answer.
+fn bank_chaos(bank: Result<&Value, &str>) -> Value {
+    match bank {
+        Ok(status) => {
+            let chaos = chaos_of(status);
+            json!({
+                "reachable": true,
+                "instance_id": status["instance_id"],
+                "preset": chaos["preset"],
+                "scenario": chaos["scenario"],
+                "seed": chaos["seed"],
+                "changed_at": chaos["changed_at"],
+                "outcomes": status["outcomes"],
+                "faults": status["faults"],
+                "in_flight": status["in_flight"],
+                "held": status["held"],
+                "ledger_charges": status["ledger_charges"],
+            })
+        }
+        Err(reason) => json!({ "reachable": false, "error": reason }),
+    }
+}
+
+/// The breaker settings a bank's rates are measured against: its own (`settings`, per-bank
+/// resilience settings) when the API reports them, else the shared ones.
+fn bank_breaker_config<'v>(entry: &'v Value, status: Option<&'v Value>) -> &'v Value {
+    let own = &entry["settings"]["breaker"];
+    if own.is_object() {
+        return own;
+    }
+    if entry["settings"]["failure_rate_threshold"].is_number() {
+        return &entry["settings"];
+    }
+    status.map_or(&Value::Null, |s| &s["config"]["pipeline"]["breaker"])
+}
+
+/// One bank's panel: its breaker (state, rates against thresholds, next probe), route share,
+/// cascades (totals and per minute, by reason), budget and bulkhead, health score, chaos and
+/// badge. `status` is the API's `/v1/status`; `chaos` the bank's own status (`None`: the
+/// dashboard has no URL for it); `rate` its cascades per minute.
+pub(crate) fn bank_panel(
+    bank: &JoinedBank<'_>,
+    status: Option<&Value>,
+    chaos: Option<Result<&Value, &str>>,
+    rate: Option<&CascadeRate>,
+    now_ms: u64,
+) -> Value {
+    let mut out = json!({
+        "name": bank.name,
+        "api_name": bank.api_name,
+        "url": bank.target.map(|t| t.url.as_str()),
+        "priority": bank.priority,
+        "in_api": bank.api.is_some(),
+        "chaos_controls": bank.target.is_some(),
+        "breaker_controls": bank.breaker_controls(),
+        "badge": badge(chaos),
+        "chaos": chaos.map(bank_chaos),
+        "cascades_per_minute": rate,
+    });
+    if let Some(entry) = &bank.api {
+        let config = bank_breaker_config(entry, status);
+        let mut breaker = breaker_with(&entry["breaker"], config, now_ms);
+        if breaker["state"].is_null() {
+            breaker["state"] = entry["breaker_state"].clone();
+        }
+        out["breaker"] = breaker;
+        out["api_url"] = entry["url"].clone();
+        for key in [
+            "share",
+            "attempts",
+            "cascaded_away",
+            "cascades",
+            "retry_budget",
+            "bulkhead",
+            "score",
+            "settings",
+        ] {
+            out[key] = entry[key].clone();
+        }
+        out["transitions"] = json!(transitions(entry));
+    }
+    out
+}
+
+/// The API's routing (`mode`, and whatever else it says), `null` from an API without it.
+pub(crate) fn routing(status: &Value) -> Value {
+    status["routing"].clone()
+}
+
 /// The whole overview. `api` and `bank` are the upstream statuses, or why they are missing.
 pub(crate) fn overview(
     api: Result<&Value, String>,
@@ -167,29 +420,7 @@ pub(crate) fn overview(
     }
     out.insert(
         "bank".into(),
-        match bank {
-            Ok(status) => {
-                let chaos = if status["chaos"].is_object() {
-                    &status["chaos"]
-                } else {
-                    status
-                };
-                json!({
-                    "reachable": true,
-                    "instance_id": status["instance_id"],
-                    "preset": chaos["preset"],
-                    "scenario": chaos["scenario"],
-                    "seed": chaos["seed"],
-                    "changed_at": chaos["changed_at"],
-                    "outcomes": status["outcomes"],
-                    "faults": status["faults"],
-                    "in_flight": status["in_flight"],
-                    "held": status["held"],
-                    "ledger_charges": status["ledger_charges"],
-                })
-            }
-            Err(reason) => json!({ "reachable": false, "error": reason }),
-        },
+        bank_chaos(bank.as_ref().map(|b| *b).map_err(String::as_str)),
     );
     Value::Object(out)
 }

@@ -1,7 +1,7 @@
-//! The dashboard's client of the payment API and the bank. The tenant key, the operator key and
-//! the bank's chaos token are attached here and nowhere else, and all three are redacted from
-//! every body this module hands back, so nothing the browser receives can carry them even if an
-//! upstream echoed one.
+//! The dashboard's client of the payment API and the banks. The tenant key, the operator key and
+//! each bank's chaos token are attached here and nowhere else (a bank's token only to that
+//! bank), and every one of them is redacted from every body and error this module hands back, so
+//! nothing the browser receives can carry them even if an upstream echoed one.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use reqwest::{header::HeaderMap, Method, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::config::Secrets;
+use crate::config::{BankTarget, Secrets};
 
 /// How long a read of status, logs or payments may take: the page polls every second.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
@@ -18,18 +18,20 @@ const PAYMENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upstream bodies larger than this are refused rather than buffered (a log page is ~100 KiB).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Which upstream a request went to, for error messages.
+/// Which upstream a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Service {
+enum Service<'a> {
     Api,
-    Bank,
+    /// A configured bank (checked by [`Upstream::bank`]).
+    Bank(&'a BankTarget),
 }
 
-impl Service {
-    pub(crate) fn name(self) -> &'static str {
+impl Service<'_> {
+    /// The upstream's name in an error message ("payment API", "mock bank a").
+    fn name(&self) -> String {
         match self {
-            Service::Api => "payment API",
-            Service::Bank => "mock bank",
+            Service::Api => "payment API".to_owned(),
+            Service::Bank(bank) => format!("mock bank '{}'", bank.name),
         }
     }
 }
@@ -37,8 +39,10 @@ impl Service {
 /// Why an upstream call produced no answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    #[error("the {} is unreachable: {detail}", service.name())]
-    Unreachable { service: Service, detail: String },
+    #[error("the {service} is unreachable: {detail}")]
+    Unreachable { service: String, detail: String },
+    #[error("no bank named {0:?} is configured (--bank)")]
+    UnknownBank(String),
     #[error("the dashboard has no API key (start it with --api-key-file)")]
     NoApiKey,
     #[error("the dashboard has no operator key (start it with --operator-key-file)")]
@@ -75,17 +79,17 @@ impl Answer {
     }
 }
 
-/// The two upstreams and the secrets for them.
+/// The API, the banks (in priority order) and the secrets for them.
 #[derive(Debug)]
 pub(crate) struct Upstream {
     http: reqwest::Client,
     api: Url,
-    bank: Url,
+    banks: Vec<BankTarget>,
     secrets: Secrets,
 }
 
 impl Upstream {
-    pub(crate) fn new(api: Url, bank: Url, secrets: Secrets) -> Self {
+    pub(crate) fn new(api: Url, banks: Vec<BankTarget>, secrets: Secrets) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(64)
@@ -94,8 +98,28 @@ impl Upstream {
         Self {
             http,
             api,
-            bank,
+            banks,
             secrets,
+        }
+    }
+
+    /// The configured banks, in priority order.
+    pub(crate) fn banks(&self) -> &[BankTarget] {
+        &self.banks
+    }
+
+    /// The bank named `name`, or the first bank for `None` (what a one-bank page means).
+    pub(crate) fn bank(&self, name: Option<&str>) -> Result<&BankTarget, UpstreamError> {
+        match name {
+            None => Ok(self
+                .banks
+                .first()
+                .expect("the configuration always has a bank")),
+            Some(name) => self
+                .banks
+                .iter()
+                .find(|b| b.name == name)
+                .ok_or_else(|| UpstreamError::UnknownBank(name.to_owned())),
         }
     }
 
@@ -133,10 +157,10 @@ impl Upstream {
         .await
     }
 
-    /// `GET` on the bank (its read endpoints are open).
-    pub(crate) async fn bank_get(&self, path: &str) -> Result<Answer, UpstreamError> {
+    /// `GET` on bank `bank` (its read endpoints are open).
+    pub(crate) async fn bank_get(&self, bank: &str, path: &str) -> Result<Answer, UpstreamError> {
         self.send(
-            Service::Bank,
+            Service::Bank(self.bank(Some(bank))?),
             Method::GET,
             path,
             None,
@@ -147,10 +171,14 @@ impl Upstream {
         .await
     }
 
-    /// `PUT /v1/chaos` on the bank with the admin token (when one is configured).
-    pub(crate) async fn bank_put_chaos(&self, body: &Value) -> Result<Answer, UpstreamError> {
+    /// `PUT /v1/chaos` on bank `bank` with that bank's admin token (when one is configured).
+    pub(crate) async fn bank_put_chaos(
+        &self,
+        bank: &str,
+        body: &Value,
+    ) -> Result<Answer, UpstreamError> {
         self.send(
-            Service::Bank,
+            Service::Bank(self.bank(Some(bank))?),
             Method::PUT,
             "/v1/chaos",
             Some(body),
@@ -164,7 +192,7 @@ impl Upstream {
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
-        service: Service,
+        service: Service<'_>,
         method: Method,
         path: &str,
         body: Option<&Value>,
@@ -174,11 +202,12 @@ impl Upstream {
     ) -> Result<Answer, UpstreamError> {
         let base = match service {
             Service::Api => &self.api,
-            Service::Bank => &self.bank,
+            Service::Bank(bank) => &bank.url,
         };
         let url = format!("{}{path}", base.as_str().trim_end_matches('/'));
         let mut request = self.http.request(method, url).timeout(timeout);
-        // On the bank, any key means its chaos token (its only credential), when configured.
+        // On a bank, any key means that bank's chaos token (its only credential), when
+        // configured: never another bank's.
         let secret = match (service, key) {
             (_, Key::None) => None,
             (Service::Api, Key::Tenant) => Some(
@@ -193,7 +222,7 @@ impl Upstream {
                     .as_ref()
                     .ok_or(UpstreamError::NoOperatorKey)?,
             ),
-            (Service::Bank, _) => self.secrets.bank_admin_token.as_ref(),
+            (Service::Bank(bank), _) => self.secrets.bank_admin_tokens.get(&bank.name),
         };
         if let Some(secret) = secret {
             request = request.bearer_auth(secret.expose_secret());
@@ -205,7 +234,7 @@ impl Upstream {
             request = request.json(body);
         }
         let unreachable = |e: reqwest::Error| UpstreamError::Unreachable {
-            service,
+            service: service.name(),
             detail: self.redact(&error_chain(&e)),
         };
         let started = Instant::now();
@@ -217,7 +246,7 @@ impl Upstream {
             .is_some_and(|n| n > MAX_BODY_BYTES as u64)
         {
             return Err(UpstreamError::Unreachable {
-                service,
+                service: service.name(),
                 detail: "answer too large".to_owned(),
             });
         }
@@ -238,13 +267,10 @@ impl Upstream {
     pub(crate) fn redact(&self, text: &str) -> String {
         redact(
             text,
-            [
-                &self.secrets.api_key,
-                &self.secrets.operator_key,
-                &self.secrets.bank_admin_token,
-            ]
-            .into_iter()
-            .flatten(),
+            [&self.secrets.api_key, &self.secrets.operator_key]
+                .into_iter()
+                .flatten()
+                .chain(self.secrets.bank_admin_tokens.values()),
         )
     }
 }

@@ -17,7 +17,12 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
-use crate::{config::Secrets, history::History, traffic::Traffic, upstream::Upstream};
+use crate::{
+    config::{BankTarget, Secrets},
+    history::History,
+    traffic::Traffic,
+    upstream::Upstream,
+};
 
 const KEY: &str = "sk_test_dashboard_0123456789";
 const OPERATOR_KEY: &str = "sk_test_dashboard_operator_0123456789";
@@ -130,6 +135,14 @@ async fn fake_upstream(logs_endpoint: bool) -> (reqwest::Url, Log) {
     (url.parse().unwrap(), log)
 }
 
+/// The one bank of `--bank-url`, at `url`.
+fn one_bank(url: &reqwest::Url) -> Vec<BankTarget> {
+    vec![BankTarget {
+        name: "bank".into(),
+        url: url.clone(),
+    }]
+}
+
 struct Harness {
     router: Router,
     log: Log,
@@ -140,9 +153,10 @@ async fn harness_with(logs_endpoint: bool, api_key: Option<&str>) -> Harness {
     let secrets = Secrets {
         api_key: api_key.map(|k| SecretString::from(k.to_owned())),
         operator_key: Some(SecretString::from(OPERATOR_KEY.to_owned())),
-        bank_admin_token: Some(SecretString::from(TOKEN.to_owned())),
-    };
-    let upstream = Arc::new(Upstream::new(url.clone(), url, secrets));
+        ..Secrets::default()
+    }
+    .with_bank_token("bank", TOKEN);
+    let upstream = Arc::new(Upstream::new(url.clone(), one_bank(&url), secrets));
     let state = Arc::new(AppState {
         traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
         history: Arc::new(History::default()),
@@ -247,14 +261,27 @@ async fn the_overview_combines_api_and_bank_and_never_carries_a_secret() {
     assert_eq!(o["bank"]["reachable"], true);
     assert_eq!(o["history"]["interval_ms"], 1000);
     assert_eq!(o["traffic"]["running"], false);
-    // The status is read with the operator key (and the upstream's echo of it is redacted).
+    // The API's status is read with the operator key (and the upstream's echo of it is
+    // redacted); the bank's (the same fake) with none, and never the bank's token.
     let seen = h.log.lock().unwrap().clone();
-    let status_read = seen.iter().find(|s| s.uri == "/v1/status").unwrap();
-    assert_eq!(
-        status_read.headers["authorization"],
-        format!("Bearer {OPERATOR_KEY}")
-    );
-    assert_eq!(o["api"]["reachable"], true);
+    let auths: Vec<Option<&str>> = seen
+        .iter()
+        .filter(|s| s.uri == "/v1/status")
+        .map(|s| s.headers.get("authorization").and_then(|v| v.to_str().ok()))
+        .collect();
+    let operator = format!("Bearer {OPERATOR_KEY}");
+    assert_eq!(auths.len(), 2, "{seen:?}");
+    assert!(auths.contains(&Some(operator.as_str())), "{auths:?}");
+    assert!(auths.contains(&None), "{auths:?}");
+    // One panel: the one bank of --bank-url, joined with the API's top-level breaker (this
+    // fake API predates `banks`), its badge reachable (this fake bank has no preset: `custom`).
+    let panels = o["banks"].as_array().unwrap();
+    assert_eq!(panels.len(), 1, "{o}");
+    assert_eq!(panels[0]["name"], "bank");
+    assert_eq!(panels[0]["breaker"]["state"], "closed");
+    assert_eq!(panels[0]["badge"]["reach"], "reachable");
+    assert_eq!(panels[0]["badge"]["chaos"], "custom");
+    assert_eq!(panels[0]["breaker_controls"], true);
 }
 
 #[tokio::test]
@@ -264,7 +291,7 @@ async fn an_unreachable_api_is_reported_not_an_error() {
         ..Secrets::default()
     };
     let dead: reqwest::Url = "http://127.0.0.1:1".parse().unwrap();
-    let upstream = Arc::new(Upstream::new(dead.clone(), dead, secrets));
+    let upstream = Arc::new(Upstream::new(dead.clone(), one_bank(&dead), secrets));
     let state = Arc::new(AppState {
         traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
         history: Arc::new(History::default()),
@@ -284,7 +311,7 @@ async fn without_an_operator_key_the_status_and_breaker_are_refused_here_and_nev
         api_key: Some(SecretString::from(KEY.to_owned())),
         ..Secrets::default()
     };
-    let upstream = Arc::new(Upstream::new(url.clone(), url, secrets));
+    let upstream = Arc::new(Upstream::new(url.clone(), one_bank(&url), secrets));
     let state = Arc::new(AppState {
         traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
         history: Arc::new(History::default()),
