@@ -235,6 +235,16 @@ pub async fn start_bank(extra: &[&str]) -> Process {
     bank
 }
 
+/// Starts one mock bank per entry of `extra` (each its own flags, e.g. its own admin token), on
+/// free ports, and waits for all of them; in the order given.
+pub async fn start_banks(extra: &[&[&str]]) -> Vec<Process> {
+    let mut banks = Vec::with_capacity(extra.len());
+    for flags in extra {
+        banks.push(start_bank(flags).await);
+    }
+    banks
+}
+
 /// Starts the payment API binary against `bank_url` on a free port and waits for it.
 pub async fn start_api(bank_url: &str, data_dir: &Path, extra: &[&str]) -> Process {
     start_api_with_keys(

@@ -4,6 +4,11 @@
 //! page shows it open, the operator heals the bank and runs traffic, the page shows it closed.
 //! Neither the page nor any answer it received contains the API key or the bank token.
 //!
+//! Over two banks (issue 19): the operator puts bank `a` in chaos `down` from a's panel and fires
+//! bursts from the page; every payment succeeds (through `b`, the only ledger with charges), a's
+//! panel shows its breaker open and b's closed, and a's header badge says reachable *and* `down`
+//! (not a plain green check). Each bank's chaos call carries that bank's own token.
+//!
 //! Without Chromium and ChromeDriver the test prints `SKIPPED: ...` and passes, except under CI
 //! (`CI=true`), where that is a failure. `CHROMIUM` and `CHROMEDRIVER` override the paths.
 //! The screenshot goes to `target/artifacts/dashboard.png`; with `UPDATE_DOCS_SCREENSHOT=1` it is
@@ -14,7 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{fast_api_with, free_port, start_api, start_bank, temp_dir, Process, TEST_API_KEY};
+use e2e::{
+    client, fast_api_with, free_port, start_api, start_api_with_banks, start_bank, start_banks,
+    temp_dir, Process, TEST_API_KEY,
+};
 use serde_json::{json, Value};
 
 const BANK_TOKEN: &str = "bank-admin-token-for-the-browser-test";
@@ -26,8 +34,8 @@ fn tool(env: &str, default: &str) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-#[tokio::test]
-async fn the_operator_watches_the_breaker_open_and_close_while_driving_chaos_from_the_page() {
+/// Chromium and ChromeDriver, or `None` (the test is skipped, or fails under CI).
+fn browser() -> Option<(PathBuf, PathBuf)> {
     let found = match (
         tool("CHROMIUM", "/usr/bin/chromium"),
         tool("CHROMEDRIVER", "/usr/bin/chromedriver"),
@@ -38,11 +46,16 @@ async fn the_operator_watches_the_breaker_open_and_close_while_driving_chaos_fro
                 .to_owned(),
         ),
     };
-    let Some((chromium, chromedriver)) = e2e::require(
+    e2e::require(
         "Chromium and ChromeDriver",
         found,
         "`sudo bash .ci/setup` installs them",
-    ) else {
+    )
+}
+
+#[tokio::test]
+async fn the_operator_watches_the_breaker_open_and_close_while_driving_chaos_from_the_page() {
+    let Some((chromium, chromedriver)) = browser() else {
         return;
     };
 
@@ -54,7 +67,12 @@ async fn the_operator_watches_the_breaker_open_and_close_while_driving_chaos_fro
         ("--breaker-max-open-ms", "4000"),
     ]);
     let api = start_api(&bank.url(), &data_dir, &api_args).await;
-    let dashboard = start_dashboard(&api.url(), &bank.url()).await;
+    let dashboard = start_dashboard(
+        &api.url(),
+        &["--bank-url", &bank.url()],
+        &[("DASHBOARD_BANK_ADMIN_TOKEN", BANK_TOKEN)],
+    )
+    .await;
     let page_url = dashboard.url();
 
     let driver = WebDriver::start(&chromedriver, &chromium).await;
@@ -189,28 +207,196 @@ async fn the_operator_watches_the_breaker_open_and_close_while_driving_chaos_fro
     drop((dashboard, api, bank));
 }
 
-async fn start_dashboard(api_url: &str, bank_url: &str) -> Process {
+const TOKEN_A: &str = "bank-a-admin-token-for-the-browser-test";
+const TOKEN_B: &str = "bank-b-admin-token-for-the-browser-test";
+
+#[tokio::test]
+async fn with_bank_a_down_payments_go_through_b_and_each_bank_has_its_own_panel_and_badge() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let banks = start_banks(&[&["--admin-token", TOKEN_A], &["--admin-token", TOKEN_B]]).await;
+    let (a, b) = (banks[0].url(), banks[1].url());
+    let data_dir = temp_dir("dashboard-banks");
+    // A's breaker stays open long enough for the page (polling once a second) to show it.
+    let api_args = fast_api_with(&[
+        ("--breaker-open-ms", "8000"),
+        ("--breaker-max-open-ms", "16000"),
+    ]);
+    let api = start_api_with_banks(&[("a", &a), ("b", &b)], &data_dir, &api_args).await;
+    // A's token from a file (NAME=PATH), b's by value (NAME=TOKEN): each reaches only its bank.
+    let token_file = data_dir.join("a-admin-token");
+    std::fs::write(&token_file, format!("{TOKEN_A}\n")).unwrap();
+    let dashboard = start_dashboard(
+        &api.url(),
+        &[
+            "--bank",
+            &format!("a={a}"),
+            "--bank",
+            &format!("b={b}"),
+            "--bank-admin-token-file",
+            &format!("a={}", token_file.display()),
+        ],
+        &[("DASHBOARD_BANK_ADMIN_TOKEN", &format!("b={TOKEN_B}"))],
+    )
+    .await;
+    let page_url = dashboard.url();
+    let driver = WebDriver::start(&chromedriver, &chromium).await;
+    driver.goto(&page_url).await;
+    driver.record_responses().await;
+
+    let panel = |bank: &str, inner: &str| format!(".bank-panel[data-bank=\"{bank}\"] {inner}");
+    let pill = |bank: &str| format!(".bank-pill[data-bank=\"{bank}\"]");
+
+    // 1. Both breakers closed, both banks reachable and healthy.
+    driver
+        .wait_text(&panel("a", ".bank-breaker-state"), "closed")
+        .await;
+    driver
+        .wait_text(&panel("b", ".bank-breaker-state"), "closed")
+        .await;
+    for bank in ["a", "b"] {
+        let p = pill(bank);
+        driver
+            .wait_until(&format!("{bank}'s badge: reachable and healthy"), |d| {
+                let p = p.clone();
+                async move { d.attr(&p, "data-level").await.as_deref() == Some("ok") }
+            })
+            .await;
+    }
+
+    // 2. Bank a goes down from a's own chaos control; b is untouched.
+    driver
+        .click(&panel("a", "button[data-bank-chaos=\"down\"]"))
+        .await;
+    let pill_a = pill("a");
+    driver
+        .wait_until("a's badge: reachable, chaos down", |d| {
+            let p = pill_a.clone();
+            async move {
+                d.attr(&p, "data-reach").await.as_deref() == Some("reachable")
+                    && d.attr(&p, "data-chaos").await.as_deref() == Some("down")
+            }
+        })
+        .await;
+    // Reachable and down are shown apart, and not as a plain healthy check.
+    assert_eq!(
+        driver.attr(&pill_a, "data-level").await.as_deref(),
+        Some("chaos")
+    );
+    let text = driver.text(&pill_a).await;
+    assert!(
+        text.contains("reachable") && text.contains("down"),
+        "a's badge: {text}"
+    );
+    assert_eq!(
+        driver.attr(&pill("b"), "data-level").await.as_deref(),
+        Some("ok")
+    );
+    assert_eq!(chaos_preset(&a).await, "down", "the page's call reached a");
+    assert_eq!(chaos_preset(&b).await, "healthy", "b was not touched");
+
+    // 3. A burst from the page: every payment succeeds (through b); a's breaker opens.
+    driver.set_value("#burst-count", "30").await;
+    driver.click("#send-burst").await;
+    wait_burst(&driver, "201:30").await;
+    driver
+        .wait_text(&panel("a", ".bank-breaker-state"), "open")
+        .await;
+    assert_eq!(
+        driver.text(&panel("b", ".bank-breaker-state")).await,
+        "closed"
+    );
+
+    // 4. While a's breaker is open, payments keep succeeding (they start at b).
+    driver.set_value("#burst-count", "10").await;
+    driver.click("#send-burst").await;
+    wait_burst(&driver, "201:10").await;
+    assert_eq!(
+        driver.text(&panel("a", ".bank-breaker-state")).await,
+        "open"
+    );
+    assert_eq!(
+        driver.text(&panel("b", ".bank-breaker-state")).await,
+        "closed"
+    );
+    let share_b = panel("b", ".f-share");
+    driver
+        .wait_until("b's route share is shown", |d| {
+            let s = share_b.clone();
+            async move { d.text(&s).await.contains("of attempts") }
+        })
+        .await;
+    println!(
+        "a: share {:?}, cascaded {:?}, per minute {:?}, next probe {:?}; b: share {:?}",
+        driver.text(&panel("a", ".f-share")).await,
+        driver.text(&panel("a", ".f-cascades")).await,
+        driver.text(&panel("a", ".f-why")).await,
+        driver.text(&panel("a", ".f-probe")).await,
+        driver.text(&share_b).await,
+    );
+    driver
+        .screenshot(&artifacts_dir().join("dashboard-banks.png"))
+        .await;
+
+    // 5. The ledgers agree: b holds every charge, a none.
+    assert_eq!(client::ledger(&a).await.len(), 0, "a charged nothing");
+    assert_eq!(
+        client::ledger(&b).await.len(),
+        40,
+        "b charged every payment"
+    );
+
+    // 6. No secret in anything the page received.
+    let mut bodies = vec![("page source".to_owned(), driver.source().await)];
+    for r in driver.recorded_responses().await {
+        bodies.push((r["url"].as_str().unwrap_or("?").to_owned(), r.to_string()));
+    }
+    for (what, text) in &bodies {
+        for secret in [TEST_API_KEY, e2e::TEST_OPERATOR_KEY, TOKEN_A, TOKEN_B] {
+            assert!(!text.contains(secret), "a secret is in {what}");
+        }
+    }
+    driver.quit().await;
+    drop((dashboard, api, banks));
+}
+
+/// A bank's chaos preset, read from the bank itself.
+async fn chaos_preset(bank: &str) -> String {
+    let chaos: Value = client::http()
+        .get(format!("{bank}/v1/chaos"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    chaos["preset"].as_str().unwrap_or("?").to_owned()
+}
+
+/// Waits until the page shows a burst's statuses as `want` ("201:30").
+async fn wait_burst(driver: &WebDriver, want: &str) {
+    driver
+        .wait_until(&format!("a burst answered {want}"), |d| async move {
+            d.attr("#send-result", "data-by-status").await.as_deref() == Some(want)
+        })
+        .await;
+}
+
+/// Starts the dashboard against the API with `banks` (its bank flags) and `env` (its tokens),
+/// with the test's API and operator keys.
+async fn start_dashboard(api_url: &str, banks: &[&str], env: &[(&str, &str)]) -> Process {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut dashboard = Process::start(
-        "dashboard",
-        &e2e::binary("dashboard"),
-        &[
-            "--listen",
-            &listen,
-            "--api-url",
-            api_url,
-            "--bank-url",
-            bank_url,
-            "--log-format",
-            "json",
-        ],
-        &[
-            ("DASHBOARD_API_KEY", TEST_API_KEY),
-            ("DASHBOARD_OPERATOR_KEY", e2e::TEST_OPERATOR_KEY),
-            ("DASHBOARD_BANK_ADMIN_TOKEN", BANK_TOKEN),
-        ],
-    );
+    let mut args = vec!["--listen", &listen, "--api-url", api_url];
+    args.extend_from_slice(banks);
+    args.extend(["--log-format", "json"]);
+    let mut vars = vec![
+        ("DASHBOARD_API_KEY", TEST_API_KEY),
+        ("DASHBOARD_OPERATOR_KEY", e2e::TEST_OPERATOR_KEY),
+    ];
+    vars.extend_from_slice(env);
+    let mut dashboard = Process::start("dashboard", &e2e::binary("dashboard"), &args, &vars);
     dashboard.addr = Some(listen.parse().unwrap());
     dashboard.wait_healthy(Duration::from_secs(30)).await;
     dashboard

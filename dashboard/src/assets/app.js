@@ -123,13 +123,14 @@ function render(o) {
   pill.dataset.ok = String(!!apiUp);
   pill.textContent = apiUp ? 'API up' : 'API unreachable';
   pill.title = apiUp ? 'instance ' + o.api.instance_id : (o.api && o.api.error) || '';
-  const bank = o.bank || {};
-  const bp = $('bank-pill');
-  bp.dataset.ok = String(!!bank.reachable);
-  bp.textContent = bank.reachable ? 'bank: ' + (bank.preset || 'custom') + (bank.scenario ? ' (scenario)' : '') : 'bank unreachable';
+  const banks = o.banks || [];
+  renderBankPills(banks);
+  renderBanks(banks, o.routing);
+  const first = banks.length ? banks[0].name : null;
+  setText('breaker-scope', banks.length > 1 ? 'the first bank (' + first + '); every bank below' : 'bank calls');
   renderBreaker(o.breaker, apiUp);
   renderCounts(o);
-  renderChaos(bank);
+  renderChaos(chaosOf(banks, o.bank || {}));
   renderTraffic(o.traffic);
   drawRates(o.breaker);
   drawRequests();
@@ -203,6 +204,169 @@ function renderCounts(o) {
   const l = o.latency;
   setText('latency-now', l && l.samples ? num(l.p50_ms) + ' · ' + num(l.p90_ms) + ' · ' + num(l.p99_ms) + ' ms' : '–');
 }
+
+// ---------- banks ----------
+// A bank's badge says reachability and chaos apart: "reachable" and the chaos preset are two
+// facts, so a bank that answers but is in `down` chaos never looks like a plain green check.
+const REACH = {
+  reachable: { icon: '✓', text: 'reachable' },
+  unreachable: { icon: '✕', text: 'unreachable' },
+  unknown: { icon: '?', text: 'not watched' },
+};
+function renderBankPills(banks) {
+  const box = $('bank-pills');
+  const key = banks.map((b) => b.name).join();
+  if (box.dataset.key !== key) {
+    box.dataset.key = key;
+    box.replaceChildren();
+    if (!banks.length) box.append(el('span', { class: 'pill', 'data-ok': 'unknown', text: 'banks: …' }));
+    banks.forEach((b, i) => {
+      box.append(el('span', { class: 'pill bank-pill', 'data-bank': b.name, id: i === 0 ? 'bank-pill' : null },
+        el('strong', { text: b.name + ' ' }), el('span', { class: 'reach' }), el('span', { class: 'chaos' })));
+    });
+  }
+  for (const b of banks) {
+    const pill = box.querySelector('.bank-pill[data-bank="' + CSS.escape(b.name) + '"]');
+    if (!pill) continue;
+    const badge = b.badge || {};
+    const reach = REACH[badge.reach] || REACH.unknown;
+    pill.dataset.reach = badge.reach || 'unknown';
+    pill.dataset.chaos = badge.chaos || '';
+    pill.dataset.level = badge.level || 'unknown';
+    setNodeText(pill.querySelector('.reach'), reach.icon + ' ' + reach.text);
+    setNodeText(pill.querySelector('.chaos'), badge.reach === 'reachable'
+      ? (badge.level === 'ok' ? ' · healthy' : ' · chaos: ' + badge.chaos) : '');
+    pill.title = badge.reach === 'unreachable' ? (badge.error || 'did not answer')
+      : badge.reach === 'reachable' ? 'answers; chaos preset ' + badge.chaos : 'the dashboard has no URL for this bank';
+  }
+}
+function setNodeText(node, text) { if (node && node.textContent !== String(text)) node.textContent = text; }
+
+const BANK_PRESETS = ['healthy', 'flaky', 'slow', 'down', 'blackhole', 'lossy'];
+const BANK_BREAKER = [['force-open', 'Force open', 'danger'], ['force-closed', 'Force closed', ''], ['reset', 'Reset', 'primary']];
+const REASONS = {
+  breaker_open: 'breaker open', bulkhead_full: 'bulkhead full', connect_refused: 'connection refused',
+  bank_refused: 'bank refused (503/429)', decline: 'cascadable decline',
+};
+
+function bankPanel(b) {
+  const fact = (label, cls) => [el('dt', { text: label }), el('dd', { class: cls, text: '–' })];
+  const chaos = el('div', { class: 'controls', role: 'group', 'aria-label': 'Chaos of bank ' + b.name });
+  for (const preset of BANK_PRESETS) {
+    const button = el('button', { 'data-bank-chaos': preset, title: 'set ' + b.name + "'s chaos to " + preset, text: preset });
+    button.addEventListener('click', () => setChaos({ preset }, button, b.name + ': ' + preset, b.name));
+    chaos.append(button);
+  }
+  const breaker = el('div', { class: 'controls bank-breaker-controls', role: 'group', 'aria-label': 'Breaker of bank ' + b.name });
+  for (const [action, label, cls] of BANK_BREAKER) {
+    const button = el('button', { 'data-bank-breaker': action, class: cls || null, text: label });
+    button.addEventListener('click', async () => {
+      const r = await act(button, () => api('POST', '/api/breaker/' + action + '?bank=' + encodeURIComponent(b.name)));
+      if (r) message(b.name + ' breaker ' + action + ' → ' + (r.state || 'done'));
+    });
+    breaker.append(button);
+  }
+  return el('article', { class: 'bank-panel', 'data-bank': b.name, 'aria-label': 'bank ' + b.name },
+    el('div', { class: 'bank-head' },
+      el('h3', { class: 'bank-name', text: b.name }),
+      el('span', { class: 'prio muted' }),
+      el('span', { class: 'bank-url muted', text: b.url || b.api_url || '' })),
+    el('div', { class: 'badge small', 'data-state': 'unknown' },
+      el('span', { class: 'icon', 'aria-hidden': 'true', text: '?' }),
+      el('div', {},
+        el('div', { class: 'bank-breaker-state', 'data-testid': 'bank-breaker-state', text: 'unknown' }),
+        el('div', { class: 'label', text: 'waiting for the API' }))),
+    el('dl', { class: 'facts' },
+      ...fact('failure rate', 'f-failure'), ...fact('slow-call rate', 'f-slow'),
+      ...fact('next probe', 'f-probe'), ...fact('trip reason', 'f-reason'),
+      ...fact('route share', 'f-share'), ...fact('cascaded away', 'f-cascades'),
+      ...fact('cascades / min, why', 'f-why'), ...fact('retry budget', 'f-budget'),
+      ...fact('bulkhead', 'f-bulkhead'), ...fact('health score', 'f-score')),
+    el('div', { class: 'bar share-bar', title: 'share of bank attempts' }, el('div', { class: 'fill' })),
+    el('h3', { text: 'chaos' }), chaos,
+    el('h3', { text: 'breaker' }), breaker,
+    el('p', { class: 'note f-note' }));
+}
+
+function renderBanks(banks, routing) {
+  setText('routing-mode', 'routing: ' + (routing && routing.mode ? routing.mode : (banks.length ? 'one bank' : '–')) +
+    (banks.length ? ' · ' + banks.length + (banks.length === 1 ? ' bank' : ' banks') + ', in priority order' : ''));
+  const box = $('bank-panels');
+  const key = banks.map((b) => b.name).join();
+  if (box.dataset.key !== key) {
+    box.dataset.key = key;
+    box.replaceChildren(...banks.map(bankPanel));
+    if (!banks.length) box.append(el('p', { class: 'muted', text: 'no banks: the API did not answer' }));
+    // The chaos card's bank picker: every bank the dashboard has a URL for.
+    const select = $('chaos-bank');
+    const chosen = select.value;
+    select.replaceChildren(...banks.filter((b) => b.chaos_controls).map((b) => el('option', { value: b.name, text: b.name })));
+    if (chosen && [...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  }
+  for (const b of banks) {
+    const panel = box.querySelector('.bank-panel[data-bank="' + CSS.escape(b.name) + '"]');
+    if (panel) updateBankPanel(panel, b);
+  }
+}
+
+function updateBankPanel(panel, b) {
+  const q = (cls) => panel.querySelector(cls);
+  const br = b.breaker;
+  const stateName = br && br.state ? br.state : (b.in_api ? 'unknown' : 'not routed');
+  const info = STATES[stateName] || { icon: '?', label: b.in_api ? 'unknown state' : 'the API does not route to this bank' };
+  panel.dataset.state = stateName;
+  q('.badge').dataset.state = stateName;
+  setNodeText(q('.icon'), info.icon);
+  setNodeText(q('.bank-breaker-state'), stateName);
+  q('.bank-breaker-state').dataset.state = stateName;
+  setNodeText(q('.badge .label'), info.label);
+  setNodeText(q('.prio'), b.priority ? '#' + b.priority : '');
+  if (br) {
+    const rate = (v, t) => (v === null || v === undefined ? 'n/a' : pct(v)) + (t !== null && t !== undefined ? ' (threshold ' + pct(t) + ')' : '');
+    setNodeText(q('.f-failure'), rate(br.failure_rate, br.failure_rate_threshold) + (br.enough_calls ? '' : ' · ' + ((br.window && br.window.calls) ?? 0) + ' of ' + (br.minimum_calls ?? '?') + ' calls'));
+    setNodeText(q('.f-slow'), rate(br.slow_call_rate, br.slow_call_rate_threshold));
+    setNodeText(q('.f-probe'), br.open_remaining_ms !== null && br.open_remaining_ms !== undefined
+      ? (br.open_remaining_ms === 0 ? 'now: the next call probes' : 'in ' + dur(br.open_remaining_ms) + ' (at ' + clock(br.next_probe_at_ms) + ')')
+      : (stateName === 'half_open' ? 'probing' : '–'));
+    setNodeText(q('.f-reason'), br.trip_reason_text || '–');
+  }
+  const share = typeof b.share === 'number' ? b.share : null;
+  setNodeText(q('.f-share'), share === null ? '–' : pct(share) + ' of attempts' + (b.attempts !== undefined && b.attempts !== null ? ' (' + b.attempts + ')' : ''));
+  q('.share-bar .fill').style.width = ((share || 0) * 100).toFixed(1) + '%';
+  const total = b.cascaded_away;
+  const byReason = b.cascades && typeof b.cascades === 'object'
+    ? Object.entries(b.cascades).filter(([, n]) => n).map(([k, n]) => (REASONS[k] || k.replace(/_/g, ' ')) + ' ' + n).join(' · ') : '';
+  setNodeText(q('.f-cascades'), (total === undefined || total === null ? '–' : String(total)) + (byReason ? ' — ' + byReason : ''));
+  const r = b.cascades_per_minute;
+  setNodeText(q('.f-why'), r ? r.per_minute.toFixed(1) + '/min' + (Object.keys(r.by_reason).length
+    ? ': ' + Object.entries(r.by_reason).map(([k, v]) => (REASONS[k] || k.replace(/_/g, ' ')) + ' ' + v.toFixed(1)).join(' · ')
+    : (b.cascades ? '' : ' (this API does not say why)')) : '–');
+  const rb = b.retry_budget;
+  setNodeText(q('.f-budget'), rb && typeof rb.balance === 'number' ? rb.balance.toFixed(1) + ' retries' + (rb.exhausted_total ? ', ' + rb.exhausted_total + ' refused' : '') : '–');
+  const bh = b.bulkhead;
+  setNodeText(q('.f-bulkhead'), bh && bh.in_use !== undefined ? bh.in_use + ' / ' + bh.max_concurrent : '–');
+  const score = b.score;
+  setNodeText(q('.f-score'), score === undefined || score === null ? '– (not health-routed)'
+    : typeof score === 'number' ? score.toFixed(2) : (typeof score.value === 'number' ? score.value.toFixed(2) : JSON.stringify(score)));
+  for (const button of panel.querySelectorAll('[data-bank-chaos]')) {
+    button.hidden = !b.chaos_controls;
+    button.setAttribute('aria-pressed', String(!!b.badge && b.badge.reach === 'reachable' && b.badge.chaos === button.dataset.bankChaos));
+  }
+  q('.bank-breaker-controls').hidden = !b.breaker_controls;
+  const notes = [];
+  if (!b.chaos_controls) notes.push('the dashboard has no URL for this bank (--bank): no chaos controls');
+  if (b.in_api && !b.breaker_controls) notes.push('this API moves only the first bank\'s breaker');
+  if (!b.in_api && b.chaos_controls) notes.push('the API does not route to this bank');
+  setNodeText(q('.f-note'), notes.join('; '));
+}
+
+// The chaos card shows the bank picked in its selector (the first by default).
+function chaosOf(banks, fallback) {
+  const name = $('chaos-bank').value;
+  const b = banks.find((x) => x.name === name) || banks[0];
+  return (b && b.chaos) || fallback;
+}
+function chaosBank() { return $('chaos-bank').value || null; }
 
 function renderChaos(bank) {
   const preset = bank.reachable ? (bank.preset || 'custom profile') : 'unreachable';
@@ -506,6 +670,8 @@ function showSend(r, what) {
   if (r.count !== undefined) {
     parts.push(r.count + ' sent in ' + dur(r.elapsed_ms) + ': ' + Object.entries(r.by_status).map(([k, v]) => k + '×' + v).join(' '));
     box.replaceChildren(parts.join(' · '));
+    // For tests and scripts: the statuses of the burst, e.g. "201:30".
+    box.dataset.byStatus = Object.entries(r.by_status).map(([k, v]) => k + ':' + v).join(' ');
     return;
   }
   box.replaceChildren(
@@ -580,11 +746,14 @@ const SCENARIOS = {
   flapping: [0, 5, 10, 15, 20, 25, 30].map((s, i) => ({ at_ms: s * 1000, preset: i % 2 ? 'healthy' : 'down' })),
   brownout: [{ at_ms: 0, preset: 'slow' }, { at_ms: 15000, preset: 'flaky' }, { at_ms: 30000, preset: 'healthy' }],
 };
-async function setChaos(body, button, label) {
-  const r = await act(button, () => api('PUT', '/api/chaos', body));
+// Sets a bank's chaos: `bank` names it (the chaos card's picked bank when absent).
+async function setChaos(body, button, label, bank) {
+  const name = bank || chaosBank();
+  const path = '/api/chaos' + (name ? '?bank=' + encodeURIComponent(name) : '');
+  const r = await act(button, () => api('PUT', path, body));
   if (r) {
-    setText('chaos-result', 'bank chaos: ' + label + ' (now ' + (r.preset || 'custom') + ')');
-    message('bank chaos → ' + label);
+    setText('chaos-result', (name ? name + ' ' : 'bank ') + 'chaos: ' + label + ' (now ' + (r.preset || 'custom') + ')');
+    message((name ? name : 'bank') + ' chaos → ' + label);
   }
 }
 
@@ -626,6 +795,7 @@ function wire() {
       if (r) message('breaker ' + b.dataset.breaker + ' → ' + r.state);
     });
   }
+  $('chaos-bank').addEventListener('change', () => { if (state.overview) render(state.overview); });
   $('log-pause').addEventListener('click', (e) => {
     state.logPaused = !state.logPaused;
     e.target.textContent = state.logPaused ? 'Resume' : 'Pause';
