@@ -26,6 +26,65 @@ pub(crate) enum ChargeOutcome {
     },
 }
 
+/// Why a payment moved away from a bank (every attempt there definitely not processed): the
+/// reasons `/v1/status` (`banks[].cascades`), `bank_cascaded_away_total{bank,reason}` and the
+/// `payment moved to the next bank` log line use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CascadeReason {
+    /// The bank's breaker refused the attempt: nothing was sent.
+    BreakerOpen,
+    /// The bank's bulkhead was full: nothing was sent.
+    BulkheadFull,
+    /// The connection was refused before the request was sent.
+    ConnectRefused,
+    /// The bank answered 503 or 429, which its contract says leaves nothing.
+    BankRefused,
+    /// The bank declined with a code configured as cascadable (`--cascade-decline-codes`).
+    Decline,
+}
+
+impl CascadeReason {
+    /// Every reason, in the order `/v1/status` lists them.
+    pub(crate) const ALL: [Self; 5] = [
+        Self::BreakerOpen,
+        Self::BulkheadFull,
+        Self::ConnectRefused,
+        Self::BankRefused,
+        Self::Decline,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::BreakerOpen => "breaker_open",
+            Self::BulkheadFull => "bulkhead_full",
+            Self::ConnectRefused => "connect_refused",
+            Self::BankRefused => "bank_refused",
+            Self::Decline => "decline",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the last "not processed" attempt of a run at one bank was: the connection refused, or
+/// a 503/429 from the bank. The pipeline keeps only the classification; the cascade's reason
+/// needs the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    ConnectRefused,
+    ByBank,
+}
+
+/// A charge run at one bank: the pipeline's execution, and how its last "not processed"
+/// attempt was refused (`None` if none was).
+#[derive(Debug)]
+pub(crate) struct BankRun {
+    pub(crate) execution: Execution<ChargeOutcome>,
+    pub(crate) last_refusal: Option<Refusal>,
+}
+
 /// One bank's client behind its own resilience pipeline; one per bank per process, shared.
 #[derive(Debug)]
 pub(crate) struct BankGateway {
@@ -39,8 +98,8 @@ pub(crate) struct BankGateway {
     /// `/v1/status`.
     attempts: std::sync::atomic::AtomicU64,
     /// Payments moved away from this bank to the next one (every attempt here definitely not
-    /// processed).
-    cascades: std::sync::atomic::AtomicU64,
+    /// processed), by [`CascadeReason`] (indexed as [`CascadeReason::ALL`]).
+    cascades: [std::sync::atomic::AtomicU64; 5],
     /// The breaker, retry policy, budget and bulkhead for this bank (per instance, as in
     /// Envoy and Hystrix: each instance judges the bank by what it sees).
     pipeline: Pipeline,
@@ -80,15 +139,25 @@ impl BankGateway {
         self.attempts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Payments moved from this bank to the next so far.
+    /// Payments moved from this bank to the next so far, whatever the reason.
     pub(crate) fn cascades(&self) -> u64 {
-        self.cascades.load(std::sync::atomic::Ordering::Relaxed)
+        self.cascades_by_reason().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Payments moved from this bank to the next so far, for each reason (every reason, in
+    /// the order of [`CascadeReason::ALL`], 0 when none).
+    pub(crate) fn cascades_by_reason(&self) -> [(CascadeReason, u64); 5] {
+        CascadeReason::ALL.map(|reason| {
+            (
+                reason,
+                self.cascades[reason.index()].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
     }
 
     /// Counts a payment moved from this bank to the next.
-    pub(crate) fn count_cascade(&self) {
-        self.cascades
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub(crate) fn count_cascade(&self, reason: CascadeReason) {
+        self.cascades[reason.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn pipeline(&self) -> &Pipeline {
@@ -124,6 +193,7 @@ impl BankGateway {
         let deadline = tokio::time::Instant::now() + self.pipeline.config().deadline;
         self.charge_until(request, request_id, deadline, false)
             .await
+            .execution
     }
 
     /// Charges through the whole pipeline within `deadline`: a payment's deadline covers its
@@ -137,8 +207,11 @@ impl BankGateway {
         request_id: &str,
         deadline: tokio::time::Instant,
         fail_over: bool,
-    ) -> Execution<ChargeOutcome> {
+    ) -> BankRun {
         let bank = self.name.as_str();
+        // How the latest "not processed" attempt was refused (attempts run one at a time).
+        let last_refusal = std::sync::Mutex::new(None);
+        let last_refusal_ref = &last_refusal;
         let execution = self
             .pipeline
             .execute_until_with(deadline, fail_over, |attempt| {
@@ -169,6 +242,11 @@ impl BankGateway {
                         }
                         AttemptOutcome::NotProcessed { status, retry_after } => {
                             tracing::debug!(bank_status = ?status, ?retry_after, "bank did not process the attempt");
+                            let refusal = match status {
+                                None => Refusal::ConnectRefused,
+                                Some(_) => Refusal::ByBank,
+                            };
+                            *last_refusal_ref.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal);
                             Counters::inc(&self.counters.bank_errors);
                             AttemptResult::NotProcessed { retry_after }
                         }
@@ -227,7 +305,10 @@ impl BankGateway {
         for _ in 0..timeouts {
             Counters::inc(&self.counters.bank_timeouts);
         }
-        execution
+        BankRun {
+            execution,
+            last_refusal: last_refusal.into_inner().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     /// Asks the bank about a reference, through the breaker (the reconciler respects it): a

@@ -7,7 +7,7 @@ mod gateway;
 use payment_types::bank::ChargeRequest;
 
 pub(crate) use client::{AttemptOutcome, BankClient, Lookup};
-pub(crate) use gateway::{BankGateway, ChargeOutcome};
+pub(crate) use gateway::{BankGateway, BankRun, CascadeReason, ChargeOutcome, Refusal};
 
 /// What the gateway needs from a bank: one classified charge attempt, and a lookup by
 /// reference. [`BankClient`] is the real one (HTTP); the flow's tests script one, so every

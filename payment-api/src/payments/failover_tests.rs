@@ -283,3 +283,160 @@ async fn with_no_other_bank_to_take_it_a_refusal_is_retried_at_a_as_with_one_ban
     assert_eq!(body(&answer)["attempts"], 2);
     assert_eq!(h.banks[1].charge_calls(), 0);
 }
+
+/// Each bank's cascade counts, by reason, as `/v1/status` lists them.
+fn cascades(h: &Harness, bank: usize) -> Vec<(&'static str, u64)> {
+    h.service.banks[bank]
+        .cascades_by_reason()
+        .iter()
+        .map(|(reason, n)| (reason.as_str(), *n))
+        .collect()
+}
+
+fn counts(connect: u64, bank: u64, decline: u64, bulkhead: u64) -> Vec<(&'static str, u64)> {
+    vec![
+        ("breaker_open", 0),
+        ("bulkhead_full", bulkhead),
+        ("connect_refused", connect),
+        ("bank_refused", bank),
+        ("decline", decline),
+    ]
+}
+
+#[tokio::test]
+async fn each_cascade_is_counted_at_the_bank_moved_away_from_by_its_reason() {
+    let h = Harness::with_banks(pipeline_config(), &["a", "b"], &["do_not_honor"]).await;
+    // A refused connection (no status), a 503, a cascadable decline: three moves from a.
+    h.banks[0]
+        .charge(AttemptOutcome::NotProcessed {
+            status: None,
+            retry_after: None,
+        })
+        .charge(AttemptOutcome::NotProcessed {
+            status: Some(429),
+            retry_after: None,
+        })
+        .charge(declined("do_not_honor"));
+    h.banks[1]
+        .charge(charged())
+        .charge(charged())
+        .charge(charged());
+    for key in ["k1", "k2", "k3"] {
+        let answer = h.pay(key).await.unwrap();
+        assert_eq!(answer.response.status, 201, "{key}: {:?}", body(&answer));
+        assert_eq!(body(&answer)["bank"], "b");
+    }
+    assert_eq!(cascades(&h, 0), counts(1, 1, 1, 0));
+    assert_eq!(h.service.banks[0].cascades(), 3, "the sum");
+    assert_eq!(cascades(&h, 1), counts(0, 0, 0, 0), "b never moved one on");
+}
+
+#[tokio::test]
+async fn a_payment_that_finds_every_bulkhead_full_moves_on_for_bulkhead_full_and_is_released() {
+    let h = two_banks().await;
+    // Every bank full: the payment starts at a (its breaker admits), is refused there without a
+    // call, moves to b, is refused there too, and its key is released.
+    let slots: Vec<_> = h
+        .service
+        .banks
+        .iter()
+        .flat_map(|bank| {
+            let bulkhead = bank.pipeline().bulkhead().clone();
+            (0..4)
+                .map(|_| bulkhead.try_enter().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let error = h.pay("k1").await.unwrap_err();
+    assert_eq!(error.charged(), Some(Charged::No));
+    assert_eq!(wire(error).await.1["code"], "bulkhead_full");
+    assert_eq!(cascades(&h, 0), counts(0, 0, 0, 1));
+    assert_eq!(
+        (h.banks[0].charge_calls(), h.banks[1].charge_calls()),
+        (0, 0)
+    );
+    drop(slots);
+}
+
+#[tokio::test]
+async fn the_reason_of_a_move_is_what_ended_the_run_and_nothing_ambiguous_ever_has_one() {
+    use std::time::Duration;
+
+    use resilience::{
+        breaker::{RejectReason, Rejected},
+        bulkhead::BulkheadFull,
+        pipeline::{Classification, Execution, ExecutionOutcome},
+        retry::GiveUpReason,
+    };
+
+    use crate::bank::{CascadeReason, ChargeOutcome, Refusal};
+
+    let h = Harness::with_banks(pipeline_config(), &["a", "b"], &["do_not_honor"]).await;
+    let run = |outcome, any_ambiguous| Execution::<ChargeOutcome> {
+        outcome,
+        attempts: Vec::new(),
+        any_ambiguous,
+        elapsed: Duration::ZERO,
+    };
+    let gave_up = || ExecutionOutcome::GaveUp {
+        reason: GiveUpReason::AttemptsExhausted,
+        last: Some(Classification::NotProcessed { retry_after: None }),
+    };
+    let breaker = ExecutionOutcome::BreakerRejected(Rejected {
+        reason: RejectReason::Open,
+        retry_after: Duration::from_secs(1),
+    });
+    let bulkhead = ExecutionOutcome::BulkheadFull(BulkheadFull { max_concurrent: 1 });
+    let decline = |code: &str| {
+        ExecutionOutcome::BusinessRejection(ChargeOutcome::Declined {
+            decline_code: code.into(),
+        })
+    };
+    for (execution, refusal, expected) in [
+        (run(breaker, false), None, Some(CascadeReason::BreakerOpen)),
+        // The breaker opened after a refused connection: the refusal that ended the run names it.
+        (
+            run(
+                ExecutionOutcome::BreakerRejected(Rejected {
+                    reason: RejectReason::Open,
+                    retry_after: Duration::from_secs(1),
+                }),
+                false,
+            ),
+            Some(Refusal::ConnectRefused),
+            Some(CascadeReason::BreakerOpen),
+        ),
+        (
+            run(bulkhead, false),
+            None,
+            Some(CascadeReason::BulkheadFull),
+        ),
+        (
+            run(gave_up(), false),
+            Some(Refusal::ConnectRefused),
+            Some(CascadeReason::ConnectRefused),
+        ),
+        (
+            run(gave_up(), false),
+            Some(Refusal::ByBank),
+            Some(CascadeReason::BankRefused),
+        ),
+        (
+            run(decline("do_not_honor"), false),
+            None,
+            Some(CascadeReason::Decline),
+        ),
+        // Never: an ambiguous attempt, a decline not configured, a cascadable decline after an
+        // ambiguous attempt.
+        (run(gave_up(), true), Some(Refusal::ByBank), None),
+        (run(decline("insufficient_funds"), false), None, None),
+        (run(decline("do_not_honor"), true), None, None),
+    ] {
+        assert_eq!(
+            h.service.may_cascade(&execution, refusal),
+            expected,
+            "{:?} / {refusal:?}",
+            execution.outcome
+        );
+    }
+}

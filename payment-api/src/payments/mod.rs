@@ -33,7 +33,7 @@ pub(crate) use replay_cache::{CachedKey, ReplayCache};
 
 use crate::{
     auth::Tenant,
-    bank::{BankGateway, ChargeOutcome},
+    bank::{BankGateway, BankRun, CascadeReason, ChargeOutcome, Refusal},
     domain::{IdempotencyKey, PaymentRequest},
     error::ApiError,
     stats::{Counters, Latencies},
@@ -232,15 +232,19 @@ impl PaymentService {
             // Another bank would take the payment if every attempt here is refused: then a
             // refusal here is not retried here (a cascading retry, not a second attempt).
             let fail_over = self.route_from(current + 1).is_ok();
-            let execution = gateway
+            let BankRun {
+                execution,
+                last_refusal,
+            } = gateway
                 .charge_until(&charge, request_id, deadline, fail_over)
                 .await;
-            let next = if self.may_cascade(&execution) && tokio::time::Instant::now() < deadline {
-                self.route_from(current + 1).ok()
-            } else {
-                None
+            let next = match self.may_cascade(&execution, last_refusal) {
+                Some(reason) if tokio::time::Instant::now() < deadline => {
+                    self.route_from(current + 1).ok().map(|next| (next, reason))
+                }
+                _ => None,
             };
-            let Some(next) = next else {
+            let Some((next, reason)) = next else {
                 return self
                     .finish(&mut record, &owner, Some(&fingerprint), gateway, execution)
                     .await;
@@ -264,12 +268,13 @@ impl PaymentService {
             .await;
             match moved {
                 Ok(true) => {
-                    gateway.count_cascade();
+                    gateway.count_cascade(reason);
                     metrics::counter!("bank_cascades_total", "from" => gateway.name().to_owned(), "to" => to.name().to_owned()).increment(1);
                     tracing::warn!(
                         payment_id = %record.id,
                         from = gateway.name(),
                         to = to.name(),
+                        reason = reason.as_str(),
                         attempts,
                         reference = %reference,
                         "every attempt at the bank was definitely not processed; payment moved to the next bank"
@@ -318,18 +323,29 @@ impl PaymentService {
         admitted.ok_or(retry_after.unwrap_or(Duration::from_secs(1)))
     }
 
-    /// Whether a payment may move on from the bank `execution` ran at: every attempt there was
-    /// definitely not processed (or none was made), or the bank declined with a code configured
-    /// as cascadable and no attempt was ambiguous. Anything the bank may have applied keeps the
-    /// payment there.
-    fn may_cascade(&self, execution: &Execution<ChargeOutcome>) -> bool {
+    /// Whether a payment may move on from the bank `execution` ran at, and why: every attempt
+    /// there was definitely not processed (or none was made), or the bank declined with a code
+    /// configured as cascadable and no attempt was ambiguous. Anything the bank may have
+    /// applied keeps the payment there (`None`). `last_refusal` tells a refused connection
+    /// from a 503/429 when the run ended on such attempts.
+    fn may_cascade(
+        &self,
+        execution: &Execution<ChargeOutcome>,
+        last_refusal: Option<Refusal>,
+    ) -> Option<CascadeReason> {
         match classify(execution) {
-            Verdict::NotProcessed => true,
-            Verdict::Final(Settlement::Declined { decline_code }) => {
-                !execution.any_ambiguous
-                    && self.settings.cascade_decline_codes.contains(&decline_code)
-            }
-            Verdict::Final(_) | Verdict::Unknown => false,
+            Verdict::NotProcessed => Some(match (&execution.outcome, last_refusal) {
+                (ExecutionOutcome::BreakerRejected(_), _) => CascadeReason::BreakerOpen,
+                (ExecutionOutcome::BulkheadFull(_), _) => CascadeReason::BulkheadFull,
+                (_, Some(Refusal::ConnectRefused)) => CascadeReason::ConnectRefused,
+                // A 503/429, or (no attempt at all: the deadline passed first, and then nothing
+                // moves on anyway) the bank's answer is the closest description.
+                (_, Some(Refusal::ByBank) | None) => CascadeReason::BankRefused,
+            }),
+            Verdict::Final(Settlement::Declined { decline_code }) => (!execution.any_ambiguous
+                && self.settings.cascade_decline_codes.contains(&decline_code))
+            .then_some(CascadeReason::Decline),
+            Verdict::Final(_) | Verdict::Unknown => None,
         }
     }
 

@@ -226,3 +226,124 @@ async fn an_unknown_expand_value_is_400_invalid_query_and_another_tenants_paymen
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["code"], "payment_not_found");
 }
+
+#[tokio::test]
+async fn status_lists_each_banks_cascades_by_reason_its_transitions_and_its_breaker_panel() {
+    let (app, state) = two_banks(|_| {}).await;
+    for key in ["k1", "k2"] {
+        let (status, _, body) = send(app.clone(), pay(ACME, key)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    state.payments.banks[1].pipeline().breaker().force_open();
+    let (status, _, body) = send(app.clone(), request("GET", "/v1/status", OPS)).await;
+    assert_eq!(status, 200, "{body}");
+    let banks = body["banks"].as_array().unwrap();
+    let names: Vec<&str> = banks.iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let reasons = [
+        "breaker_open",
+        "bulkhead_full",
+        "connect_refused",
+        "bank_refused",
+        "decline",
+    ];
+    for (bank, connect_refused) in [(&banks[0], 2), (&banks[1], 0)] {
+        let cascades = bank["cascades"].as_object().unwrap();
+        let keys: Vec<&str> = cascades.keys().map(String::as_str).collect();
+        let mut expected_keys = reasons.to_vec();
+        expected_keys.sort_unstable();
+        let mut keys = keys.clone();
+        keys.sort_unstable();
+        assert_eq!(keys, expected_keys, "every reason, always: {bank}");
+        for reason in reasons {
+            let expected = if reason == "connect_refused" {
+                connect_refused
+            } else {
+                0
+            };
+            assert_eq!(cascades[reason], expected, "{reason}: {bank}");
+        }
+        assert_eq!(bank["cascaded_away"], connect_refused, "the sum");
+        // What a breaker panel needs: state, window counts and rates, next probe when open.
+        for field in [
+            "state",
+            "failure_rate",
+            "slow_call_rate",
+            "window",
+            "minimum_calls",
+            "open_remaining_ms",
+            "next_probe_at_unix_ms",
+        ] {
+            assert!(bank["breaker"].get(field).is_some(), "{field}: {bank}");
+        }
+    }
+    // a: closed, its refused connections counted as failures in its window, no next probe.
+    assert_eq!(banks[0]["breaker"]["state"], "closed");
+    assert_eq!(banks[0]["breaker"]["window"]["failures"], 2);
+    assert!(banks[0]["breaker"]["next_probe_at_unix_ms"].is_null());
+    assert_eq!(banks[0]["transitions"], serde_json::json!([]));
+    // b: forced open by the operator, in its own history only.
+    assert_eq!(banks[1]["breaker"]["state"], "forced_open");
+    let transitions = banks[1]["transitions"].as_array().unwrap();
+    assert_eq!(transitions.len(), 1, "{transitions:?}");
+    assert_eq!(transitions[0]["to"], "forced_open");
+    assert_eq!(
+        body["transitions"],
+        serde_json::json!([]),
+        "the top level is a's"
+    );
+
+    // /metrics: the same counts, by bank and reason.
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .header("authorization", format!("Bearer {OPS}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for reason in reasons {
+        for bank in ["a", "b"] {
+            let series = format!("bank_cascaded_away_total{{bank=\"{bank}\",reason=\"{reason}\"}}");
+            assert!(text.contains(&series), "{series} missing");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_open_breaker_shows_when_its_next_probe_is() {
+    let (app, state) = two_banks(|_| {}).await;
+    let breaker = state.payments.banks[0].pipeline().breaker();
+    // Five refused connections in a row open a's breaker (the consecutive-failures trip).
+    for _ in 0..5 {
+        let permit = breaker.try_acquire().unwrap();
+        permit.record_elapsed(
+            resilience::breaker::Outcome::Failure,
+            std::time::Duration::from_millis(1),
+        );
+    }
+    let before = chrono::Utc::now().timestamp_millis() as u64;
+    let (_, _, body) = send(app.clone(), request("GET", "/v1/status", OPS)).await;
+    let panel = &body["banks"][0]["breaker"];
+    assert_eq!(panel["state"], "open", "{panel}");
+    let remaining = panel["open_remaining_ms"].as_u64().unwrap();
+    let next = panel["next_probe_at_unix_ms"].as_u64().unwrap();
+    assert!(remaining > 0 && remaining <= 5000, "{panel}");
+    assert!(
+        next >= before && next <= before + 5000 + 1000,
+        "{next} vs {before}: {panel}"
+    );
+    assert_eq!(body["banks"][0]["transitions"][0]["to"], "open");
+}

@@ -80,8 +80,10 @@ async fn publish(state: &AppState) {
                 0.0
             },
         );
-        counter!("bank_cascaded_away_total", "bank" => bank.name().to_owned())
-            .absolute(bank.cascades());
+        for (reason, n) in bank.cascades_by_reason() {
+            counter!("bank_cascaded_away_total", "bank" => bank.name().to_owned(), "reason" => reason.as_str())
+                .absolute(n);
+        }
     }
 
     let pipeline = payments.bank().pipeline();

@@ -34,6 +34,12 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
         .map(|bank| {
             let attempts = bank.attempts();
             let breaker = bank.pipeline().breaker().snapshot();
+            // Every reason, 0 when none, so a reader never has to tell "none" from "unknown".
+            let cascades: serde_json::Map<String, Value> = bank
+                .cascades_by_reason()
+                .iter()
+                .map(|(reason, n)| (reason.as_str().to_owned(), json!(n)))
+                .collect();
             json!({
                 "name": bank.name(),
                 "url": bank.url(),
@@ -45,6 +51,8 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
                 // This bank's share of every bank attempt made by this instance (0 before any).
                 "share": if total_attempts == 0 { 0.0 } else { attempts as f64 / total_attempts as f64 },
                 "cascaded_away": bank.cascades(),
+                "cascades": cascades,
+                "transitions": bank.pipeline().breaker().history(),
             })
         })
         .collect();

@@ -736,6 +736,9 @@ impl CircuitBreaker {
             probes_permitted: self.config.half_open_probes,
             open_remaining: (inner.state == State::Open)
                 .then(|| inner.open_until.saturating_duration_since(now)),
+            next_probe_at_unix_ms: (inner.state == State::Open).then(|| {
+                unix_ms(self.clock.system_now() + inner.open_until.saturating_duration_since(now))
+            }),
             half_open_remaining: (inner.state == State::HalfOpen)
                 .then(|| inner.half_open_deadline.saturating_duration_since(now)),
             rejected_total: inner.rejected_total,

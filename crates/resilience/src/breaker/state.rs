@@ -219,6 +219,9 @@ pub struct Snapshot {
     /// Open: time left until the next probe is allowed (0 = the next call probes).
     #[serde(rename = "open_remaining_ms", serialize_with = "ser::opt_ms")]
     pub open_remaining: Option<Duration>,
+    /// Open: when the next probe is allowed, milliseconds since the Unix epoch (the wall-clock
+    /// form of `open_remaining_ms`, for a display that polls).
+    pub next_probe_at_unix_ms: Option<u64>,
     /// Half-open: time left before the state times out back to Open.
     #[serde(rename = "half_open_remaining_ms", serialize_with = "ser::opt_ms")]
     pub half_open_remaining: Option<Duration>,

@@ -791,6 +791,8 @@ fn snapshot_serialises_durations_as_milliseconds() {
     let v = serde_json::to_value(b.snapshot()).unwrap();
     assert_eq!(v["state"], "open");
     assert_eq!(v["open_remaining_ms"], 3750);
+    // The manual clock's wall time is the epoch plus its elapsed time: 1250 + 3750.
+    assert_eq!(v["next_probe_at_unix_ms"], 5000);
     assert_eq!(v["in_state_ms"], 1250);
     assert_eq!(v["trip_reason"]["kind"], "consecutive_failures");
     assert_eq!(v["failure_rate"], serde_json::Value::Null);
