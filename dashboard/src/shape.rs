@@ -541,4 +541,158 @@ mod tests {
         assert_eq!(o["attempts_per_payment"], 1.5);
         assert_eq!(o["bank"]["reachable"], false);
     }
+
+    fn target(name: &str, url: &str) -> BankTarget {
+        BankTarget {
+            name: name.into(),
+            url: url.parse().unwrap(),
+        }
+    }
+
+    fn two_bank_status() -> Value {
+        json!({
+            "instance_id": "api-1",
+            "routing": {"mode": "priority"},
+            "banks": [
+                {"name": "a", "url": "http://127.0.0.1:8001/", "breaker_state": "open",
+                 "breaker": {"state": "open", "failure_rate": 1.0, "open_remaining_ms": 500},
+                 "share": 0.2, "attempts": 2, "cascaded_away": 7,
+                 "cascades": {"bank_refused": 5, "breaker_open": 2},
+                 "transitions": [{"from": "closed", "to": "open", "at_unix_ms": 9,
+                                  "reason": {"kind": "consecutive_failures", "count": 5}}],
+                 "settings": {"breaker": {"failure_rate_threshold": 0.3}}},
+                {"name": "b", "url": "http://127.0.0.1:8002", "breaker_state": "closed",
+                 "breaker": {"state": "closed"}, "share": 0.8, "attempts": 8, "cascaded_away": 0},
+            ],
+            "breaker": {"state": "open"},
+            "config": {"pipeline": {"breaker": {"failure_rate_threshold": 0.5}}},
+        })
+    }
+
+    #[test]
+    fn banks_join_by_name_then_by_url_then_the_one_each_side() {
+        let status = two_bank_status();
+        // `b` is named differently here but has the same URL (without the trailing slash).
+        let targets = [
+            target("a", "http://127.0.0.1:8001"),
+            target("bank-b", "http://127.0.0.1:8002"),
+            target("c", "http://127.0.0.1:8003"),
+        ];
+        let joined = join_banks(Some(&status), &targets);
+        let names: Vec<_> = joined.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "bank-b", "c"],
+            "API priority order, then the rest"
+        );
+        assert_eq!(joined[1].api_name.as_deref(), Some("b"));
+        assert_eq!(joined[1].priority, Some(2));
+        assert!(joined[2].api.is_none() && joined[2].priority.is_none());
+        // One bank each side with other names and URLs (--bank-url against a renamed bank).
+        let one = json!({"banks": [{"name": "x", "url": "http://10.0.0.1:1"}]});
+        let targets = [target("bank", "http://127.0.0.1:8001")];
+        let joined = join_banks(Some(&one), &targets);
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined[0].name, "bank");
+        assert_eq!(joined[0].api_name.as_deref(), Some("x"));
+        // The API down: the dashboard's banks, without API data.
+        let joined = join_banks(None, &targets);
+        assert_eq!(joined.len(), 1);
+        assert!(joined[0].api.is_none());
+    }
+
+    #[test]
+    fn an_api_without_banks_gives_its_one_breaker_to_the_first_bank() {
+        let targets = [target("bank", "http://127.0.0.1:8001")];
+        let joined = join_banks(Some(&status()), &targets);
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined[0].priority, Some(1));
+        // Its breaker controls are the API's only ones, which move this (the first) bank.
+        assert!(!joined[0].per_bank_controls());
+        assert!(joined[0].breaker_controls());
+        let panel = bank_panel(&joined[0], Some(&status()), None, None, 10_000);
+        assert_eq!(panel["breaker"]["state"], "open");
+        assert_eq!(panel["breaker"]["failure_rate_threshold"], 0.5);
+        assert_eq!(panel["breaker"]["next_probe_at_ms"], 10_800);
+        assert_eq!(panel["cascades"], Value::Null, "absent, not an error");
+    }
+
+    #[test]
+    fn a_bank_panel_has_breaker_share_cascades_and_its_own_thresholds() {
+        let status = two_bank_status();
+        let targets = [
+            target("a", "http://127.0.0.1:8001"),
+            target("b", "http://127.0.0.1:8002"),
+        ];
+        let joined = join_banks(Some(&status), &targets);
+        let chaos = json!({"chaos": {"preset": "down"}, "ledger_charges": 0});
+        let rate = CascadeRate {
+            per_minute: 12.0,
+            by_reason: [("bank_refused".to_owned(), 12.0)].into(),
+            over_ms: 5_000,
+        };
+        let a = bank_panel(
+            &joined[0],
+            Some(&status),
+            Some(Ok(&chaos)),
+            Some(&rate),
+            1_000,
+        );
+        assert_eq!(a["breaker"]["state"], "open");
+        assert_eq!(a["breaker"]["next_probe_at_ms"], 1_500);
+        assert_eq!(
+            a["breaker"]["failure_rate_threshold"], 0.3,
+            "the bank's own setting wins over the shared one"
+        );
+        assert_eq!(a["share"], 0.2);
+        assert_eq!(a["cascaded_away"], 7);
+        assert_eq!(a["cascades"]["bank_refused"], 5);
+        assert_eq!(a["cascades_per_minute"]["per_minute"], 12.0);
+        assert_eq!(a["transitions"][0]["reason_text"], "5 failures in a row");
+        assert_eq!(a["chaos"]["preset"], "down");
+        assert_eq!(a["badge"]["level"], "chaos");
+        assert_eq!(a["breaker_controls"], true);
+        // b: the API reports no per-bank transitions or settings for it, so only the first
+        // bank's breaker may be moved (an older API would ignore ?bank= and move a's).
+        let b = bank_panel(&joined[1], Some(&status), Some(Err("refused")), None, 1_000);
+        assert_eq!(b["breaker"]["failure_rate_threshold"], 0.5);
+        assert_eq!(b["breaker_controls"], false);
+        assert_eq!(b["badge"]["reach"], "unreachable");
+        assert_eq!(b["chaos"]["reachable"], false);
+    }
+
+    #[test]
+    fn a_badge_says_reachability_and_chaos_apart() {
+        let healthy = json!({"chaos": {"preset": "healthy"}});
+        let down = json!({"preset": "down"});
+        let scenario =
+            json!({"chaos": {"preset": "down", "scenario": {"steps": [], "finished": false}}});
+        let finished = json!({"chaos": {"preset": "healthy", "scenario": {"finished": true}}});
+        let profile = json!({"chaos": {"preset": null}});
+        for (chaos, reach, preset, level) in [
+            (Some(Ok(&healthy)), "reachable", json!("healthy"), "ok"),
+            (Some(Ok(&down)), "reachable", json!("down"), "chaos"),
+            (Some(Ok(&scenario)), "reachable", json!("scenario"), "chaos"),
+            (Some(Ok(&finished)), "reachable", json!("healthy"), "ok"),
+            (Some(Ok(&profile)), "reachable", json!("custom"), "chaos"),
+            (
+                Some(Err("connection refused")),
+                "unreachable",
+                Value::Null,
+                "down",
+            ),
+            (None, "unknown", Value::Null, "unknown"),
+        ] {
+            let b = badge(chaos);
+            assert_eq!(
+                (
+                    b["reach"].as_str().unwrap(),
+                    &b["chaos"],
+                    b["level"].as_str().unwrap()
+                ),
+                (reach, &preset, level),
+                "{chaos:?}"
+            );
+        }
+    }
 }

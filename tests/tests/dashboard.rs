@@ -327,6 +327,21 @@ async fn with_bank_a_down_payments_go_through_b_and_each_bank_has_its_own_panel_
             async move { d.text(&s).await.contains("of attempts") }
         })
         .await;
+    // Cascades away from a per minute, from the dashboard's successive polls of the API's
+    // cumulative counters: the bursts' cascades show as a rate above zero.
+    let why_a = panel("a", ".f-why");
+    driver
+        .wait_until("a's cascades per minute are above zero", |d| {
+            let w = why_a.clone();
+            async move {
+                let text = d.text(&w).await;
+                text.split("/min")
+                    .next()
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+                    .is_some_and(|n| n > 0.0)
+            }
+        })
+        .await;
     println!(
         "a: share {:?}, cascaded {:?}, per minute {:?}, next probe {:?}; b: share {:?}",
         driver.text(&panel("a", ".f-share")).await,

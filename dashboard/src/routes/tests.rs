@@ -650,3 +650,237 @@ async fn steady_traffic_starts_bounded_and_stops() {
     assert_eq!(status, 200);
     assert_eq!(state["running"], false);
 }
+
+/// A fake upstream that records every request and answers each with 200 and `answer(request)`.
+async fn simple_fake(answer: fn(&Seen) -> Value) -> (reqwest::Url, Log) {
+    let log: Log = Arc::default();
+    async fn handle(
+        State((log, answer)): State<(Log, fn(&Seen) -> Value)>,
+        method: Method,
+        OriginalUri(uri): OriginalUri,
+        headers: HeaderMap,
+        body: String,
+    ) -> Response {
+        let seen = Seen {
+            method,
+            uri: uri.to_string(),
+            headers,
+            body,
+        };
+        let out = answer(&seen);
+        log.lock().unwrap().push(seen);
+        Json(out).into_response()
+    }
+    let app = Router::new()
+        .fallback(any(handle))
+        .with_state((Arc::clone(&log), answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url.parse().unwrap(), log)
+}
+
+const TOKEN_A: &str = "bank-a-admin-token-0123456789";
+const TOKEN_B: &str = "bank-b-admin-token-0123456789";
+
+/// A mock bank: its status says `down`; a chaos change echoes the credential it came with (as
+/// a careless upstream might).
+fn fake_bank(seen: &Seen) -> Value {
+    let auth = seen
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if seen.method == Method::PUT {
+        return json!({"preset": "down", "echo": auth});
+    }
+    json!({"instance_id": "bank", "chaos": {"preset": "down"}, "ledger_charges": 0})
+}
+
+/// An API over banks `a` and `b` from before per-bank breaker controls.
+fn api_without_bank_controls(seen: &Seen) -> Value {
+    if seen.uri.starts_with("/v1/breaker/") {
+        return json!({"state": "forced_open"});
+    }
+    json!({
+        "instance_id": "api-1",
+        "routing": {"mode": "priority"},
+        "banks": [
+            {"name": "a", "breaker_state": "open", "breaker": {"state": "open"}, "share": 0.1,
+             "cascaded_away": 4},
+            {"name": "b", "breaker_state": "closed", "breaker": {"state": "closed"}, "share": 0.9},
+        ],
+        "breaker": {"state": "open"},
+    })
+}
+
+/// The same API with per-bank breaker controls (each bank reports its own settings).
+fn api_with_bank_controls(seen: &Seen) -> Value {
+    let mut status = api_without_bank_controls(seen);
+    for bank in status["banks"].as_array_mut().into_iter().flatten() {
+        bank["settings"] = json!({"breaker": {"failure_rate_threshold": 0.5}});
+        bank["transitions"] = json!([]);
+    }
+    status
+}
+
+/// The dashboard over the fake API `api` and two fake banks `a` and `b`, each with its token.
+async fn two_banks(api: fn(&Seen) -> Value) -> (Router, Log, Log, Log) {
+    let (api_url, api_log) = simple_fake(api).await;
+    let (a, a_log) = simple_fake(fake_bank).await;
+    let (b, b_log) = simple_fake(fake_bank).await;
+    let secrets = Secrets {
+        operator_key: Some(SecretString::from(OPERATOR_KEY.to_owned())),
+        ..Secrets::default()
+    }
+    .with_bank_token("a", TOKEN_A)
+    .with_bank_token("b", TOKEN_B);
+    let banks = vec![
+        BankTarget {
+            name: "a".into(),
+            url: a,
+        },
+        BankTarget {
+            name: "b".into(),
+            url: b,
+        },
+    ];
+    let upstream = Arc::new(Upstream::new(api_url, banks, secrets));
+    let state = Arc::new(AppState {
+        traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
+        history: Arc::new(History::default()),
+        upstream,
+    });
+    (router(state), api_log, a_log, b_log)
+}
+
+fn puts(log: &Log) -> Vec<Seen> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == Method::PUT)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn chaos_goes_to_the_named_bank_with_that_banks_token_only() {
+    let (router, _, a_log, b_log) = two_banks(api_without_bank_controls).await;
+    let (status, _, body) = call(
+        &router,
+        mutate(Method::PUT, "/api/chaos?bank=b", json!({"preset": "down"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains(TOKEN_B) && body.contains("[redacted]"),
+        "{body}"
+    );
+    assert!(puts(&a_log).is_empty(), "a was not touched");
+    let to_b = puts(&b_log);
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(
+        to_b[0].headers["authorization"],
+        format!("Bearer {TOKEN_B}")
+    );
+    // Without a bank: the first, with its own token (the one-bank page's call).
+    let (status, _) = call_json(
+        &router,
+        mutate(Method::PUT, "/api/chaos", json!({"preset": "down"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let to_a = puts(&a_log);
+    assert_eq!(to_a.len(), 1);
+    assert_eq!(
+        to_a[0].headers["authorization"],
+        format!("Bearer {TOKEN_A}")
+    );
+    // An unknown bank, or a name that is not one, goes nowhere.
+    let (status, body) = call_json(
+        &router,
+        mutate(Method::PUT, "/api/chaos?bank=zz", json!({"preset": "down"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_bank"))
+    );
+    let (status, _) = call_json(
+        &router,
+        mutate(
+            Method::PUT,
+            "/api/chaos?bank=a%26b",
+            json!({"preset": "down"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, body) = call_json(&router, get("/api/chaos?bank=b")).await;
+    assert_eq!((status, body["bank"].as_str()), (200, Some("b")));
+    assert_eq!(puts(&a_log).len() + puts(&b_log).len(), 2);
+}
+
+#[tokio::test]
+async fn the_overview_has_one_panel_per_bank_with_its_badge_and_never_a_token() {
+    let (router, _, _, _) = two_banks(api_without_bank_controls).await;
+    let (status, _, body) = call(&router, get("/api/overview")).await;
+    assert_eq!(status, 200);
+    for secret in [TOKEN_A, TOKEN_B, OPERATOR_KEY] {
+        assert!(!body.contains(secret), "{body}");
+    }
+    let o: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(o["routing"]["mode"], "priority");
+    let panels = o["banks"].as_array().unwrap();
+    let names: Vec<_> = panels.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(panels[0]["breaker"]["state"], "open");
+    assert_eq!(panels[1]["breaker"]["state"], "closed");
+    assert_eq!(panels[0]["cascaded_away"], 4);
+    assert_eq!(panels[1]["share"], 0.9);
+    // Reachable, and in `down` chaos: two facts, not one green check.
+    assert_eq!(panels[0]["badge"]["reach"], "reachable");
+    assert_eq!(panels[0]["badge"]["chaos"], "down");
+    assert_eq!(panels[0]["badge"]["level"], "chaos");
+    assert_eq!(o["bank"]["preset"], "down", "the first bank, as before");
+}
+
+#[tokio::test]
+async fn a_breaker_action_names_its_bank_only_when_the_api_can_take_it() {
+    let breaker_posts = |log: &Log| -> Vec<String> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == Method::POST)
+            .map(|s| s.uri.clone())
+            .collect()
+    };
+    // An API without per-bank controls: the first bank's breaker is its only one; any other
+    // bank's action is refused here (the API would move the first bank's instead).
+    let (router, api_log, _, _) = two_banks(api_without_bank_controls).await;
+    let post = |uri: &str| mutate(Method::POST, uri, json!({}));
+    let (status, _) = call_json(&router, post("/api/breaker/force-open?bank=a")).await;
+    assert_eq!(status, 200);
+    let (status, body) = call_json(&router, post("/api/breaker/force-open?bank=b")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("not_supported"))
+    );
+    let (status, _) = call_json(&router, post("/api/breaker/reset")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        breaker_posts(&api_log),
+        ["/v1/breaker/force-open", "/v1/breaker/reset"]
+    );
+    // An API with them: each bank by the API's name for it.
+    let (router, api_log, _, _) = two_banks(api_with_bank_controls).await;
+    let (status, _) = call_json(&router, post("/api/breaker/force-open?bank=b")).await;
+    assert_eq!(status, 200);
+    let (status, _) = call_json(&router, post("/api/breaker/force-open?bank=zz")).await;
+    assert_eq!(status, 404);
+    assert_eq!(breaker_posts(&api_log), ["/v1/breaker/force-open?bank=b"]);
+    let seen = api_log.lock().unwrap().clone();
+    assert!(seen
+        .iter()
+        .all(|s| s.headers["authorization"] == format!("Bearer {OPERATOR_KEY}")));
+}
