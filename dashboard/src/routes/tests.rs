@@ -651,11 +651,14 @@ async fn steady_traffic_starts_bounded_and_stops() {
     assert_eq!(state["running"], false);
 }
 
+/// How a simple fake answers a request.
+type Answerer = fn(&Seen) -> Value;
+
 /// A fake upstream that records every request and answers each with 200 and `answer(request)`.
-async fn simple_fake(answer: fn(&Seen) -> Value) -> (reqwest::Url, Log) {
+async fn simple_fake(answer: Answerer) -> (reqwest::Url, Log) {
     let log: Log = Arc::default();
     async fn handle(
-        State((log, answer)): State<(Log, fn(&Seen) -> Value)>,
+        State((log, answer)): State<(Log, Answerer)>,
         method: Method,
         OriginalUri(uri): OriginalUri,
         headers: HeaderMap,
@@ -725,7 +728,7 @@ fn api_with_bank_controls(seen: &Seen) -> Value {
 }
 
 /// The dashboard over the fake API `api` and two fake banks `a` and `b`, each with its token.
-async fn two_banks(api: fn(&Seen) -> Value) -> (Router, Log, Log, Log) {
+async fn two_banks(api: Answerer) -> (Router, Log, Log, Log) {
     let (api_url, api_log) = simple_fake(api).await;
     let (a, a_log) = simple_fake(fake_bank).await;
     let (b, b_log) = simple_fake(fake_bank).await;
