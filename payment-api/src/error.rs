@@ -54,6 +54,9 @@ pub(crate) enum ApiError {
     OutcomeUnknown { retry_after: Duration },
     #[error("no such payment")]
     PaymentNotFound,
+    /// `?bank=NAME` names no configured bank (operator breaker controls).
+    #[error("no bank is configured under {0:?}")]
+    BankNotFound(String),
     #[error("invalid query: {0}")]
     InvalidQuery(String),
     #[error("no such route")]
@@ -178,6 +181,10 @@ impl ApiError {
             ),
             PaymentNotFound => (
                 Problem::new(404, "payment_not_found", "No such payment", "No payment with this id exists for your API key."),
+                None,
+            ),
+            BankNotFound(name) => (
+                Problem::new(404, "bank_not_found", "No such bank", format!("No bank is configured under the name {name:?}; /v1/status lists the banks (`banks[].name`).")),
                 None,
             ),
             InvalidQuery(detail) => (

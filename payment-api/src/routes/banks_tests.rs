@@ -347,3 +347,71 @@ async fn an_open_breaker_shows_when_its_next_probe_is() {
     );
     assert_eq!(body["banks"][0]["transitions"][0]["to"], "open");
 }
+
+#[tokio::test]
+async fn breaker_controls_act_on_the_bank_named_by_bank_and_on_the_first_bank_without_it() {
+    let (app, state) = two_banks(|_| {}).await;
+    let breaker = |i: usize| state.payments.banks[i].pipeline().breaker().state();
+    use resilience::breaker::State;
+
+    let (status, _, snapshot) = send(
+        app.clone(),
+        request("POST", "/v1/breaker/force-open?bank=b", OPS),
+    )
+    .await;
+    assert_eq!(status, 200, "{snapshot}");
+    assert_eq!(snapshot["state"], "forced_open");
+    assert_eq!((breaker(0), breaker(1)), (State::Closed, State::ForcedOpen));
+    let history = state.payments.banks[1].pipeline().breaker().history();
+    let reason = serde_json::to_value(&history[0].reason).unwrap();
+    assert_eq!(reason["actor"], "alice", "{reason}");
+
+    // Without `bank`: the first bank, as with one bank.
+    let (status, _, _) = send(app.clone(), request("POST", "/v1/breaker/force-open", OPS)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (breaker(0), breaker(1)),
+        (State::ForcedOpen, State::ForcedOpen)
+    );
+    let (status, _, _) = send(
+        app.clone(),
+        request("POST", "/v1/breaker/reset?bank=a", OPS),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!((breaker(0), breaker(1)), (State::Closed, State::ForcedOpen));
+
+    // An unknown bank, or a misspelt parameter, changes nothing.
+    let before = state.payments.banks[1].pipeline().breaker().history().len();
+    for (uri, status, code) in [
+        ("/v1/breaker/reset?bank=c", 404, "bank_not_found"),
+        ("/v1/breaker/reset?bank=", 404, "bank_not_found"),
+        ("/v1/breaker/reset?bnak=b", 400, "invalid_query"),
+    ] {
+        let (got, headers, body) = send(app.clone(), request("POST", uri, OPS)).await;
+        assert_eq!(got, status, "{uri}: {body}");
+        assert_eq!(body["code"], code, "{uri}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
+    assert_eq!((breaker(0), breaker(1)), (State::Closed, State::ForcedOpen));
+    assert_eq!(
+        state.payments.banks[1].pipeline().breaker().history().len(),
+        before
+    );
+    // A tenant key acts on no bank.
+    let (status, _, _) = send(
+        app.clone(),
+        request("POST", "/v1/breaker/reset?bank=b", ACME),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(breaker(1), State::ForcedOpen);
+
+    // The document lists this server's banks as the values of `bank`.
+    let (_, _, doc) = send(app.clone(), request("GET", "/openapi.json", OPS)).await;
+    let params = doc["paths"]["/v1/breaker/{action}"]["post"]["parameters"]
+        .as_array()
+        .unwrap();
+    let bank = params.iter().find(|p| p["name"] == "bank").unwrap();
+    assert_eq!(bank["schema"]["enum"], serde_json::json!(["a", "b"]));
+}

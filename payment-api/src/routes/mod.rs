@@ -84,18 +84,19 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// The routes and the OpenAPI document, with the server's constraints attached
-/// ([`openapi::constrain`]) once every route has added its schemas.
-fn routes_and_document() -> (Router<Arc<AppState>>, serde_json::Value) {
+/// ([`openapi::constrain`]) once every route has added its schemas; `banks` are the configured
+/// bank names (the values `?bank=` accepts).
+fn routes_and_document(banks: &[&str]) -> (Router<Arc<AppState>>, serde_json::Value) {
     let (routes, document) = api_routes().split_for_parts();
     let mut document = serde_json::to_value(&document).expect("the OpenAPI document serialises");
-    openapi::constrain(&mut document);
+    openapi::constrain(&mut document, banks);
     (routes, document)
 }
 
-/// The API's OpenAPI document, as served at `/openapi.json`.
+/// The API's OpenAPI document, as served at `/openapi.json` with one bank (`--bank-url`).
 #[cfg(test)]
 pub(crate) fn openapi() -> serde_json::Value {
-    routes_and_document().1
+    routes_and_document(&[crate::config::SINGLE_BANK_NAME]).1
 }
 
 #[derive(OpenApi)]
@@ -179,7 +180,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn(problems::problem_answers))
         .layer(middleware::from_fn_with_state(state.clone(), edge::enforce))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-    let (routes, openapi) = routes_and_document();
+    let banks: Vec<&str> = state
+        .payments
+        .banks
+        .iter()
+        .map(|bank| bank.name())
+        .collect();
+    let (routes, openapi) = routes_and_document(&banks);
     routes
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound })

@@ -35,7 +35,7 @@ const BREAKER_ACTIONS: [&str; 5] = [
 
 /// Attaches the server's constraints to the document (as JSON: utoipa's types do not read
 /// back every document they write, and the constraints read best as a client sees them).
-pub(crate) fn constrain(doc: &mut Value) {
+pub(crate) fn constrain(doc: &mut Value, banks: &[&str]) {
     create_payment(&mut doc["components"]["schemas"]["CreatePayment"]);
     set_param(
         doc,
@@ -100,6 +100,12 @@ pub(crate) fn constrain(doc: &mut Value) {
         ("/v1/breaker/{action}", "post", "action"),
         &json!({"type": "string", "enum": BREAKER_ACTIONS}),
         "What to do with the breaker",
+    );
+    set_param(
+        doc,
+        ("/v1/breaker/{action}", "post", "bank"),
+        &json!({"type": "string", "enum": banks}),
+        "The bank whose breaker to act on, by its configured name (this server's banks); absent: the first bank. Another name is 404 `bank_not_found`",
     );
     edge_responses(doc);
 }
