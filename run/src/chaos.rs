@@ -1,11 +1,13 @@
-//! `run chaos`: the chaos verifier. Starts its own system (bank and one or several APIs,
-//! supervised), drives open-loop traffic while the bank follows a schedule of chaos presets, the
+//! `run chaos`: the chaos verifier. Starts its own system (one or several banks, one or several
+//! APIs, supervised), drives open-loop traffic while each bank follows a schedule of chaos presets, the
 //! API instances are killed with SIGKILL at random moments (the supervisor restarts them) and
 //! the store goes through faults of its own (`store_faults`: SQLite disk full and lock
 //! timeouts; PostgreSQL crash-restart, stop and dropped connections), then heals everything,
 //! waits for the reconciler to settle every pending payment, replays every key once, and audits
-//! the API's payments and every answer the clients got against the bank's ledger (docs/contract.md §6,
-//! invariants 1–5 and 7). Exits 1 on any violation.
+//! the API's payments (with every bank each was sent to) and every answer the clients got
+//! against every bank's ledger (docs/contract.md §6, invariants 1–5, 7 and 8). Exits 1 on any
+//! violation. For the scenarios that take `bank-a` out, it also prints what the clients saw of
+//! the payments started meanwhile (the failover figures of docs/failover.md).
 //!
 //! Everything random (the schedule, the kill times, the traffic) comes from one seed, printed
 //! at the start, so a failing run can be replayed with `--seed`.
@@ -19,7 +21,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context};
 use payment_types::{
-    bank::{ChaosUpdate, Charge, LedgerPage, Preset, ScenarioStep},
+    bank::{ChaosUpdate, Charge, ChargeStatus, LedgerPage, Preset, ScenarioStep},
     payment::Payment,
 };
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -61,8 +63,11 @@ const MIN_STARTED_SHARE: f64 = 0.9;
 /// What the bank and the API go through: derived from the scenario, the duration and the seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChaosPlan {
-    /// The bank's scenario, started with the traffic.
-    pub(crate) steps: Vec<ScenarioStep>,
+    /// Each bank's scenario (`bank-a` first), started with the traffic.
+    pub(crate) banks: Vec<Vec<ScenarioStep>>,
+    /// For the scenarios that take `bank-a` out while the others stay healthy: when, from the
+    /// start of the traffic (the failover figures are about payments started in it).
+    pub(crate) outage: Option<(Duration, Duration)>,
     /// When to SIGKILL an API instance, from the start of the traffic (kill *i* goes to
     /// instance *i* mod N). Kept out of the store faults' windows: an API restarting while the
     /// disk is full or the database is down would fail to start, which tests the supervisor's
@@ -87,6 +92,7 @@ pub(crate) fn plan(
     scenario: ScenarioName,
     duration: Duration,
     seed: u64,
+    banks: usize,
     kills: Option<usize>,
     fault_kinds: &[FaultKind],
     fault_count: Option<usize>,
@@ -94,7 +100,12 @@ pub(crate) fn plan(
     // A stream of its own, so changing the traffic flags does not move the kills.
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x6368_616f_735f_706c);
     let at = |share: f64| duration.mul_f64(share);
-    let steps = match scenario {
+    let banks = banks.max(1);
+    let healthy = || vec![step(Duration::ZERO, Preset::Healthy)];
+    // The outage of the failover figures: from 1/6 of the run to its end.
+    let outage_from = at(1.0 / 6.0);
+    let mut outage = None;
+    let first = match scenario {
         ScenarioName::Flaky => vec![step(Duration::ZERO, Preset::Flaky)],
         ScenarioName::Lossy | ScenarioName::Crashes => vec![step(Duration::ZERO, Preset::Lossy)],
         ScenarioName::OutageAndRecovery => vec![
@@ -104,9 +115,42 @@ pub(crate) fn plan(
             step(at(0.70), Preset::Healthy),
         ],
         ScenarioName::Everything => everything(duration, &mut rng),
+        ScenarioName::BankADown | ScenarioName::BankABlackhole => {
+            outage = Some((outage_from, duration));
+            let fault = match scenario {
+                ScenarioName::BankADown => Preset::Down,
+                _ => Preset::Blackhole,
+            };
+            vec![
+                step(Duration::ZERO, Preset::Healthy),
+                step(outage_from, fault),
+            ]
+        }
+        ScenarioName::ALossyBFlaky => vec![step(Duration::ZERO, Preset::Lossy)],
+        ScenarioName::AlternatingOutages => alternating(duration, 0),
     };
+    let mut schedules = vec![first];
+    for i in 1..banks {
+        schedules.push(match scenario {
+            // Every bank through the same weather.
+            ScenarioName::Flaky
+            | ScenarioName::Lossy
+            | ScenarioName::Crashes
+            | ScenarioName::OutageAndRecovery => schedules[0].clone(),
+            // A schedule of its own, from a stream of its own: adding banks does not move
+            // `bank-a`'s schedule or the kills of a seed.
+            ScenarioName::Everything => {
+                let mut bank_rng = SmallRng::seed_from_u64(seed ^ (0x6261_6e6b_0000 + i as u64));
+                everything(duration, &mut bank_rng)
+            }
+            ScenarioName::BankADown | ScenarioName::BankABlackhole => healthy(),
+            ScenarioName::ALossyBFlaky if i == 1 => vec![step(Duration::ZERO, Preset::Flaky)],
+            ScenarioName::ALossyBFlaky => healthy(),
+            ScenarioName::AlternatingOutages => alternating(duration, i),
+        });
+    }
     let default_kills = match scenario {
-        ScenarioName::Crashes | ScenarioName::Everything => {
+        ScenarioName::Crashes | ScenarioName::Everything | ScenarioName::AlternatingOutages => {
             ((duration.as_secs() / 30) as usize).max(2)
         }
         _ => 0,
@@ -134,10 +178,41 @@ pub(crate) fn plan(
         .collect();
     kills.sort();
     ChaosPlan {
-        steps,
+        banks: schedules,
+        outage,
         kills,
         store_faults,
     }
+}
+
+/// Bank `index`'s part of `alternating-outages`: the run in eighths, bank *i* down in eighths
+/// *i*, *i* + 2, *i* + 4, ... (mod 2 for the first two banks), and for one eighth in four the
+/// next bank's outage starts before this one's ends, so both are down at once for a while
+/// (then nothing can take a payment: 503, `charged: "no"`). Banks past the second stay healthy.
+fn alternating(duration: Duration, index: usize) -> Vec<ScenarioStep> {
+    if index > 1 {
+        return vec![step(Duration::ZERO, Preset::Healthy)];
+    }
+    let eighth = duration / 8;
+    let mut steps = vec![step(Duration::ZERO, Preset::Healthy)];
+    for slot in (index..8).step_by(2) {
+        let from = eighth * slot as u32;
+        // Slots 2 and 6 overrun by a quarter of an eighth into the other bank's outage.
+        let to = if slot % 4 == 2 {
+            from + eighth + eighth / 4
+        } else {
+            from + eighth
+        };
+        if from == Duration::ZERO {
+            steps[0] = step(Duration::ZERO, Preset::Down);
+        } else {
+            steps.push(step(from, Preset::Down));
+        }
+        if to < duration {
+            steps.push(step(to, Preset::Healthy));
+        }
+    }
+    steps
 }
 
 /// `count` store faults (default one per 20 s, at least 2), the kinds taken in turn from a
@@ -232,6 +307,7 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
     let duration = args.traffic.duration;
     let scenario = args.scenario.name();
     let postgres = args.postgres || args.database_url.is_some();
+    let banks = usize::from(args.banks.unwrap_or(args.scenario.default_banks()));
     if args.api_instances == 0 {
         bail!("--api-instances must be at least 1");
     }
@@ -281,15 +357,17 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         args.scenario,
         duration,
         seed,
+        banks,
         args.kills,
         &faults.kinds,
         args.store_fault_count,
     );
 
     println!(
-        "[chaos] scenario {scenario}, seed {seed}, {:?} of traffic at {}/s, {} API kills, {} store faults, {} API instance{} on {}",
+        "[chaos] scenario {scenario}, seed {seed}, {:?} of traffic at {}/s, {banks} bank{}, {} API kills, {} store faults, {} API instance{} on {}",
         duration,
         args.traffic.rate,
+        if banks == 1 { "" } else { "s" },
         plan.kills.len(),
         plan.store_faults.len(),
         args.api_instances,
@@ -303,12 +381,13 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
             },
         }
     );
-    let schedule: Vec<String> = plan
-        .steps
-        .iter()
-        .map(|s| format!("{:.1}s {}", s.at_ms as f64 / 1000.0, s.preset))
-        .collect();
-    println!("[chaos] bank schedule: {}", schedule.join(", "));
+    for (name, steps) in up::BANKS.iter().zip(&plan.banks) {
+        let schedule: Vec<String> = steps
+            .iter()
+            .map(|s| format!("{:.1}s {}", s.at_ms as f64 / 1000.0, s.preset))
+            .collect();
+        println!("[chaos] {name} schedule: {}", schedule.join(", "));
+    }
     let kills: Vec<String> = plan
         .kills
         .iter()
@@ -338,7 +417,7 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         println!("[chaos] store fault {} skipped: {reason}", kind.name());
     }
     println!(
-        "[chaos] replay with: run chaos --scenario {scenario} --duration {}s --seed {seed} --rate {}{}{}{}{}",
+        "[chaos] replay with: run chaos --scenario {scenario} --duration {}s --seed {seed} --rate {} --banks {banks}{}{}{}{}",
         duration.as_secs(),
         args.traffic.rate,
         args.kills
@@ -373,6 +452,7 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
     let up_args = UpArgs {
         api_port: 0,
         bank_port: 0,
+        banks: banks as u8,
         dashboard_port: 0,
         data_dir: data_dir.clone(),
         database_url: database_url.clone(),
@@ -407,10 +487,15 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
             format!("{url} (pid {pid})")
         })
         .collect();
+    let bank_list: Vec<String> = system
+        .banks
+        .iter()
+        .map(|b| format!("{} {}", b.name, b.url))
+        .collect();
     println!(
-        "[chaos] system up: API {}, bank {}, data dir {}{}",
+        "[chaos] system up: API {}, banks {}, data dir {}{}",
         instances.join(", "),
-        system.bank_url,
+        bank_list.join(", "),
         system.data_dir.display(),
         if args.dashboard {
             format!(", dashboard {}", system.dashboard_url)
@@ -434,10 +519,9 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
     }
     let target = Target {
         apis,
-        bank_url: system.bank_url.clone(),
+        banks: system.banks.clone(),
         api_key: system.creds.api_key.clone(),
         operator_key: system.creds.operator_key.clone(),
-        bank_token_file: system.creds.bank_token_file.clone(),
         store: StoreTarget {
             data_dir: system.data_dir.clone(),
             pg: pg.clone(),
@@ -512,11 +596,11 @@ struct Api {
 #[derive(Debug)]
 struct Target {
     apis: Vec<Api>,
-    bank_url: String,
+    /// Every bank, `bank-a` first (the API's priority order).
+    banks: Vec<up::Bank>,
     api_key: String,
     /// For `/v1/status` (the reconciler's backlog): an operator route.
     operator_key: String,
-    bank_token_file: std::path::PathBuf,
     store: StoreTarget,
 }
 
@@ -538,10 +622,12 @@ async fn verify(
         .timeout(Duration::from_secs(10))
         .build()
         .context("cannot build an HTTP client")?;
-    let token = std::fs::read_to_string(&system.bank_token_file)
-        .context("cannot read the bank admin token")?
-        .trim()
-        .to_owned();
+    let mut tokens = Vec::new();
+    for bank in &system.banks {
+        let token = std::fs::read_to_string(&bank.token_file)
+            .with_context(|| format!("cannot read the admin token of {}", bank.name))?;
+        tokens.push(token.trim().to_owned());
+    }
     let api_url = system.apis[0].url.clone();
     let mut config = load::config_from(
         &args.traffic,
@@ -564,14 +650,11 @@ async fn verify(
         config.max_in_flight = sized;
     }
 
-    set_chaos(
-        &http,
-        &system.bank_url,
-        &token,
-        &ChaosUpdate::Scenario(plan.steps.clone()),
-    )
-    .await?;
+    for ((bank, token), steps) in system.banks.iter().zip(&tokens).zip(&plan.banks) {
+        set_chaos(&http, bank, token, &ChaosUpdate::Scenario(steps.clone())).await?;
+    }
     let started = Instant::now();
+    let started_wall = std::time::SystemTime::now();
     let traffic = tokio::spawn(load::run(config.clone(), std::future::pending()));
     let (kills, injected) = tokio::join!(
         kill_on_schedule(&http, &system.apis, &plan.kills, started),
@@ -584,14 +667,10 @@ async fn verify(
     );
     print!("{}", report.table());
 
-    // Heal the bank, then give the reconciler its window to settle everything pending.
-    set_chaos(
-        &http,
-        &system.bank_url,
-        &token,
-        &ChaosUpdate::Preset(Preset::Healthy),
-    )
-    .await?;
+    // Heal the banks, then give the reconciler its window to settle everything pending.
+    for (bank, token) in system.banks.iter().zip(&tokens) {
+        set_chaos(&http, bank, token, &ChaosUpdate::Preset(Preset::Healthy)).await?;
+    }
     let settle_started = Instant::now();
     for api in &system.apis {
         let left = args.settle_timeout.saturating_sub(settle_started.elapsed());
@@ -613,11 +692,51 @@ async fn verify(
     let replayed = load::replay_all(&config, &mut report).await?;
     println!("[chaos] replayed all {replayed} keys once more");
 
-    let payments = all_payments(&http, &api_url, &system.api_key).await?;
-    let charges = whole_ledger(&http, &system.bank_url).await?;
+    let (payments, routes) = all_payments(&http, &api_url, &system.api_key).await?;
+    let mut ledgers = Vec::new();
+    for bank in &system.banks {
+        ledgers.push(audit::BankLedger {
+            bank: bank.name.to_owned(),
+            charges: whole_ledger(&http, bank).await?,
+        });
+    }
     let key_by_amount = keys_by_amount(&report.bodies);
-    let audit = audit::audit_with_amounts(&payments, &charges, &report.records, &key_by_amount);
+    if let Some(window) = plan.outage {
+        let figures = outage_figures(
+            &report.records,
+            &payments,
+            started_wall + window.0,
+            started_wall + window.1,
+            system.banks[0].name,
+        );
+        println!(
+            "[chaos] {} out from {:.1}s to {:.1}s: {figures}",
+            system.banks[0].name,
+            window.0.as_secs_f64(),
+            window.1.as_secs_f64()
+        );
+    }
+    let audit = audit::audit_banks(
+        &payments,
+        &routes,
+        &ledgers,
+        &report.records,
+        &key_by_amount,
+    );
     println!("{audit}");
+    let per_bank: Vec<String> = ledgers
+        .iter()
+        .map(|l| {
+            let won = l
+                .charges
+                .iter()
+                .filter(|c| c.status == ChargeStatus::Succeeded)
+                .count();
+            let with = payments.iter().filter(|p| p.bank == l.bank).count();
+            format!("{} {won} charges succeeded, {with} payments", l.bank)
+        })
+        .collect();
+    println!("[chaos] per bank: {}", per_bank.join("; "));
     let gave_up = report.payments.get("gave_up").copied().unwrap_or(0);
     let answered = report.payments.values().sum::<u64>() - gave_up;
     println!(
@@ -640,6 +759,141 @@ async fn verify(
         violations: audit.violations(),
         started_share: report.started_share(),
     })
+}
+
+/// What the clients saw of the payments they started while `bank-a` was out: the failover
+/// figures of docs/failover.md.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct OutageFigures {
+    /// Keys whose first request was sent inside the outage.
+    pub(crate) started: usize,
+    /// The answers to their first requests: 201, 402, 202, and anything else (refusals, no
+    /// answer).
+    pub(crate) succeeded: usize,
+    pub(crate) declined: usize,
+    pub(crate) pending: usize,
+    pub(crate) other: usize,
+    /// The other answers by status, code and `charged` (as the load table tallies them).
+    pub(crate) other_kinds: std::collections::BTreeMap<String, usize>,
+    /// p50 and p99 of the first request's latency, over the 201 answers, in ms.
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    /// Payments started in the outage that ended with another bank than the one out.
+    pub(crate) failed_over: usize,
+    /// First answers 202 naming the bank that was out: pending there.
+    pub(crate) pending_at_out: usize,
+    /// Of those, payments that ended with another bank: must be 0 (a payment that may have
+    /// been processed never moves).
+    pub(crate) moved_after_pending: usize,
+}
+
+impl std::fmt::Display for OutageFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let share = |n: usize| {
+            if self.started == 0 {
+                0.0
+            } else {
+                n as f64 * 100.0 / self.started as f64
+            }
+        };
+        write!(
+            f,
+            "{} payments started; first answers 201 {} ({:.2}%), 402 {}, 202 {}, other {}{} ({:.2}% decided); 201 latency p50 {:.1} ms, p99 {:.1} ms; {} failed over to another bank; {} pending at the bank out, {} of them moved to another bank",
+            self.started,
+            self.succeeded,
+            share(self.succeeded),
+            self.declined,
+            self.pending,
+            self.other,
+            if self.other_kinds.is_empty() {
+                String::new()
+            } else {
+                let kinds: Vec<String> = self
+                    .other_kinds
+                    .iter()
+                    .map(|(kind, n)| format!("{kind}: {n}"))
+                    .collect();
+                format!(" [{}]", kinds.join(", "))
+            },
+            share(self.succeeded + self.declined),
+            self.p50_ms,
+            self.p99_ms,
+            self.failed_over,
+            self.pending_at_out,
+            self.moved_after_pending
+        )
+    }
+}
+
+/// The figures of the keys whose first request was sent in `[from, to)`, `out` being the bank
+/// that was out then.
+pub(crate) fn outage_figures(
+    records: &[audit::KeyRecord],
+    payments: &[Payment],
+    from: std::time::SystemTime,
+    to: std::time::SystemTime,
+    out: &str,
+) -> OutageFigures {
+    let bank_of: HashMap<&str, &str> = payments
+        .iter()
+        .filter_map(|p| {
+            let key = p.metadata.as_ref()?.get(audit::KEY_FIELD)?.as_str()?;
+            Some((key, p.bank.as_str()))
+        })
+        .collect();
+    let mut figures = OutageFigures::default();
+    let mut latencies = Vec::new();
+    for record in records {
+        // The answer to the key's first request (a double click's twin may be answered first,
+        // 409 in flight: that is not what the payment got).
+        let Some(first) = record.answers.iter().min_by_key(|a| a.sent_at) else {
+            continue;
+        };
+        if first.sent_at < from || first.sent_at >= to {
+            continue;
+        }
+        figures.started += 1;
+        match first.status {
+            201 => {
+                figures.succeeded += 1;
+                let latency = first
+                    .received_at
+                    .duration_since(first.sent_at)
+                    .unwrap_or_default();
+                latencies.push(latency.as_secs_f64() * 1000.0);
+            }
+            402 => figures.declined += 1,
+            202 => figures.pending += 1,
+            _ => {
+                figures.other += 1;
+                *figures.other_kinds.entry(first.tally_label()).or_default() += 1;
+            }
+        }
+        let final_bank = bank_of.get(record.key.as_str()).copied();
+        if final_bank.is_some_and(|bank| bank != out) {
+            figures.failed_over += 1;
+        }
+        let pending_here = first.status == 202
+            && serde_json::from_slice::<serde_json::Value>(&first.body)
+                .is_ok_and(|body| body["bank"].as_str() == Some(out));
+        if pending_here {
+            figures.pending_at_out += 1;
+            if final_bank.is_some_and(|bank| bank != out) {
+                figures.moved_after_pending += 1;
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+        latencies[rank - 1]
+    };
+    figures.p50_ms = quantile(0.50);
+    figures.p99_ms = quantile(0.99);
+    figures
 }
 
 /// Each key's amount → the key, for amounts that are unique (all of them in a chaos run).
@@ -835,20 +1089,21 @@ async fn kill_on_schedule(
 
 async fn set_chaos(
     http: &reqwest::Client,
-    bank_url: &str,
+    bank: &up::Bank,
     token: &str,
     update: &ChaosUpdate,
 ) -> anyhow::Result<()> {
     let response = http
-        .put(format!("{bank_url}/v1/chaos"))
+        .put(format!("{}/v1/chaos", bank.url))
         .bearer_auth(token)
         .json(update)
         .send()
         .await
-        .context("cannot reach the bank to set chaos")?;
+        .with_context(|| format!("cannot reach {} to set chaos", bank.name))?;
     if !response.status().is_success() {
         bail!(
-            "the bank refused the chaos update: {} {}",
+            "{} refused the chaos update: {} {}",
+            bank.name,
             response.status(),
             response.text().await.unwrap_or_default()
         );
@@ -885,24 +1140,41 @@ async fn wait_for_backlog(
 
 #[derive(Debug, Deserialize)]
 struct PaymentPage {
-    data: Vec<Payment>,
+    data: Vec<RoutedPayment>,
     #[serde(default)]
     next_cursor: Option<String>,
 }
 
-/// Every payment of the tenant, paging `GET /v1/payments`.
+/// A payment with `?expand=routes`: every bank it was ever sent to.
+#[derive(Debug, Deserialize)]
+struct RoutedPayment {
+    #[serde(flatten)]
+    payment: Payment,
+    #[serde(default)]
+    routes: Vec<RouteView>,
+}
+
+/// One entry of a payment's `routes`.
+#[derive(Debug, Deserialize)]
+struct RouteView {
+    bank: String,
+    reference: String,
+}
+
+/// Every payment of the tenant with its routes, paging `GET /v1/payments?expand=routes`.
 async fn all_payments(
     http: &reqwest::Client,
     api_url: &str,
     api_key: &str,
-) -> anyhow::Result<Vec<Payment>> {
+) -> anyhow::Result<(Vec<Payment>, HashMap<uuid::Uuid, Vec<audit::Route>>)> {
     let mut payments = Vec::new();
+    let mut routes = HashMap::new();
     let mut cursor: Option<String> = None;
     for _ in 0..100_000 {
         let mut request = http
             .get(format!("{api_url}/v1/payments"))
             .bearer_auth(api_key)
-            .query(&[("limit", "100")]);
+            .query(&[("limit", "100"), ("expand", "routes")]);
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor)]);
         }
@@ -914,17 +1186,29 @@ async fn all_payments(
             .json()
             .await
             .context("the API's payment list did not parse")?;
-        payments.extend(page.data);
+        for routed in page.data {
+            let route = routed
+                .routes
+                .into_iter()
+                .map(|r| audit::Route {
+                    bank: r.bank,
+                    reference: r.reference,
+                })
+                .collect();
+            routes.insert(routed.payment.id, route);
+            payments.push(routed.payment);
+        }
         match page.next_cursor {
             Some(next) => cursor = Some(next),
-            None => return Ok(payments),
+            None => return Ok((payments, routes)),
         }
     }
     bail!("the API's payment list did not end")
 }
 
 /// The whole bank ledger, paging `GET /v1/ledger`; fails if the bank restarted meanwhile.
-async fn whole_ledger(http: &reqwest::Client, bank_url: &str) -> anyhow::Result<Vec<Charge>> {
+async fn whole_ledger(http: &reqwest::Client, bank: &up::Bank) -> anyhow::Result<Vec<Charge>> {
+    let bank_url = &bank.url;
     let mut charges = Vec::new();
     let mut after: Option<String> = None;
     let mut instance: Option<String> = None;
@@ -944,7 +1228,7 @@ async fn whole_ledger(http: &reqwest::Client, bank_url: &str) -> anyhow::Result<
             .await
             .context("the bank's ledger did not parse")?;
         if instance.get_or_insert_with(|| page.instance_id.clone()) != &page.instance_id {
-            bail!("the bank restarted while its ledger was read");
+            bail!("{} restarted while its ledger was read", bank.name);
         }
         charges.extend(page.charges);
         match page.next_cursor {
@@ -962,14 +1246,14 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_plan_and_another_seed_another() {
         let minutes = Duration::from_secs(600);
-        let a = plan(ScenarioName::Everything, minutes, 7, None, &[], None);
+        let a = plan(ScenarioName::Everything, minutes, 7, 1, None, &[], None);
         assert_eq!(
             a,
-            plan(ScenarioName::Everything, minutes, 7, None, &[], None)
+            plan(ScenarioName::Everything, minutes, 7, 1, None, &[], None)
         );
         assert_ne!(
             a,
-            plan(ScenarioName::Everything, minutes, 8, None, &[], None)
+            plan(ScenarioName::Everything, minutes, 8, 1, None, &[], None)
         );
     }
 
@@ -978,11 +1262,11 @@ mod tests {
         for seed in 0..50 {
             for secs in [10, 20, 120, 600, 3600] {
                 let duration = Duration::from_secs(secs);
-                let p = plan(ScenarioName::Everything, duration, seed, None, &[], None);
-                assert!(!p.steps.is_empty() && p.steps.len() <= MAX_STEPS);
-                assert_eq!(p.steps[0].at_ms, 0);
-                assert!(p.steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
-                assert!(p.steps.windows(2).all(|w| w[0].preset != w[1].preset));
+                let p = plan(ScenarioName::Everything, duration, seed, 1, None, &[], None);
+                assert!(!p.banks[0].is_empty() && p.banks[0].len() <= MAX_STEPS);
+                assert_eq!(p.banks[0][0].at_ms, 0);
+                assert!(p.banks[0].windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+                assert!(p.banks[0].windows(2).all(|w| w[0].preset != w[1].preset));
                 assert!(p.kills.len() >= 2);
                 assert!(p.kills.windows(2).all(|w| w[0] <= w[1]));
                 assert!(p.kills.iter().all(|k| *k >= duration / 10 && *k < duration));
@@ -996,13 +1280,14 @@ mod tests {
             ScenarioName::Everything,
             Duration::from_secs(600),
             1,
+            1,
             None,
             &[],
             None,
         );
         for preset in Preset::ALL {
             assert!(
-                p.steps.iter().any(|s| s.preset == preset),
+                p.banks[0].iter().any(|s| s.preset == preset),
                 "{preset} missing"
             );
         }
@@ -1012,23 +1297,31 @@ mod tests {
     #[test]
     fn kills_default_by_scenario_and_can_be_set() {
         let minute = Duration::from_secs(60);
-        assert!(plan(ScenarioName::Lossy, minute, 1, None, &[], None)
+        assert!(plan(ScenarioName::Lossy, minute, 1, 1, None, &[], None)
             .kills
             .is_empty());
         assert_eq!(
-            plan(ScenarioName::Crashes, minute, 1, None, &[], None)
+            plan(ScenarioName::Crashes, minute, 1, 1, None, &[], None)
                 .kills
                 .len(),
             2
         );
         assert_eq!(
-            plan(ScenarioName::Flaky, minute, 1, Some(3), &[], None)
+            plan(ScenarioName::Flaky, minute, 1, 1, Some(3), &[], None)
                 .kills
                 .len(),
             3
         );
-        let outage = plan(ScenarioName::OutageAndRecovery, minute, 1, None, &[], None);
-        let presets: Vec<Preset> = outage.steps.iter().map(|s| s.preset).collect();
+        let outage = plan(
+            ScenarioName::OutageAndRecovery,
+            minute,
+            1,
+            1,
+            None,
+            &[],
+            None,
+        );
+        let presets: Vec<Preset> = outage.banks[0].iter().map(|s| s.preset).collect();
         assert_eq!(
             presets,
             [
@@ -1049,6 +1342,7 @@ mod tests {
                 ScenarioName::Everything,
                 duration,
                 seed,
+                1,
                 Some(3),
                 &kinds,
                 Some(3),
@@ -1067,6 +1361,7 @@ mod tests {
                     ScenarioName::Everything,
                     duration,
                     seed,
+                    1,
                     Some(3),
                     &kinds,
                     Some(3)
@@ -1077,6 +1372,7 @@ mod tests {
             ScenarioName::Everything,
             Duration::from_secs(600),
             3,
+            1,
             None,
             &[FaultKind::DiskFull, FaultKind::Lock],
             None,
@@ -1095,6 +1391,7 @@ mod tests {
         assert!(plan(
             ScenarioName::Flaky,
             Duration::from_secs(60),
+            1,
             1,
             None,
             &[],
@@ -1116,5 +1413,184 @@ mod tests {
         let map = keys_by_amount(&bodies);
         assert_eq!(map.len(), 1);
         assert_eq!(map[&1000], "a");
+    }
+
+    /// The preset bank `index` of `p` is in at `t`.
+    fn preset_at(p: &ChaosPlan, index: usize, t: Duration) -> Preset {
+        p.banks[index]
+            .iter()
+            .rev()
+            .find(|s| Duration::from_millis(s.at_ms) <= t)
+            .map_or(Preset::Healthy, |s| s.preset)
+    }
+
+    #[test]
+    fn bank_a_down_takes_only_bank_a_out_from_a_sixth_of_the_run() {
+        let minute = Duration::from_secs(72);
+        for (scenario, fault) in [
+            (ScenarioName::BankADown, Preset::Down),
+            (ScenarioName::BankABlackhole, Preset::Blackhole),
+        ] {
+            let p = plan(scenario, minute, 1, 2, None, &[], None);
+            assert_eq!(p.banks.len(), 2);
+            assert_eq!(p.outage, Some((Duration::from_secs(12), minute)));
+            assert_eq!(preset_at(&p, 0, Duration::from_secs(11)), Preset::Healthy);
+            assert_eq!(preset_at(&p, 0, Duration::from_secs(12)), fault);
+            assert_eq!(preset_at(&p, 0, Duration::from_secs(71)), fault);
+            for t in [0, 12, 40, 71] {
+                assert_eq!(preset_at(&p, 1, Duration::from_secs(t)), Preset::Healthy);
+            }
+            assert!(p.kills.is_empty());
+            // One bank: the same outage, of the only bank (the baseline of the figures).
+            let alone = plan(scenario, minute, 1, 1, None, &[], None);
+            assert_eq!(alone.banks, p.banks[..1]);
+        }
+        assert_eq!(
+            plan(ScenarioName::Everything, minute, 1, 2, None, &[], None).outage,
+            None
+        );
+    }
+
+    #[test]
+    fn alternating_outages_take_turns_and_overlap_twice() {
+        let run = Duration::from_secs(80);
+        let p = plan(ScenarioName::AlternatingOutages, run, 1, 3, None, &[], None);
+        for steps in &p.banks {
+            assert!(steps.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+            assert!(steps.windows(2).all(|w| w[0].preset != w[1].preset));
+            assert!(steps.iter().all(|s| Duration::from_millis(s.at_ms) < run));
+        }
+        let (mut only_a, mut only_b, mut both, mut neither) = (0, 0, 0, 0);
+        for tenth in 0..800 {
+            let t = Duration::from_millis(tenth * 100 + 50);
+            let down = |i| preset_at(&p, i, t) == Preset::Down;
+            match (down(0), down(1)) {
+                (true, false) => only_a += 1,
+                (false, true) => only_b += 1,
+                (true, true) => both += 1,
+                (false, false) => neither += 1,
+            }
+            assert_eq!(
+                preset_at(&p, 2, t),
+                Preset::Healthy,
+                "a third bank stays up"
+            );
+        }
+        // Each bank is out for about half the run; both for 2 × 1/32 of it.
+        assert!(only_a > 300 && only_b > 300, "{only_a} {only_b}");
+        assert_eq!(both, 50, "two overlaps of 2.5 s");
+        assert_eq!(neither, 0);
+        assert!(p.kills.len() >= 2, "alternating outages kill the API too");
+    }
+
+    #[test]
+    fn more_banks_do_not_move_bank_a_or_the_kills_and_each_bank_has_its_own_weather() {
+        let run = Duration::from_secs(300);
+        let one = plan(ScenarioName::Everything, run, 9, 1, None, &[], None);
+        let two = plan(ScenarioName::Everything, run, 9, 2, None, &[], None);
+        assert_eq!(two.banks[0], one.banks[0]);
+        assert_eq!(two.kills, one.kills);
+        assert_ne!(two.banks[1], two.banks[0]);
+        let lossy_flaky = plan(ScenarioName::ALossyBFlaky, run, 9, 2, None, &[], None);
+        assert_eq!(preset_at(&lossy_flaky, 0, run / 2), Preset::Lossy);
+        assert_eq!(preset_at(&lossy_flaky, 1, run / 2), Preset::Flaky);
+        let flaky = plan(ScenarioName::Flaky, run, 9, 3, None, &[], None);
+        assert!(flaky.banks.iter().all(|b| *b == flaky.banks[0]));
+    }
+
+    fn keyed(
+        key: &str,
+        sent: std::time::SystemTime,
+        status: u16,
+        body: serde_json::Value,
+        ms: u64,
+    ) -> audit::KeyRecord {
+        audit::KeyRecord {
+            key: key.to_owned(),
+            answers: vec![audit::ClientAnswer {
+                status,
+                body: body.to_string().into_bytes(),
+                sent_at: sent,
+                received_at: sent + Duration::from_millis(ms),
+            }],
+        }
+    }
+
+    fn paid(key: &str, bank: &str) -> Payment {
+        serde_json::from_value(serde_json::json!({
+            "id": uuid::Uuid::new_v4(),
+            "status": "succeeded",
+            "amount": 1000,
+            "currency": "EUR",
+            "source": "tok_visa",
+            "metadata": {"load_key": key},
+            "bank_reference": "r",
+            "bank": bank,
+            "attempts": 1,
+            "created_at": "2026-11-30T00:00:00Z",
+            "updated_at": "2026-11-30T00:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn outage_figures_count_the_keys_started_in_the_window_only() {
+        let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let records = vec![
+            keyed(
+                "before",
+                at(1),
+                201,
+                serde_json::json!({"bank": "bank-a"}),
+                5,
+            ),
+            keyed("b1", at(10), 201, serde_json::json!({"bank": "bank-b"}), 10),
+            keyed("b2", at(11), 201, serde_json::json!({"bank": "bank-b"}), 30),
+            keyed("d", at(12), 402, serde_json::json!({}), 3),
+            keyed("p", at(13), 202, serde_json::json!({"bank": "bank-a"}), 500),
+            keyed("r", at(14), 503, serde_json::json!({"charged": "no"}), 1),
+            keyed(
+                "after",
+                at(20),
+                201,
+                serde_json::json!({"bank": "bank-a"}),
+                5,
+            ),
+        ];
+        let payments = vec![
+            paid("before", "bank-a"),
+            paid("b1", "bank-b"),
+            paid("b2", "bank-b"),
+            paid("d", "bank-a"),
+            paid("p", "bank-a"),
+            paid("after", "bank-a"),
+        ];
+        let figures = outage_figures(&records, &payments, at(10), at(20), "bank-a");
+        assert_eq!(
+            (
+                figures.started,
+                figures.succeeded,
+                figures.declined,
+                figures.pending,
+                figures.other
+            ),
+            (5, 2, 1, 1, 1)
+        );
+        assert_eq!((figures.p50_ms, figures.p99_ms), (10.0, 30.0));
+        assert_eq!(figures.failed_over, 2);
+        assert_eq!(
+            (figures.pending_at_out, figures.moved_after_pending),
+            (1, 0)
+        );
+        // A payment answered pending at the bank that was out and later with another bank is
+        // what must never happen: the figure shows it.
+        let moved = vec![paid("p", "bank-b")];
+        let figures = outage_figures(&records, &moved, at(10), at(20), "bank-a");
+        assert_eq!(
+            (figures.pending_at_out, figures.moved_after_pending),
+            (1, 1)
+        );
+        assert!(figures.to_string().contains("1 of them moved"));
     }
 }

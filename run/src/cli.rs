@@ -38,9 +38,15 @@ pub struct UpArgs {
     #[arg(long, env = "RUN_API_PORT", default_value_t = 8000)]
     pub api_port: u16,
 
-    /// Port of the mock bank (0 picks a free one).
+    /// Port of the first mock bank; bank *i* listens on this port + *i* (0 picks free ones).
     #[arg(long, env = "RUN_BANK_PORT", default_value_t = 8001)]
     pub bank_port: u16,
+
+    /// Mock bank processes, named `bank-a`, `bank-b`, ... in priority order; each has its own
+    /// port, admin token and chaos, and the API routes payments over all of them (failover:
+    /// docs/failover.md).
+    #[arg(long, env = "RUN_BANKS", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub banks: u8,
 
     /// Port of the dashboard (0 picks a free one).
     #[arg(long, env = "RUN_DASHBOARD_PORT", default_value_t = 8501)]
@@ -153,11 +159,38 @@ pub enum ScenarioName {
     OutageAndRecovery,
     /// `lossy`, and the API killed with SIGKILL at random moments.
     Crashes,
-    /// A seeded random schedule of every preset, and API kills.
+    /// A seeded random schedule of every preset, and API kills (with several banks, each bank
+    /// follows a schedule of its own).
     Everything,
+    /// Two banks: all healthy, then `bank-a` down (503s) from 1/6 of the run to its end while
+    /// the others stay healthy: payments must fail over. With `--banks 1`, the outage itself.
+    BankADown,
+    /// Two banks: all healthy, then `bank-a` black-holed (requests hang) from 1/6 of the run
+    /// to its end: payments that reached it go pending at it and must never move.
+    BankABlackhole,
+    /// Two banks: `bank-a` lossy (answers lost after charging), `bank-b` flaky, throughout.
+    ALossyBFlaky,
+    /// Two banks: `bank-a` and `bank-b` take turns being down, with overlaps where both are,
+    /// and API kills.
+    AlternatingOutages,
 }
 
 impl ScenarioName {
+    /// Banks a run of this scenario starts unless `--banks` says otherwise.
+    pub fn default_banks(self) -> u8 {
+        match self {
+            Self::BankADown
+            | Self::BankABlackhole
+            | Self::ALossyBFlaky
+            | Self::AlternatingOutages => 2,
+            Self::Flaky
+            | Self::Lossy
+            | Self::OutageAndRecovery
+            | Self::Crashes
+            | Self::Everything => 1,
+        }
+    }
+
     /// The name on the command line, e.g. `outage-and-recovery`.
     pub fn name(self) -> String {
         clap::ValueEnum::to_possible_value(&self)
@@ -182,6 +215,11 @@ pub struct ChaosArgs {
     /// `outage-and-recovery`; one per 30 s, at least 2, for `crashes` and `everything`).
     #[arg(long, env = "RUN_CHAOS_KILLS")]
     pub kills: Option<usize>,
+
+    /// Mock banks the API routes over, `bank-a` first (default: 2 for the scenarios that name
+    /// banks, 1 for the others, where with more every bank follows the scenario).
+    #[arg(long, env = "RUN_CHAOS_BANKS", value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub banks: Option<u8>,
 
     /// Data directory of the system under test (default: a fresh one under the temp dir,
     /// removed after a clean run).

@@ -1,5 +1,6 @@
-//! The orchestrator: `cargo run -p run` starts the mock bank, the payment API and the dashboard as
-//! three supervised OS processes and prints where they are.
+//! The orchestrator: `cargo run -p run` starts the mock banks (two by default, `--banks N`), the
+//! payment API routing over them, and the dashboard as supervised OS processes and prints where
+//! they are.
 //!
 //! The services are linked into this binary as libraries, and each child is this same executable
 //! re-run with the hidden `service NAME` subcommand. So `cargo run -p run` needs no other build
@@ -7,7 +8,8 @@
 //!
 //! # Layout
 //! - [`cli`]: flags of `run` and of its subcommands.
-//! - `credentials`: the dev API key and the bank admin token, generated into the data directory.
+//! - `credentials`: the dev API and operator keys and one admin token per bank, generated into
+//!   the data directory.
 //! - `ports`: checking (or picking) the ports before anything starts, with errors that name the flag.
 //! - `supervisor`: starting, watching, restarting and stopping the children.
 //! - `service`: the child side: run one service until a signal or until the parent goes away.
@@ -16,7 +18,8 @@
 //! - `chaos`: the chaos verifier (`run chaos`): scenarios, kills, settling, the audit's inputs.
 //! - `store_faults`: store faults for `run chaos` (SQLite disk full and lock timeouts,
 //!   PostgreSQL crash-restart, stop and dropped connections) and a throwaway PostgreSQL server.
-//! - [`audit`]: the pure audit of payments against the bank ledger (docs/contract.md §6, 1–5 and 7).
+//! - [`audit`]: the pure audit of payments against the banks' ledgers (docs/contract.md §6, 1–5,
+//!   7 and, over several banks, 8).
 
 pub mod audit;
 mod chaos;

@@ -22,9 +22,22 @@ use crate::{
 };
 
 /// Names of the children, as the supervisor and the banner know them.
-pub(crate) const BANK: &str = "mock bank";
 pub(crate) const API: &str = "payment API";
 pub(crate) const DASHBOARD: &str = "dashboard";
+
+/// The mock banks' names, in priority order: the API, the dashboard, the supervisor and the
+/// banner all call bank *i* by `BANKS[i]`.
+pub(crate) const BANKS: [&str; 4] = ["bank-a", "bank-b", "bank-c", "bank-d"];
+
+/// One mock bank of a started system.
+#[derive(Debug, Clone)]
+pub(crate) struct Bank {
+    /// `bank-a`, ...: its name in the API's routing and the supervisor.
+    pub(crate) name: &'static str,
+    pub(crate) url: String,
+    /// Its admin token (chaos controls).
+    pub(crate) token_file: PathBuf,
+}
 
 /// How [`start`] starts the system, beyond the flags of `run`.
 #[derive(Debug, Clone)]
@@ -60,7 +73,8 @@ pub(crate) struct System {
     pub(crate) api_url: String,
     /// Every API instance: `(child name, URL)`, the first being [`API`] at `api_url`.
     pub(crate) apis: Vec<(&'static str, String)>,
-    pub(crate) bank_url: String,
+    /// Every mock bank, in the API's priority order.
+    pub(crate) banks: Vec<Bank>,
     pub(crate) dashboard_url: String,
     pub(crate) creds: DevCredentials,
     pub(crate) data_dir: PathBuf,
@@ -70,7 +84,16 @@ pub(crate) struct System {
 /// next. `None` when a signal arrived during start-up (whatever started was stopped).
 pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Result<Option<System>> {
     // Reserve every port first: a taken port is one clear error before anything starts.
-    let bank = ports::reserve(args.bank_port, "mock bank", "--bank-port")?;
+    let mut bank_addrs = Vec::new();
+    for i in 0..usize::from(args.banks) {
+        let port = match args.bank_port {
+            0 => 0,
+            first => first.checked_add(i as u16).ok_or_else(|| {
+                anyhow::anyhow!("--bank-port {first} + {i} is past the last port")
+            })?,
+        };
+        bank_addrs.push(ports::reserve(port, "mock bank", "--bank-port")?);
+    }
     let api = ports::reserve(args.api_port, "payment API", "--api-port")?;
     let dashboard = ports::reserve(args.dashboard_port, "dashboard", "--dashboard-port")?;
     let mut more_apis = Vec::new();
@@ -80,7 +103,18 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
         let name: &'static str = Box::leak(format!("{API} {i}").into_boxed_str());
         more_apis.push((name, addr));
     }
-    let creds = DevCredentials::load_or_create(&args.data_dir)?;
+    let bank_names = &BANKS[..bank_addrs.len()];
+    let creds = DevCredentials::load_or_create(&args.data_dir, bank_names)?;
+    let banks: Vec<Bank> = bank_names
+        .iter()
+        .zip(&bank_addrs)
+        .zip(&creds.bank_token_files)
+        .map(|((name, addr), (_, token_file))| Bank {
+            name,
+            url: format!("http://{addr}"),
+            token_file: token_file.clone(),
+        })
+        .collect();
     let data_dir = std::path::absolute(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
 
     // Children log JSON into a pipe unless a person is watching this terminal.
@@ -112,23 +146,26 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
         .map(OsString::from)
         .collect()
     };
-    let bank_url = format!("http://{bank}");
     let api_url = format!("http://{api}");
 
-    let mut bank_args = service("mock-bank");
-    bank_args.extend(os(["--listen", &bank.to_string()]));
-    bank_args.extend([
-        "--admin-token-file".into(),
-        creds.bank_token_file.clone().into_os_string(),
-    ]);
+    let bank_args = |bank: &Bank, listen: SocketAddr| {
+        let mut bank_args = service("mock-bank");
+        bank_args.extend(os(["--listen", &listen.to_string()]));
+        bank_args.extend([
+            "--admin-token-file".into(),
+            bank.token_file.clone().into_os_string(),
+        ]);
+        bank_args
+    };
+    // `--bank NAME=URL` in priority order, for the API and the dashboard alike.
+    let bank_flags: Vec<OsString> = banks
+        .iter()
+        .flat_map(|b| ["--bank".into(), format!("{}={}", b.name, b.url).into()])
+        .collect();
     let api_args = |listen: SocketAddr| {
         let mut api_args = service("payment-api");
-        api_args.extend(os([
-            "--listen",
-            &listen.to_string(),
-            "--bank-url",
-            &bank_url,
-        ]));
+        api_args.extend(os(["--listen", &listen.to_string()]));
+        api_args.extend(bank_flags.iter().cloned());
         api_args.extend([
             "--api-keys-file".into(),
             creds.api_keys_file.clone().into_os_string(),
@@ -146,21 +183,27 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
         &dashboard.to_string(),
         "--api-url",
         &api_url,
-        "--bank-url",
-        &bank_url,
     ]));
+    dashboard_args.extend(bank_flags.iter().cloned());
     dashboard_args.extend([
         "--api-key-file".into(),
         creds.api_key_file.clone().into_os_string(),
         "--operator-key-file".into(),
         creds.operator_key_file.clone().into_os_string(),
-        "--bank-admin-token-file".into(),
-        creds.bank_token_file.clone().into_os_string(),
     ]);
+    for bank in &banks {
+        let mut value = OsString::from(format!("{}=", bank.name));
+        value.push(bank.token_file.as_os_str());
+        dashboard_args.extend(["--bank-admin-token-file".into(), value]);
+    }
 
     let mut supervisor = Supervisor::new(options.policy);
     let started = async {
-        supervisor.start(spec(BANK, bank, bank_args)).await?;
+        for (bank, addr) in banks.iter().zip(&bank_addrs) {
+            supervisor
+                .start(spec(bank.name, *addr, bank_args(bank, *addr)))
+                .await?;
+        }
         for (name, addr) in std::iter::once((API, api)).chain(more_apis.iter().copied()) {
             let mut api_spec = spec(name, addr, api_args(addr));
             // By environment, not argument: a URL may hold a password, and arguments show in
@@ -197,7 +240,7 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
         supervisor,
         api_url,
         apis,
-        bank_url,
+        banks,
         dashboard_url: format!("http://{dashboard}"),
         creds,
         data_dir,
@@ -210,7 +253,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         mut supervisor,
         api_url,
         apis: _,
-        bank_url,
+        banks,
         dashboard_url,
         creds,
         data_dir,
@@ -221,7 +264,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     print_banner(
         &supervisor,
         &api_url,
-        &bank_url,
+        &banks,
         &dashboard_url,
         &creds,
         &data_dir,
@@ -264,15 +307,18 @@ fn os<const N: usize>(args: [&str; N]) -> impl Iterator<Item = OsString> + '_ {
 fn print_banner(
     supervisor: &Supervisor,
     api_url: &str,
-    bank_url: &str,
+    banks: &[Bank],
     dashboard_url: &str,
     creds: &DevCredentials,
     data_dir: &Path,
 ) {
     let url_of = |name: &str| match name {
-        BANK => bank_url,
         API => api_url,
-        _ => dashboard_url,
+        DASHBOARD => dashboard_url,
+        bank => banks
+            .iter()
+            .find(|b| b.name == bank)
+            .map_or("", |b| b.url.as_str()),
     };
     println!();
     println!("resilient-payments is ready");
@@ -321,8 +367,19 @@ fn print_banner(
     println!(
         "  curl -sS -i -X POST {api_url}/v1/payments -H 'Authorization: Bearer {bearer}' -H 'Idempotency-Key: demo-order-1' -H 'Content-Type: application/json' -d '{{\"amount\": 1999, \"currency\": \"TRY\", \"source\": \"tok_visa\"}}'"
     );
-    println!("Read the operator's status (breaker, transitions, counters) with the operator key:");
+    println!("Read the operator's status (breakers, transitions, counters) with the operator key:");
     println!("  curl -sS {api_url}/v1/status -H 'Authorization: Bearer {operator_bearer}'");
+    if let [first, second, ..] = banks {
+        let token = first.token_file.display();
+        println!(
+            "Take {} down (its chaos needs its admin token); new payments then go to {}:",
+            first.name, second.name
+        );
+        println!(
+            "  curl -sS -X PUT {}/v1/chaos -H \"Authorization: Bearer $(cat '{token}')\" -H 'Content-Type: application/json' -d '{{\"preset\": \"down\"}}'",
+            first.url
+        );
+    }
     println!();
     println!("Open the dashboard at {dashboard_url}. Press Ctrl-C to stop everything.");
     println!();

@@ -1,5 +1,6 @@
-//! `run` as a user runs it: it starts three processes, prints where they are and a curl command
-//! that works, and leaves no process behind when stopped.
+//! `run` as a user runs it: it starts four processes (two banks, the API, the dashboard), prints
+//! where they are and curl commands that work (a payment, the status, taking `bank-a` down so the
+//! next payment goes to `bank-b`), and leaves no process behind when stopped.
 
 use std::time::Duration;
 
@@ -8,9 +9,13 @@ use nix::sys::signal::Signal;
 
 struct Banner {
     api_url: String,
+    /// `bank-a`'s URL.
     bank_url: String,
+    bank_b_url: String,
     dashboard_url: String,
     curl: String,
+    /// The printed `curl -X PUT .../v1/chaos` that takes `bank-a` down.
+    down_curl: String,
     /// The printed `curl .../v1/status` with the operator key.
     status_curl: String,
     pids: Vec<u32>,
@@ -34,13 +39,21 @@ fn parse_banner(lines: &[String]) -> Banner {
             .collect()
     };
     let api = field("payment API");
-    let bank = field("mock bank");
+    let bank = field("bank-a");
+    let bank_b = field("bank-b");
     let dashboard = field("dashboard");
     let pid = |words: &[String]| words[2].parse::<u32>().unwrap();
     Banner {
         api_url: api[0].clone(),
         bank_url: bank[0].clone(),
+        bank_b_url: bank_b[0].clone(),
         dashboard_url: dashboard[0].clone(),
+        down_curl: lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("curl ") && l.contains("/v1/chaos"))
+            .unwrap_or_else(|| panic!("no chaos curl in:\n{}", lines.join("\n")))
+            .trim()
+            .to_owned(),
         curl: lines
             .iter()
             .find(|l| l.trim_start().starts_with("curl "))
@@ -53,7 +66,7 @@ fn parse_banner(lines: &[String]) -> Banner {
             .unwrap_or_else(|| panic!("no status curl in:\n{}", lines.join("\n")))
             .trim()
             .to_owned(),
-        pids: vec![pid(&api), pid(&bank), pid(&dashboard)],
+        pids: vec![pid(&api), pid(&bank), pid(&bank_b), pid(&dashboard)],
     }
 }
 
@@ -82,10 +95,10 @@ fn start_run(data_dir: &std::path::Path) -> (Process, Banner, Vec<String>) {
 }
 
 #[tokio::test]
-async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all() {
+async fn run_starts_four_services_whose_curls_work_and_sigterm_stops_them_all() {
     let data_dir = temp_dir("run");
     let (mut run, banner, mut output) = start_run(&data_dir);
-    assert_eq!(banner.pids.len(), 3);
+    assert_eq!(banner.pids.len(), 4);
     for pid in &banner.pids {
         assert!(alive(*pid), "child {pid} should be running");
         assert_ne!(*pid, run.child.id(), "each service is its own process");
@@ -94,8 +107,14 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     // The key is kept in the data directory, not in code; captured output never shows it.
     let api_key = std::fs::read_to_string(data_dir.join("dev-api-key")).unwrap();
     let api_key = api_key.trim().to_owned();
-    let bank_token = std::fs::read_to_string(data_dir.join("bank-admin-token")).unwrap();
+    let bank_token = std::fs::read_to_string(data_dir.join("bank-a-admin-token")).unwrap();
     let bank_token = bank_token.trim().to_owned();
+    let bank_b_token = std::fs::read_to_string(data_dir.join("bank-b-admin-token")).unwrap();
+    let bank_b_token = bank_b_token.trim().to_owned();
+    assert_ne!(
+        bank_token, bank_b_token,
+        "each bank has its own admin token"
+    );
     // The dev operator key sits next to it (0600), and is a different key.
     let operator_file = data_dir.join("dev-operator-key");
     let operator_key = std::fs::read_to_string(&operator_file).unwrap();
@@ -112,7 +131,12 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     }
 
     // Every service answers its health check.
-    for url in [&banner.api_url, &banner.bank_url, &banner.dashboard_url] {
+    for url in [
+        &banner.api_url,
+        &banner.bank_url,
+        &banner.bank_b_url,
+        &banner.dashboard_url,
+    ] {
         let response = reqwest::get(format!("{url}/health")).await.unwrap();
         assert!(response.status().is_success(), "{url}");
     }
@@ -145,6 +169,50 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
         let status: serde_json::Value = serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|e| panic!("status curl: {e}: {:?}", output));
         assert!(status["breaker"]["state"].is_string(), "{status}");
+        let banks: Vec<&str> = status["banks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(banks, ["bank-a", "bank-b"], "{status}");
+
+        // The walk-through: `bank-a` down with the printed command, a payment goes to
+        // `bank-b`, and its replay answers the same.
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&banner.down_curl)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let down: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("chaos curl: {e}: {output:?}"));
+        assert_eq!(down["preset"], "down", "{down}");
+        let failover = banner.curl.replace("demo-order-1", "demo-order-2");
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&failover)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(text.starts_with("HTTP/1.1 201"), "curl printed:\n{text}");
+            assert!(
+                text.contains("\"bank\":\"bank-b\""),
+                "curl printed:\n{text}"
+            );
+            bodies.push(text.rsplit("\r\n\r\n").next().unwrap().to_owned());
+        }
+        assert_eq!(bodies[0], bodies[1], "the replay is the same answer");
+        let healed = reqwest::Client::new()
+            .put(format!("{}/v1/chaos", banner.bank_url))
+            .bearer_auth(&bank_token)
+            .json(&serde_json::json!({"preset": "healthy"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(healed.status().is_success());
     } else {
         let response = reqwest::Client::new()
             .post(format!("{}/v1/payments", banner.api_url))
@@ -178,7 +246,8 @@ async fn run_starts_three_services_whose_curl_works_and_sigterm_stops_them_all()
     for (name, secret) in [
         ("dev API key", &api_key),
         ("dev operator key", &operator_key),
-        ("bank admin token", &bank_token),
+        ("bank-a admin token", &bank_token),
+        ("bank-b admin token", &bank_b_token),
     ] {
         for piece in [secret.as_str(), &secret[secret.len() - 12..]] {
             assert!(
