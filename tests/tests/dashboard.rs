@@ -354,7 +354,25 @@ async fn with_bank_a_down_payments_go_through_b_and_each_bank_has_its_own_panel_
         .screenshot(&artifacts_dir().join("dashboard-banks.png"))
         .await;
 
-    // 5. The ledgers agree: b holds every charge, a none.
+    // 5. b's own breaker control moves b's breaker (the API has per-bank controls), not a's.
+    driver
+        .click(&panel("b", "button[data-bank-breaker=\"force-open\"]"))
+        .await;
+    driver
+        .wait_text(&panel("b", ".bank-breaker-state"), "forced_open")
+        .await;
+    assert_eq!(
+        driver.text(&panel("a", ".bank-breaker-state")).await,
+        "open"
+    );
+    driver
+        .click(&panel("b", "button[data-bank-breaker=\"reset\"]"))
+        .await;
+    driver
+        .wait_text(&panel("b", ".bank-breaker-state"), "closed")
+        .await;
+
+    // 6. The ledgers agree: b holds every charge, a none.
     assert_eq!(client::ledger(&a).await.len(), 0, "a charged nothing");
     assert_eq!(
         client::ledger(&b).await.len(),
@@ -362,7 +380,7 @@ async fn with_bank_a_down_payments_go_through_b_and_each_bank_has_its_own_panel_
         "b charged every payment"
     );
 
-    // 6. No secret in anything the page received.
+    // 7. No secret in anything the page received.
     let mut bodies = vec![("page source".to_owned(), driver.source().await)];
     for r in driver.recorded_responses().await {
         bodies.push((r["url"].as_str().unwrap_or("?").to_owned(), r.to_string()));
