@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use resilience::{
     breaker::{BreakerConfig, WindowKind},
+    budget::BudgetConfig,
     bulkhead::BulkheadConfig,
     pipeline::PipelineConfig,
     retry::RetryConfig,
@@ -44,6 +45,21 @@ pub struct Config {
     /// retry budget and bulkhead, with the settings below.
     #[arg(long = "bank", env = "PAYMENT_API_BANKS", value_delimiter = ',')]
     pub banks: Vec<String>,
+
+    /// One bank's own resilience setting as `NAME.KEY=VALUE`, repeatable (env: comma-separated);
+    /// every other setting of that bank is the shared flag's. KEY is the shared flag's name
+    /// without `--`: attempt-timeout-ms, max-attempts, backoff-base-ms, backoff-max-ms,
+    /// breaker-window, breaker-minimum-calls, breaker-failure-rate, breaker-slow-call-ms,
+    /// breaker-slow-rate, breaker-consecutive-failures, breaker-open-ms, breaker-max-open-ms,
+    /// breaker-half-open-probes, bulkhead, retry-budget-ratio, retry-budget-min-per-second
+    /// (not --deadline-ms: one deadline covers a payment's whole route). E.g.
+    /// `--bank-setting b.bulkhead=16 --bank-setting b.breaker-open-ms=10000`.
+    #[arg(
+        long = "bank-setting",
+        env = "PAYMENT_API_BANK_SETTINGS",
+        value_delimiter = ','
+    )]
+    pub bank_settings: Vec<String>,
 
     /// Decline codes after which a payment may move to the next bank (comma-separated; none
     /// by default). A decline decides the payment's reference at that bank, so nothing was
@@ -144,8 +160,9 @@ impl Default for EdgeArgs {
     }
 }
 
-/// The bank pipeline: timeouts, retries, breaker, bulkhead.
-#[derive(Debug, Clone, clap::Args)]
+/// The bank pipeline: timeouts, retries, breaker, bulkhead. These are every bank's unless
+/// `--bank-setting` gives a bank its own.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct ResilienceArgs {
     /// Timeout of one bank attempt, in milliseconds.
     #[arg(long, env = "PAYMENT_API_ATTEMPT_TIMEOUT_MS", default_value_t = 2000)]
@@ -204,6 +221,127 @@ pub struct ResilienceArgs {
     /// Bulkhead: concurrent bank calls.
     #[arg(long, env = "PAYMENT_API_BULKHEAD", default_value_t = 64)]
     pub bulkhead: u32,
+    /// Retry budget: retries allowed per first attempt, as a fraction (0.2 = 20%), so retries
+    /// cannot multiply the load on a failing bank.
+    #[arg(long, env = "PAYMENT_API_RETRY_BUDGET_RATIO", default_value_t = 0.2)]
+    pub retry_budget_ratio: f64,
+    /// Retry budget: retries always allowed per second, whatever the traffic.
+    #[arg(
+        long,
+        env = "PAYMENT_API_RETRY_BUDGET_MIN_PER_SECOND",
+        default_value_t = 10
+    )]
+    pub retry_budget_min_per_second: u32,
+}
+
+/// The keys `--bank-setting NAME.KEY=VALUE` takes: the shared flags' names without `--`.
+pub const BANK_SETTING_KEYS: [&str; 16] = [
+    "attempt-timeout-ms",
+    "max-attempts",
+    "backoff-base-ms",
+    "backoff-max-ms",
+    "breaker-window",
+    "breaker-minimum-calls",
+    "breaker-failure-rate",
+    "breaker-slow-call-ms",
+    "breaker-slow-rate",
+    "breaker-consecutive-failures",
+    "breaker-open-ms",
+    "breaker-max-open-ms",
+    "breaker-half-open-probes",
+    "bulkhead",
+    "retry-budget-ratio",
+    "retry-budget-min-per-second",
+];
+
+impl ResilienceArgs {
+    /// Sets the setting whose flag is `--KEY` to `value` (one of [`BANK_SETTING_KEYS`]).
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value
+                .trim()
+                .parse()
+                .map_err(|e| format!("{key}: {value:?} is not a valid value: {e}"))
+        }
+        match key {
+            "attempt-timeout-ms" => self.attempt_timeout_ms = parse(key, value)?,
+            "max-attempts" => self.max_attempts = parse(key, value)?,
+            "backoff-base-ms" => self.backoff_base_ms = parse(key, value)?,
+            "backoff-max-ms" => self.backoff_max_ms = parse(key, value)?,
+            "breaker-window" => self.breaker_window = parse(key, value)?,
+            "breaker-minimum-calls" => self.breaker_minimum_calls = parse(key, value)?,
+            "breaker-failure-rate" => self.breaker_failure_rate = parse(key, value)?,
+            "breaker-slow-call-ms" => self.breaker_slow_call_ms = parse(key, value)?,
+            "breaker-slow-rate" => self.breaker_slow_rate = parse(key, value)?,
+            "breaker-consecutive-failures" => {
+                self.breaker_consecutive_failures = parse(key, value)?
+            }
+            "breaker-open-ms" => self.breaker_open_ms = parse(key, value)?,
+            "breaker-max-open-ms" => self.breaker_max_open_ms = parse(key, value)?,
+            "breaker-half-open-probes" => self.breaker_half_open_probes = parse(key, value)?,
+            "bulkhead" => self.bulkhead = parse(key, value)?,
+            "retry-budget-ratio" => self.retry_budget_ratio = parse(key, value)?,
+            "retry-budget-min-per-second" => {
+                self.retry_budget_min_per_second = parse(key, value)?
+            }
+            "deadline-ms" => {
+                return Err(
+                    "deadline-ms is not per bank: one deadline (--deadline-ms) covers a payment's whole route"
+                        .to_owned(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown key {other:?}; the keys are {}",
+                    BANK_SETTING_KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The pipeline these settings make.
+    pub(crate) fn pipeline(&self) -> PipelineConfig {
+        let r = self;
+        let ms = Duration::from_millis;
+        PipelineConfig {
+            breaker: BreakerConfig {
+                window: WindowKind::CountBased {
+                    size: r.breaker_window,
+                },
+                minimum_calls: r.breaker_minimum_calls,
+                failure_rate_threshold: r.breaker_failure_rate,
+                slow_call_duration: ms(r.breaker_slow_call_ms),
+                slow_call_rate_threshold: r.breaker_slow_rate,
+                consecutive_failures: r.breaker_consecutive_failures,
+                open_duration: ms(r.breaker_open_ms),
+                max_open_duration: ms(r.breaker_max_open_ms),
+                half_open_probes: r.breaker_half_open_probes,
+                ..BreakerConfig::default()
+            },
+            retry: RetryConfig {
+                max_attempts: r.max_attempts,
+                base_delay: ms(r.backoff_base_ms),
+                max_delay: ms(r.backoff_max_ms),
+                ..RetryConfig::default()
+            },
+            budget: BudgetConfig {
+                retry_ratio: r.retry_budget_ratio,
+                min_retries_per_second: r.retry_budget_min_per_second,
+                ..BudgetConfig::default()
+            },
+            bulkhead: BulkheadConfig {
+                max_concurrent: r.bulkhead,
+                ..BulkheadConfig::default()
+            },
+            attempt_timeout: ms(r.attempt_timeout_ms),
+            deadline: ms(r.deadline_ms),
+            ..PipelineConfig::default()
+        }
+    }
 }
 
 /// The reconciler and the key store's bookkeeping.
@@ -249,6 +387,8 @@ impl Default for ResilienceArgs {
             breaker_max_open_ms: 60_000,
             breaker_half_open_probes: 3,
             bulkhead: 64,
+            retry_budget_ratio: 0.2,
+            retry_budget_min_per_second: 10,
         }
     }
 }
@@ -294,6 +434,8 @@ pub enum ConfigError {
     },
     #[error("--bank (PAYMENT_API_BANKS) {0}")]
     Bank(String),
+    #[error("--bank-setting (PAYMENT_API_BANK_SETTINGS) {0}")]
+    BankSetting(String),
 }
 
 /// The bank `--bank-url` (or the default URL) configures, when no `--bank` is given.
@@ -302,11 +444,20 @@ pub const SINGLE_BANK_NAME: &str = "bank";
 /// Where the bank is when neither `--bank-url` nor `--bank` is given.
 const DEFAULT_BANK_URL: &str = "http://127.0.0.1:8001";
 
-/// A bank as configured: its name and base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A bank as configured: its name, base URL and resilience settings (the shared ones with its
+/// `--bank-setting` overrides).
+#[derive(Debug, Clone, PartialEq)]
 pub struct BankConfig {
     pub name: String,
     pub url: reqwest::Url,
+    pub resilience: ResilienceArgs,
+}
+
+impl BankConfig {
+    /// This bank's pipeline.
+    pub(crate) fn pipeline(&self) -> PipelineConfig {
+        self.resilience.pipeline()
+    }
 }
 
 impl Config {
@@ -337,7 +488,49 @@ impl Config {
     /// The banks in priority order: each `--bank NAME=URL`, or the one bank of `--bank-url`
     /// (named `bank`). Refuses both at once, a malformed entry, a name that is not letters,
     /// digits, `-` and `_`, a URL that is not http(s) with a host, and a name given twice.
+    ///
+    /// Each bank's resilience settings are the shared flags with its `--bank-setting`
+    /// overrides; an entry that is not `NAME.KEY=VALUE`, names no configured bank, has an
+    /// unknown key or a value of the wrong type, or makes a pipeline the resilience crate
+    /// refuses (a rate over 1, ...) is refused naming `--bank-setting`.
     pub fn bank_list(&self) -> Result<Vec<BankConfig>, ConfigError> {
+        let mut banks = self.bank_names_and_urls()?;
+        for entry in self.bank_settings.iter().map(|e| e.trim()) {
+            if entry.is_empty() {
+                continue;
+            }
+            let invalid = |why: String| ConfigError::BankSetting(format!("{entry:?}: {why}"));
+            let Some((target, value)) = entry.split_once('=') else {
+                return Err(invalid(
+                    "is not NAME.KEY=VALUE (e.g. b.bulkhead=16)".to_owned(),
+                ));
+            };
+            let Some((name, key)) = target.trim().split_once('.') else {
+                return Err(invalid(
+                    "is not NAME.KEY=VALUE (e.g. b.bulkhead=16)".to_owned(),
+                ));
+            };
+            let Some(index) = banks.iter().position(|b| b.name == name) else {
+                let known: Vec<&str> = banks.iter().map(|b| b.name.as_str()).collect();
+                return Err(invalid(format!(
+                    "no bank is named {name:?} (the banks are {})",
+                    known.join(", ")
+                )));
+            };
+            banks[index].resilience.set(key, value).map_err(invalid)?;
+        }
+        for bank in &banks {
+            if bank.resilience != self.resilience {
+                bank.pipeline()
+                    .validate()
+                    .map_err(|e| ConfigError::BankSetting(format!("bank {:?}: {e}", bank.name)))?;
+            }
+        }
+        Ok(banks)
+    }
+
+    /// The banks in priority order, with the shared resilience settings.
+    fn bank_names_and_urls(&self) -> Result<Vec<BankConfig>, ConfigError> {
         let entries: Vec<&str> = self
             .banks
             .iter()
@@ -355,6 +548,7 @@ impl Config {
             return Ok(vec![BankConfig {
                 name: SINGLE_BANK_NAME.to_owned(),
                 url,
+                resilience: self.resilience.clone(),
             }]);
         }
         if let Some(url) = &self.bank_url {
@@ -387,6 +581,7 @@ impl Config {
             banks.push(BankConfig {
                 name: name.to_owned(),
                 url,
+                resilience: self.resilience.clone(),
             });
         }
         Ok(banks)
@@ -410,6 +605,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             bank_url: Some(bank_url),
             banks: Vec::new(),
+            bank_settings: Vec::new(),
             cascade_decline_codes: Vec::new(),
             api_keys: Some(SecretString::from(api_keys.to_owned())),
             api_keys_file: None,
@@ -422,10 +618,6 @@ impl Config {
             reconciler: ReconcilerArgs::default(),
             edge: EdgeArgs::default(),
         }
-    }
-
-    pub(crate) fn attempt_timeout(&self) -> Duration {
-        Duration::from_millis(self.resilience.attempt_timeout_ms)
     }
 
     pub(crate) fn lease(&self) -> Duration {
@@ -444,39 +636,9 @@ impl Config {
         Duration::from_secs(self.reconciler.key_retention_hours * 3600)
     }
 
-    /// The bank pipeline's settings.
+    /// The shared pipeline settings (a bank without `--bank-setting` has exactly these).
     pub(crate) fn pipeline(&self) -> PipelineConfig {
-        let r = &self.resilience;
-        let ms = Duration::from_millis;
-        PipelineConfig {
-            breaker: BreakerConfig {
-                window: WindowKind::CountBased {
-                    size: r.breaker_window,
-                },
-                minimum_calls: r.breaker_minimum_calls,
-                failure_rate_threshold: r.breaker_failure_rate,
-                slow_call_duration: ms(r.breaker_slow_call_ms),
-                slow_call_rate_threshold: r.breaker_slow_rate,
-                consecutive_failures: r.breaker_consecutive_failures,
-                open_duration: ms(r.breaker_open_ms),
-                max_open_duration: ms(r.breaker_max_open_ms),
-                half_open_probes: r.breaker_half_open_probes,
-                ..BreakerConfig::default()
-            },
-            retry: RetryConfig {
-                max_attempts: r.max_attempts,
-                base_delay: ms(r.backoff_base_ms),
-                max_delay: ms(r.backoff_max_ms),
-                ..RetryConfig::default()
-            },
-            bulkhead: BulkheadConfig {
-                max_concurrent: r.bulkhead,
-                ..BulkheadConfig::default()
-            },
-            attempt_timeout: ms(r.attempt_timeout_ms),
-            deadline: ms(r.deadline_ms),
-            ..PipelineConfig::default()
-        }
+        self.resilience.pipeline()
     }
 }
 
@@ -662,6 +824,138 @@ mod tests {
                 error.starts_with("--bank (PAYMENT_API_BANKS)") && error.contains(needle),
                 "{args:?}: {error}"
             );
+        }
+    }
+
+    fn two_banks(settings: &[&str]) -> Result<Vec<BankConfig>, ConfigError> {
+        let mut args = vec![
+            "--bank",
+            "a=http://127.0.0.1:9001",
+            "--bank",
+            "b=http://127.0.0.1:9002",
+        ];
+        for setting in settings {
+            args.extend_from_slice(&["--bank-setting", setting]);
+        }
+        parse(&args).bank_list()
+    }
+
+    #[test]
+    fn a_bank_setting_overrides_the_shared_flag_for_that_bank_only() {
+        let banks = two_banks(&[
+            "b.bulkhead=16",
+            "b.breaker-open-ms=9000",
+            "b.attempt-timeout-ms=750",
+            "b.breaker-failure-rate=0.25",
+            "b.retry-budget-ratio=0.5",
+            "b.max-attempts=2",
+        ])
+        .unwrap();
+        let shared = parse(&[]).resilience;
+        assert_eq!(banks[0].resilience, shared, "a keeps the shared settings");
+        let b = &banks[1];
+        assert_eq!(b.resilience.bulkhead, 16);
+        assert_eq!(b.resilience.breaker_open_ms, 9000);
+        assert_eq!(b.resilience.breaker_failure_rate, 0.25);
+        assert_eq!(b.resilience.breaker_window, shared.breaker_window);
+        let pipeline = b.pipeline();
+        assert_eq!(pipeline.bulkhead.max_concurrent, 16);
+        assert_eq!(pipeline.breaker.open_duration, Duration::from_millis(9000));
+        assert_eq!(pipeline.attempt_timeout, Duration::from_millis(750));
+        assert_eq!(pipeline.budget.retry_ratio, 0.5);
+        assert_eq!(pipeline.retry.max_attempts, 2);
+        assert_eq!(pipeline.deadline, Duration::from_millis(shared.deadline_ms));
+        // The shared flags are every bank's default, overrides included on top.
+        let banks = parse(&[
+            "--bank",
+            "a=http://127.0.0.1:9001",
+            "--bulkhead",
+            "8",
+            "--bank-setting",
+            "a.breaker-window=40",
+        ])
+        .bank_list()
+        .unwrap();
+        assert_eq!(
+            (
+                banks[0].resilience.bulkhead,
+                banks[0].resilience.breaker_window
+            ),
+            (8, 40)
+        );
+    }
+
+    #[test]
+    fn every_bank_setting_key_is_accepted_and_the_env_form_is_comma_separated() {
+        for key in BANK_SETTING_KEYS {
+            // A valid value other than the default for each.
+            let value = match key {
+                k if k.ends_with("rate") || k.ends_with("ratio") => "0.3",
+                "backoff-base-ms" => "150",
+                "breaker-window" => "30",
+                k if k.ends_with("-ms") => "7000",
+                _ => "7",
+            };
+            let setting = format!("a.{key}={value}");
+            let banks = two_banks(&[&setting]).unwrap_or_else(|e| panic!("{setting}: {e}"));
+            assert_ne!(
+                banks[0].resilience, banks[1].resilience,
+                "{setting} changed nothing"
+            );
+        }
+        let banks = two_banks(&["a.bulkhead=3, b.bulkhead=5"]).unwrap();
+        assert_eq!(
+            (banks[0].resilience.bulkhead, banks[1].resilience.bulkhead),
+            (3, 5)
+        );
+        // The single bank of --bank-url is named `bank`.
+        let banks = parse(&["--bank-setting", "bank.bulkhead=9"])
+            .bank_list()
+            .unwrap();
+        assert_eq!(banks[0].resilience.bulkhead, 9);
+    }
+
+    #[test]
+    fn a_bad_bank_setting_is_a_startup_error_naming_the_flag() {
+        for (setting, needle) in [
+            ("b.bulkhead", "is not NAME.KEY=VALUE"),
+            ("bulkhead=4", "is not NAME.KEY=VALUE"),
+            ("c.bulkhead=4", "no bank is named \"c\""),
+            ("b.bulkheads=4", "unknown key"),
+            ("b.deadline-ms=4000", "whole route"),
+            ("b.bulkhead=many", "not a valid value"),
+            ("b.bulkhead=-1", "not a valid value"),
+            ("b.breaker-failure-rate=2", "bank \"b\""),
+            ("b.max-attempts=0", "bank \"b\""),
+        ] {
+            let error = two_banks(&[setting]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::BankSetting(_)),
+                "{setting}: {error:?}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.starts_with("--bank-setting (PAYMENT_API_BANK_SETTINGS)")
+                    && text.contains(needle),
+                "{setting}: {text}"
+            );
+            // validate() refuses the same, so the API never starts with it.
+            let mut config = parse(&[]);
+            config.bank_url = None;
+            config.banks = vec!["a=http://x:1".into(), "b=http://y:2".into()];
+            config.bank_settings = vec![setting.to_owned()];
+            assert!(config.validate().is_err(), "{setting}");
+        }
+    }
+
+    #[test]
+    fn help_documents_bank_setting_and_its_keys() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--bank-setting"), "{help}");
+        assert!(help.contains("PAYMENT_API_BANK_SETTINGS"));
+        for key in ["breaker-open-ms", "retry-budget-ratio", "bulkhead"] {
+            assert!(help.contains(key), "{key}");
         }
     }
 }

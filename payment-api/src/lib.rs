@@ -64,20 +64,9 @@ impl Application {
         let store = payment_store::open(database_url.as_deref(), &config.data_dir).await?;
         let counters = Arc::new(stats::Counters::default());
         // One gateway per bank, in priority order: each its own breaker, retry budget and
-        // bulkhead, all with the shared settings.
+        // bulkhead, with the shared settings and its own overrides.
         let bank_list = config.bank_list()?;
-        let mut banks = Vec::with_capacity(bank_list.len());
-        for bank_config in &bank_list {
-            let pipeline = resilience::pipeline::Pipeline::new(config.pipeline())?;
-            banks.push(Arc::new(
-                bank::BankGateway::new(
-                    bank::BankClient::new(&config, &bank_config.url)?,
-                    pipeline,
-                    counters.clone(),
-                )
-                .named(&bank_config.name, bank_config.url.as_str()),
-            ));
-        }
+        let banks = bank::gateways(&bank_list, &counters)?;
         let instance_id = format!("api-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let service = Arc::new(payments::PaymentService {
             store: store.clone(),

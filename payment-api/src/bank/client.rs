@@ -11,7 +11,7 @@ use payment_types::{
 };
 use reqwest::StatusCode;
 
-use crate::config::Config;
+use crate::config::ResilienceArgs;
 
 /// What one attempt told us.
 #[derive(Debug, Clone)]
@@ -65,15 +65,16 @@ pub(crate) struct BankClient {
 
 impl BankClient {
     /// A client of the bank at `bank_url`, with `config`'s timeouts and pool size.
-    pub(crate) fn new(config: &Config, bank_url: &reqwest::Url) -> anyhow::Result<Self> {
+    /// A client of the bank at `bank_url`, sized by that bank's resilience `settings`.
+    pub(crate) fn new(settings: &ResilienceArgs, bank_url: &reqwest::Url) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             // The pipeline cuts each attempt at the attempt timeout; this is only a backstop.
-            .timeout(config.attempt_timeout() + Duration::from_secs(1))
+            .timeout(Duration::from_millis(settings.attempt_timeout_ms) + Duration::from_secs(1))
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(90))
             // As many idle connections as the bulkhead lets calls run at once: after a burst,
             // every connection it needed stays warm instead of being closed and redialled.
-            .pool_max_idle_per_host(config.resilience.bulkhead.max(1) as usize)
+            .pool_max_idle_per_host(settings.bulkhead.max(1) as usize)
             .tcp_nodelay(true)
             // Our retry loop is the only one: reqwest must neither re-send a charge on its own
             // nor follow a bank's redirect with it. Both layers also cost CPU on every attempt

@@ -122,13 +122,11 @@ impl ScriptedBank {
 /// A client of `bank_url` with a short attempt timeout (the client's own backstop timeout is
 /// the attempt timeout plus one second).
 fn client(bank_url: reqwest::Url) -> BankClient {
-    let mut config = Config::for_tests(
-        bank_url.clone(),
-        "acme:0123456789abcdef",
-        std::env::temp_dir().join("bank-client-tests-unused"),
-    );
-    config.resilience.attempt_timeout_ms = 200;
-    BankClient::new(&config, &bank_url).unwrap()
+    let settings = crate::config::ResilienceArgs {
+        attempt_timeout_ms: 200,
+        ..Default::default()
+    };
+    BankClient::new(&settings, &bank_url).unwrap()
 }
 
 fn request() -> ChargeRequest {

@@ -4,6 +4,8 @@
 mod client;
 mod gateway;
 
+use std::sync::Arc;
+
 use payment_types::bank::ChargeRequest;
 
 pub(crate) use client::{AttemptOutcome, BankClient, Lookup};
@@ -29,4 +31,28 @@ impl BankApi for BankClient {
     async fn lookup(&self, reference: &str, request_id: &str) -> Lookup {
         BankClient::lookup(self, reference, request_id).await
     }
+}
+
+/// One gateway per configured bank, in priority order, each with its own breaker, retry budget
+/// and bulkhead built from that bank's settings (the shared flags with its `--bank-setting`
+/// overrides), and its own HTTP client.
+pub(crate) fn gateways(
+    banks: &[crate::config::BankConfig],
+    counters: &Arc<crate::stats::Counters>,
+) -> anyhow::Result<Vec<Arc<BankGateway>>> {
+    banks
+        .iter()
+        .map(|bank| {
+            let pipeline = resilience::pipeline::Pipeline::new(bank.pipeline())
+                .map_err(|e| anyhow::anyhow!("bank {:?}: {e}", bank.name))?;
+            Ok(Arc::new(
+                BankGateway::new(
+                    BankClient::new(&bank.resilience, &bank.url)?,
+                    pipeline,
+                    counters.clone(),
+                )
+                .named(&bank.name, bank.url.as_str()),
+            ))
+        })
+        .collect()
 }

@@ -415,3 +415,34 @@ async fn breaker_controls_act_on_the_bank_named_by_bank_and_on_the_first_bank_wi
     let bank = params.iter().find(|p| p["name"] == "bank").unwrap();
     assert_eq!(bank["schema"]["enum"], serde_json::json!(["a", "b"]));
 }
+
+#[tokio::test]
+async fn status_shows_each_banks_effective_settings_with_its_overrides() {
+    let (app, state) = two_banks(|config| {
+        config.bank_settings = vec!["b.bulkhead=16".into(), "b.breaker-open-ms=9000".into()];
+    })
+    .await;
+    let (_, _, body) = send(app.clone(), request("GET", "/v1/status", OPS)).await;
+    let (a, b) = (&body["banks"][0]["settings"], &body["banks"][1]["settings"]);
+    assert_eq!(
+        a["bulkhead"]["max_concurrent"], 64,
+        "a: the shared flag: {a}"
+    );
+    assert_eq!(b["bulkhead"]["max_concurrent"], 16, "{b}");
+    assert_eq!(b["breaker"]["open_duration_ms"], 9000, "{b}");
+    assert_eq!(a["breaker"]["open_duration_ms"], 5000, "{a}");
+    // The same settings the pipelines run with.
+    assert_eq!(body["banks"][1]["bulkhead"]["max_concurrent"], 16);
+    assert_eq!(
+        state.payments.banks[1]
+            .pipeline()
+            .bulkhead()
+            .snapshot()
+            .max_concurrent,
+        16
+    );
+    assert_eq!(
+        body["config"]["bank_settings"],
+        serde_json::json!(["b.bulkhead=16", "b.breaker-open-ms=9000"])
+    );
+}

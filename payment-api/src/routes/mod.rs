@@ -305,22 +305,7 @@ pub(crate) fn test_state(
 ) -> Arc<AppState> {
     use crate::{bank, payments, stats};
     let counters = Arc::new(stats::Counters::default());
-    let banks = config
-        .bank_list()
-        .unwrap()
-        .iter()
-        .map(|bank_config| {
-            let pipeline = resilience::pipeline::Pipeline::new(config.pipeline()).unwrap();
-            Arc::new(
-                bank::BankGateway::new(
-                    bank::BankClient::new(config, &bank_config.url).unwrap(),
-                    pipeline,
-                    counters.clone(),
-                )
-                .named(&bank_config.name, bank_config.url.as_str()),
-            )
-        })
-        .collect();
+    let banks = bank::gateways(&config.bank_list().unwrap(), &counters).unwrap();
     let keys = ApiKeys::load(config).unwrap();
     Arc::new(AppState {
         rate_limits: crate::rate_limit::RateLimits::new(

@@ -53,6 +53,9 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
                 "cascaded_away": bank.cascades(),
                 "cascades": cascades,
                 "transitions": bank.pipeline().breaker().history(),
+                // The effective settings of this bank's pipeline: the shared flags with its
+                // `--bank-setting` overrides.
+                "settings": bank.pipeline().config(),
             })
         })
         .collect();
@@ -104,6 +107,7 @@ pub(crate) fn effective_config(config: &Config) -> Value {
         "bank_url": config.bank_list().ok().and_then(|banks| banks.first().map(|b| b.url.to_string())),
         "banks": config.bank_list().unwrap_or_default().iter().map(|b| json!({"name": b.name, "url": b.url.as_str()})).collect::<Vec<_>>(),
         "pipeline": config.pipeline(),
+        "bank_settings": config.bank_settings.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
         "lease_ms": config.reconciler.lease_ms,
         "reconcile_interval_ms": config.reconciler.reconcile_interval_ms,
         "reconcile_grace_ms": config.reconciler.reconcile_grace_ms,
