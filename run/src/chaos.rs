@@ -844,9 +844,19 @@ pub(crate) fn outage_figures(
     let mut figures = OutageFigures::default();
     let mut latencies = Vec::new();
     for record in records {
-        // The answer to the key's first request (a double click's twin may be answered first,
-        // 409 in flight: that is not what the payment got).
-        let Some(first) = record.answers.iter().min_by_key(|a| a.sent_at) else {
+        // The answer to the key's first request. A double click sends two at once, and the one
+        // that loses the race is answered 409 `idempotency_key_in_use`: that says the other is in
+        // flight, not what the payment got, so it counts only when nothing else was answered.
+        let in_flight = |a: &&audit::ClientAnswer| {
+            a.status == 409 && a.code().as_deref() == Some("idempotency_key_in_use")
+        };
+        let Some(first) = record
+            .answers
+            .iter()
+            .filter(|a| !in_flight(a))
+            .min_by_key(|a| a.sent_at)
+            .or_else(|| record.answers.iter().min_by_key(|a| a.sent_at))
+        else {
             continue;
         };
         if first.sent_at < from || first.sent_at >= to {
@@ -1550,6 +1560,24 @@ mod tests {
             keyed("d", at(12), 402, serde_json::json!({}), 3),
             keyed("p", at(13), 202, serde_json::json!({"bank": "bank-a"}), 500),
             keyed("r", at(14), 503, serde_json::json!({"charged": "no"}), 1),
+            // A double click: the twin that lost the race (409) is not the payment's answer.
+            audit::KeyRecord {
+                key: "twin".to_owned(),
+                answers: vec![
+                    audit::ClientAnswer {
+                        status: 409,
+                        body: br#"{"code":"idempotency_key_in_use"}"#.to_vec(),
+                        sent_at: at(15),
+                        received_at: at(15),
+                    },
+                    audit::ClientAnswer {
+                        status: 201,
+                        body: br#"{"bank":"bank-b"}"#.to_vec(),
+                        sent_at: at(15),
+                        received_at: at(15) + Duration::from_millis(20),
+                    },
+                ],
+            },
             keyed(
                 "after",
                 at(20),
@@ -1564,6 +1592,7 @@ mod tests {
             paid("b2", "bank-b"),
             paid("d", "bank-a"),
             paid("p", "bank-a"),
+            paid("twin", "bank-b"),
             paid("after", "bank-a"),
         ];
         let figures = outage_figures(&records, &payments, at(10), at(20), "bank-a");
@@ -1575,10 +1604,10 @@ mod tests {
                 figures.pending,
                 figures.other
             ),
-            (5, 2, 1, 1, 1)
+            (6, 3, 1, 1, 1)
         );
-        assert_eq!((figures.p50_ms, figures.p99_ms), (10.0, 30.0));
-        assert_eq!(figures.failed_over, 2);
+        assert_eq!((figures.p50_ms, figures.p99_ms), (20.0, 30.0));
+        assert_eq!(figures.failed_over, 3);
         assert_eq!(
             (figures.pending_at_out, figures.moved_after_pending),
             (1, 0)
