@@ -12,6 +12,9 @@ use resilience::{
 };
 use secrecy::SecretString;
 
+use crate::payments::HealthSettings;
+pub use crate::payments::RoutingMode;
+
 /// Command line of the `payment-api` binary.
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -103,6 +106,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub resilience: ResilienceArgs,
+
+    #[command(flatten)]
+    pub routing: RoutingArgs,
 
     #[command(flatten)]
     pub reconciler: ReconcilerArgs,
@@ -344,6 +350,82 @@ impl ResilienceArgs {
     }
 }
 
+/// How a new payment's banks are ordered (docs/failover.md, "Routing").
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoutingArgs {
+    /// `priority`: the banks in the order configured. `health`: by each bank's success rate
+    /// over its last --routing-window attempts, priority breaking ties; a bank below
+    /// --routing-min-success goes last, and --routing-exploration of payments try it first so
+    /// its recovery is noticed. Either way a payment moves on only under the cascade rule.
+    #[arg(
+        long = "routing",
+        env = "PAYMENT_API_ROUTING",
+        value_enum,
+        default_value_t = RoutingMode::Priority
+    )]
+    pub mode: RoutingMode,
+    /// Health routing: a bank's score covers its last this many charge attempts.
+    #[arg(long, env = "PAYMENT_API_ROUTING_WINDOW", default_value_t = 100)]
+    pub routing_window: u32,
+    /// Health routing: attempts a bank needs in its window before its score counts (until
+    /// then it keeps its priority place).
+    #[arg(long, env = "PAYMENT_API_ROUTING_MIN_SAMPLES", default_value_t = 10)]
+    pub routing_min_samples: u32,
+    /// Health routing: a bank whose score is below this (0-1) is tried after every other bank.
+    #[arg(long, env = "PAYMENT_API_ROUTING_MIN_SUCCESS", default_value_t = 0.5)]
+    pub routing_min_success: f64,
+    /// Health routing: the share (0-1) of payments that try a dropped bank first, so its
+    /// recovery is noticed.
+    #[arg(long, env = "PAYMENT_API_ROUTING_EXPLORATION", default_value_t = 0.05)]
+    pub routing_exploration: f64,
+}
+
+impl Default for RoutingArgs {
+    fn default() -> Self {
+        Self {
+            mode: RoutingMode::Priority,
+            routing_window: 100,
+            routing_min_samples: 10,
+            routing_min_success: 0.5,
+            routing_exploration: 0.05,
+        }
+    }
+}
+
+impl RoutingArgs {
+    /// The health settings, checked: a window of at least 1, at most as many samples as the
+    /// window holds, and shares between 0 and 1.
+    pub(crate) fn health(&self) -> Result<HealthSettings, ConfigError> {
+        let invalid = |flag: &str, why: String| ConfigError::Routing(format!("{flag} {why}"));
+        if self.routing_window == 0 {
+            return Err(invalid("--routing-window", "must be at least 1".into()));
+        }
+        if self.routing_min_samples > self.routing_window {
+            return Err(invalid(
+                "--routing-min-samples",
+                format!(
+                    "({}) must not exceed --routing-window ({})",
+                    self.routing_min_samples, self.routing_window
+                ),
+            ));
+        }
+        for (flag, value) in [
+            ("--routing-min-success", self.routing_min_success),
+            ("--routing-exploration", self.routing_exploration),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(invalid(flag, format!("({value}) must be between 0 and 1")));
+            }
+        }
+        Ok(HealthSettings {
+            window: self.routing_window as usize,
+            min_samples: self.routing_min_samples as usize,
+            min_success: self.routing_min_success,
+            exploration: self.routing_exploration,
+        })
+    }
+}
+
 /// The reconciler and the key store's bookkeeping.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReconcilerArgs {
@@ -436,6 +518,8 @@ pub enum ConfigError {
     Bank(String),
     #[error("--bank-setting (PAYMENT_API_BANK_SETTINGS) {0}")]
     BankSetting(String),
+    #[error("{0}")]
+    Routing(String),
 }
 
 /// The bank `--bank-url` (or the default URL) configures, when no `--bank` is given.
@@ -482,6 +566,7 @@ impl Config {
             });
         }
         self.bank_list()?;
+        self.routing.health()?;
         Ok(())
     }
 
@@ -615,6 +700,7 @@ impl Config {
             data_dir,
             database_url: None,
             resilience: ResilienceArgs::default(),
+            routing: RoutingArgs::default(),
             reconciler: ReconcilerArgs::default(),
             edge: EdgeArgs::default(),
         }
@@ -956,6 +1042,65 @@ mod tests {
         assert!(help.contains("PAYMENT_API_BANK_SETTINGS"));
         for key in ["breaker-open-ms", "retry-budget-ratio", "bulkhead"] {
             assert!(help.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn routing_defaults_to_priority_and_health_settings_are_checked_naming_the_flag() {
+        let config = parse(&[]);
+        assert_eq!(config.routing.mode, RoutingMode::Priority);
+        let health = config.routing.health().unwrap();
+        assert_eq!(
+            (
+                health.window,
+                health.min_samples,
+                health.min_success,
+                health.exploration
+            ),
+            (100, 10, 0.5, 0.05)
+        );
+        let config = parse(&[
+            "--routing",
+            "health",
+            "--routing-window",
+            "20",
+            "--routing-min-samples",
+            "5",
+            "--routing-min-success",
+            "0.8",
+            "--routing-exploration",
+            "0.1",
+        ]);
+        assert_eq!(config.routing.mode, RoutingMode::Health);
+        assert_eq!(config.validate(), Ok(()));
+        let health = config.routing.health().unwrap();
+        assert_eq!(
+            (
+                health.window,
+                health.min_samples,
+                health.min_success,
+                health.exploration
+            ),
+            (20, 5, 0.8, 0.1)
+        );
+        let mut argv = vec!["payment-api", "--routing", "fastest"];
+        argv.extend_from_slice(&["--api-keys", "acme:0123456789abcdef"]);
+        assert!(Cli::try_parse_from(argv).is_err(), "an unknown mode");
+        for (args, flag) in [
+            (vec!["--routing-window", "0"], "--routing-window"),
+            (
+                vec!["--routing-window", "5", "--routing-min-samples", "6"],
+                "--routing-min-samples",
+            ),
+            (
+                vec!["--routing-min-success", "1.5"],
+                "--routing-min-success",
+            ),
+            (vec!["--routing-exploration=-0.1"], "--routing-exploration"),
+        ] {
+            let error = parse(&args).validate().unwrap_err();
+            assert!(matches!(error, ConfigError::Routing(_)), "{args:?}");
+            assert!(error.to_string().starts_with(flag), "{args:?}: {error}");
         }
     }
 }

@@ -70,6 +70,12 @@ impl Application {
         let instance_id = format!("api-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let service = Arc::new(payments::PaymentService {
             store: store.clone(),
+            routing: payments::Routing::new(
+                config.routing.mode,
+                config.routing.health()?,
+                banks.len(),
+                payments::routing::random_draw(),
+            ),
             banks,
             cache: payments::ReplayCache::new(10_000, config.key_retention()),
             counters,

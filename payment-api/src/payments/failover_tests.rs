@@ -440,3 +440,99 @@ async fn the_reason_of_a_move_is_what_ended_the_run_and_nothing_ambiguous_ever_h
         );
     }
 }
+
+/// Health routing over `a` then `b` (window 10, judged after 4 attempts, dropped below 0.5,
+/// exploration 0.1), whose draws are what the returned cell holds (as f64 bits).
+async fn health_routed() -> (Harness, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::{atomic::AtomicU64, Arc};
+
+    use super::routing::{Draw, HealthSettings, Routing, RoutingMode};
+
+    let next = Arc::new(AtomicU64::new(0.99f64.to_bits()));
+    let source = next.clone();
+    let draw: Draw =
+        Box::new(move || f64::from_bits(source.load(std::sync::atomic::Ordering::SeqCst)));
+    let routing = Routing::new(
+        RoutingMode::Health,
+        HealthSettings {
+            window: 10,
+            min_samples: 4,
+            min_success: 0.5,
+            exploration: 0.1,
+        },
+        2,
+        draw,
+    );
+    let h = Harness::with_routing(pipeline_config(), &["a", "b"], &[], routing).await;
+    (h, next)
+}
+
+#[tokio::test]
+async fn health_routing_starts_payments_at_the_healthier_bank_and_explores_the_dropped_one() {
+    use std::sync::atomic::Ordering;
+
+    let (h, next) = health_routed().await;
+    // a refuses four payments: each moves to b (the cascade rule), and a's score falls to 0.
+    for key in ["k1", "k2", "k3", "k4"] {
+        h.banks[0].charge(not_processed());
+        h.banks[1].charge(charged());
+        let answer = h.pay(key).await.unwrap();
+        assert_eq!(body(&answer)["bank"], "b", "{key}");
+    }
+    assert_eq!(h.service.routing.score(0).score, Some(0.0));
+    assert!(h.service.routing.score(0).dropped);
+    assert_eq!(h.service.routing.score(1).score, Some(1.0));
+
+    // Now payments start at b: a is not called, and the payment's only route is b.
+    h.banks[1].charge(charged());
+    let answer = h.pay("k5").await.unwrap();
+    assert_eq!(body(&answer)["bank"], "b");
+    assert_eq!(h.banks[0].charge_calls(), 4, "a was not called");
+    let (payment, routes) = payment_and_routes(&h, "k5").await;
+    assert_eq!(
+        routes,
+        [("b".to_owned(), format!("pay_{}", payment.id.simple()))]
+    );
+
+    // An exploring payment (draw under 0.1) tries a first; a has recovered and charges it.
+    next.store(0.05f64.to_bits(), Ordering::SeqCst);
+    h.banks[0].charge(charged());
+    let answer = h.pay("k6").await.unwrap();
+    assert_eq!(answer.response.status, 201);
+    assert_eq!(body(&answer)["bank"], "a");
+    assert_eq!(h.banks[1].charge_calls(), 5);
+}
+
+#[tokio::test]
+async fn under_health_routing_the_cascade_rule_is_unchanged() {
+    let (h, _) = health_routed().await;
+    for key in ["k1", "k2", "k3", "k4"] {
+        h.banks[0].charge(not_processed());
+        h.banks[1].charge(charged());
+        h.pay(key).await.unwrap();
+    }
+    // b first now. A refusal at b moves the payment to a (b's own reference first, a's next).
+    h.banks[1].charge(not_processed());
+    h.banks[0].charge(charged());
+    let answer = h.pay("k5").await.unwrap();
+    assert_eq!(body(&answer)["bank"], "a");
+    let (payment, routes) = payment_and_routes(&h, "k5").await;
+    let id = payment.id.simple();
+    assert_eq!(
+        routes,
+        [
+            ("b".to_owned(), format!("pay_{id}")),
+            ("a".to_owned(), format!("pay_{id}_a"))
+        ]
+    );
+    // An ambiguous attempt at b keeps the payment at b: pending, a never called.
+    let a_calls = h.banks[0].charge_calls();
+    h.banks[1]
+        .charge(ambiguous())
+        .charge(not_processed())
+        .charge(not_processed());
+    let answer = h.pay("k6").await.unwrap();
+    assert_eq!(answer.response.status, 202);
+    assert_eq!(body(&answer)["bank"], "b");
+    assert_eq!(h.banks[0].charge_calls(), a_calls);
+}

@@ -18,6 +18,7 @@
 
 mod replay_cache;
 pub(crate) mod responses;
+pub(crate) mod routing;
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,6 +31,8 @@ use resilience::pipeline::{Execution, ExecutionOutcome};
 use uuid::Uuid;
 
 pub(crate) use replay_cache::{CachedKey, ReplayCache};
+pub use routing::RoutingMode;
+pub(crate) use routing::{HealthSettings, Routing};
 
 use crate::{
     auth::Tenant,
@@ -119,6 +122,8 @@ pub(crate) struct PaymentService {
     pub(crate) store: Arc<dyn Store>,
     /// The banks in priority order (at least one).
     pub(crate) banks: Vec<Arc<BankGateway>>,
+    /// The order a new payment considers the banks in (`--routing`), and their scores.
+    pub(crate) routing: Routing,
     pub(crate) cache: ReplayCache,
     pub(crate) counters: Arc<Counters>,
     pub(crate) latencies: Arc<Latencies>,
@@ -159,8 +164,10 @@ impl PaymentService {
         }
 
         // 2. Every bank's breaker refuses: a new payment is refused before any store write; a
-        //    stored key is still answered.
-        let first = match self.route_from(0) {
+        //    stored key is still answered. `order` is the routing's (priority or health); the
+        //    positions below are positions in it.
+        let order = self.routing.order();
+        let first = match self.route_from(&order, 0) {
             Ok(first) => first,
             Err(rejected) => {
                 let existing = crate::stats::timed(
@@ -197,7 +204,7 @@ impl PaymentService {
             description: request.description,
             metadata: request.metadata,
             bank_reference: bank_reference(id, None),
-            bank: self.banks[first].name().to_owned(),
+            bank: self.banks[order[first]].name().to_owned(),
             lease_owner: owner.clone(),
             lease_expires_at: now + self.settings.lease,
             now,
@@ -218,11 +225,16 @@ impl PaymentService {
         // 4. Charge through the bank's pipeline; move to the next bank only while every attempt
         //    was definitely not processed; then record the outcome. The payment's deadline
         //    covers its whole route.
-        let deadline = tokio::time::Instant::now() + self.banks[first].pipeline().config().deadline;
+        let deadline =
+            tokio::time::Instant::now() + self.banks[order[first]].pipeline().config().deadline;
         let mut record = PaymentRecord::from_new(&new);
         let mut current = first;
+        // When the latest route was recorded. Each next route is recorded at least a
+        // millisecond later (the store's resolution), so the routes read back oldest first in
+        // the order they were taken, even when a bank refused within the same millisecond.
+        let mut route_at = new.now;
         loop {
-            let gateway = &self.banks[current];
+            let gateway = &self.banks[order[current]];
             let charge = ChargeRequest {
                 amount: record.amount,
                 currency: record.currency.clone(),
@@ -231,17 +243,19 @@ impl PaymentService {
             };
             // Another bank would take the payment if every attempt here is refused: then a
             // refusal here is not retried here (a cascading retry, not a second attempt).
-            let fail_over = self.route_from(current + 1).is_ok();
+            let fail_over = self.route_from(&order, current + 1).is_ok();
             let BankRun {
                 execution,
                 last_refusal,
             } = gateway
                 .charge_until(&charge, request_id, deadline, fail_over)
                 .await;
+            self.routing.record(order[current], &execution);
             let next = match self.may_cascade(&execution, last_refusal) {
-                Some(reason) if tokio::time::Instant::now() < deadline => {
-                    self.route_from(current + 1).ok().map(|next| (next, reason))
-                }
+                Some(reason) if tokio::time::Instant::now() < deadline => self
+                    .route_from(&order, current + 1)
+                    .ok()
+                    .map(|next| (next, reason)),
                 _ => None,
             };
             let Some((next, reason)) = next else {
@@ -249,9 +263,10 @@ impl PaymentService {
                     .finish(&mut record, &owner, Some(&fingerprint), gateway, execution)
                     .await;
             };
-            let to = &self.banks[next];
+            let to = &self.banks[order[next]];
             let attempts = record.attempts + execution.attempts.len() as u32;
             let reference = bank_reference(record.id, Some(to.name()));
+            let moved_at = responses::now_ms().max(route_at + chrono::Duration::milliseconds(1));
             // The route is durable before the next bank is called: after a crash, the
             // reconciler asks the bank the payment is with, by the reference it has there.
             let moved = crate::stats::timed(
@@ -262,7 +277,7 @@ impl PaymentService {
                     to.name(),
                     &reference,
                     attempts,
-                    responses::now_ms(),
+                    moved_at,
                 ),
             )
             .await;
@@ -282,6 +297,7 @@ impl PaymentService {
                     record.bank = to.name().to_owned();
                     record.bank_reference = reference;
                     record.attempts = attempts;
+                    route_at = moved_at;
                     current = next;
                 }
                 Ok(false) => {
@@ -304,18 +320,19 @@ impl PaymentService {
         }
     }
 
-    /// The first bank from `start` on (priority order) that would take a new payment's first
-    /// attempt now: its breaker admits it and its bulkhead has room; failing that, the first
-    /// whose breaker admits it (its full bulkhead then refuses the attempt without a call, as
-    /// with one bank). `Err` with the shortest breaker retry-after when every breaker refuses.
-    fn route_from(&self, start: usize) -> Result<usize, Duration> {
+    /// The position in `order` (bank indices, the routing's order), from `start` on, of the
+    /// first bank that would take a new payment's first attempt now: its breaker admits it and
+    /// its bulkhead has room; failing that, the first whose breaker admits it (its full
+    /// bulkhead then refuses the attempt without a call, as with one bank). `Err` with the
+    /// shortest breaker retry-after when every breaker refuses.
+    fn route_from(&self, order: &[usize], start: usize) -> Result<usize, Duration> {
         let mut admitted = None;
         let mut retry_after: Option<Duration> = None;
-        for (index, bank) in self.banks.iter().enumerate().skip(start) {
-            match bank.precheck() {
-                Ok(true) => return Ok(index),
+        for (position, &index) in order.iter().enumerate().skip(start) {
+            match self.banks[index].precheck() {
+                Ok(true) => return Ok(position),
                 Ok(false) => {
-                    admitted.get_or_insert(index);
+                    admitted.get_or_insert(position);
                 }
                 Err(wait) => retry_after = Some(retry_after.map_or(wait, |w| w.min(wait))),
             }

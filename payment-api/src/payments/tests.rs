@@ -87,6 +87,22 @@ impl Harness {
         names: &[&str],
         cascade_decline_codes: &[&str],
     ) -> Self {
+        Self::with_routing(
+            config,
+            names,
+            cascade_decline_codes,
+            super::Routing::priority(names.len()),
+        )
+        .await
+    }
+
+    /// [`Harness::with_banks`] with `routing` ordering the banks.
+    pub(crate) async fn with_routing(
+        config: PipelineConfig,
+        names: &[&str],
+        cascade_decline_codes: &[&str],
+        routing: super::Routing,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("api-flow-{}", Uuid::new_v4().simple()));
         let inner = payment_store::open(None, &dir).await.unwrap();
         let store = Arc::new(FaultyStore::new(inner));
@@ -108,6 +124,7 @@ impl Harness {
         let bank = banks[0].clone();
         let service = Arc::new(PaymentService {
             store: store.clone(),
+            routing,
             banks: gateways,
             cache: ReplayCache::new(100, Duration::from_secs(72 * 3600)),
             counters,

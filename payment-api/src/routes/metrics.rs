@@ -71,7 +71,12 @@ async fn publish(state: &AppState) {
 
     // Per bank: its breaker state and its attempts (the unlabelled breaker, budget and bulkhead
     // series below are the first bank's, as with one bank).
-    for bank in &payments.banks {
+    for (index, bank) in payments.banks.iter().enumerate() {
+        // The routing score (absent until the bank is judged: no series rather than a 1 or a 0
+        // that was never measured).
+        if let Some(score) = payments.routing.score(index).score {
+            gauge!("bank_routing_score", "bank" => bank.name().to_owned()).set(score);
+        }
         let state = bank.pipeline().breaker().state();
         gauge!("bank_breaker_open", "bank" => bank.name().to_owned()).set(
             if matches!(state, BreakerState::Open | BreakerState::ForcedOpen) {

@@ -316,6 +316,12 @@ pub(crate) fn test_state(
         keys,
         payments: Arc::new(PaymentService {
             store,
+            routing: payments::Routing::new(
+                config.routing.mode,
+                config.routing.health().unwrap(),
+                banks.len(),
+                payments::routing::random_draw(),
+            ),
             banks,
             cache: payments::ReplayCache::new(100, config.key_retention()),
             counters,

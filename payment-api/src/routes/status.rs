@@ -28,10 +28,13 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
     // bank's); `banks` has every bank's.
     let pipeline = payments.bank().pipeline();
     let total_attempts: u64 = payments.banks.iter().map(|bank| bank.attempts()).sum();
+    let routing = &payments.routing;
     let banks: Vec<Value> = payments
         .banks
         .iter()
-        .map(|bank| {
+        .enumerate()
+        .map(|(index, bank)| {
+            let score = routing.score(index);
             let attempts = bank.attempts();
             let breaker = bank.pipeline().breaker().snapshot();
             // Every reason, 0 when none, so a reader never has to tell "none" from "unknown".
@@ -52,6 +55,12 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
                 "share": if total_attempts == 0 { 0.0 } else { attempts as f64 / total_attempts as f64 },
                 "cascaded_away": bank.cascades(),
                 "cascades": cascades,
+                // Its success rate over its last `routing.window` attempts (null until it has
+                // `routing.min_samples`), in either routing mode; `dropped`: health routing
+                // tries it after every other bank.
+                "score": score.score,
+                "score_samples": score.samples,
+                "dropped": score.dropped,
                 "transitions": bank.pipeline().breaker().history(),
                 // The effective settings of this bank's pipeline: the shared flags with its
                 // `--bank-setting` overrides.
@@ -69,7 +78,14 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
         "started_at": state.started_at,
         "uptime_seconds": (Utc::now() - state.started_at).num_seconds(),
         "store": { "kind": payments.store.kind(), "reachable": store_ok },
-        "routing": { "mode": "priority", "cascade_decline_codes": payments.settings.cascade_decline_codes },
+        "routing": {
+            "mode": routing.mode().as_str(),
+            "window": routing.settings().window,
+            "min_samples": routing.settings().min_samples,
+            "min_success": routing.settings().min_success,
+            "exploration": routing.settings().exploration,
+            "cascade_decline_codes": payments.settings.cascade_decline_codes,
+        },
         "banks": banks,
         "breaker": pipeline.breaker().snapshot(),
         "transitions": pipeline.breaker().history(),
