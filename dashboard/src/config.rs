@@ -87,6 +87,26 @@ pub struct Config {
         value_name = "[NAME=]PATH"
     )]
     pub bank_admin_token_file: Vec<String>,
+
+    /// At start, register this dashboard's webhook receiver (`/webhooks/receiver`) with the
+    /// payment API under the tenant key: rotate the secret of the endpoint with its URL, or
+    /// create one. Retried in the background until the API answers; the page works meanwhile.
+    #[arg(
+        long,
+        env = "DASHBOARD_WEBHOOK_REGISTER",
+        conflicts_with = "webhook_secret_file"
+    )]
+    pub webhook_register: bool,
+
+    /// File with the webhook endpoint secret(s) the receiver verifies with, one `whsec_...` per
+    /// line (two during a rotation): the alternative to --webhook-register.
+    #[arg(long, env = "DASHBOARD_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// The receiver's URL as the payment API reaches it, for --webhook-register. Default:
+    /// http://<the listening address>/webhooks/receiver (127.0.0.1 for an unspecified one).
+    #[arg(long, env = "DASHBOARD_WEBHOOK_RECEIVER_URL")]
+    pub webhook_receiver_url: Option<reqwest::Url>,
 }
 
 /// The bank `--bank-url` (or the default URL) names, when no `--bank` is given: the same name
@@ -120,6 +140,12 @@ pub enum ConfigError {
     UnknownBank { flag: &'static str, bank: String },
     #[error("{flag} gives bank {bank:?} two tokens")]
     DuplicateToken { flag: &'static str, bank: String },
+    #[error("--webhook-secret-file {path} line {line}: {error}")]
+    WebhookSecret {
+        path: String,
+        line: usize,
+        error: webhooks::SecretError,
+    },
 }
 
 impl Config {
@@ -147,6 +173,9 @@ impl Config {
             operator_key_file: None,
             bank_admin_token: Vec::new(),
             bank_admin_token_file: Vec::new(),
+            webhook_register: false,
+            webhook_secret_file: None,
+            webhook_receiver_url: None,
         }
     }
 
@@ -357,6 +386,31 @@ impl Config {
             }
         }
         Ok(tokens)
+    }
+}
+
+impl Config {
+    /// The webhook receiver's secrets from --webhook-secret-file (none without it): one
+    /// `whsec_...` per non-empty line. A bad line names its number, never its content.
+    pub fn webhook_secrets(&self) -> Result<Vec<webhooks::Secret>, ConfigError> {
+        const FLAG: &str = "--webhook-secret-file";
+        let Some(path) = &self.webhook_secret_file else {
+            return Ok(Vec::new());
+        };
+        use secrecy::ExposeSecret;
+        let text = read_secret(path, FLAG)?;
+        text.expose_secret()
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| {
+                webhooks::Secret::parse(line).map_err(|error| ConfigError::WebhookSecret {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    error,
+                })
+            })
+            .collect()
     }
 }
 

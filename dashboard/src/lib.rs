@@ -10,9 +10,12 @@
 //! - `shape`: turns the upstream statuses into the overview the page draws (pure, unit-tested).
 //! - `history`: the last ten minutes of once-a-second samples, for the charts.
 //! - `traffic`: one payment, a burst, a replay, steady traffic; all bounded.
+//! - `receiver`: the demo webhook receiver (`POST /webhooks/receiver`), its chaos, and its
+//!   registration with the API (`--webhook-register`) or its secret file.
 
 pub mod config;
 mod history;
+mod receiver;
 mod routes;
 mod shape;
 mod traffic;
@@ -36,6 +39,8 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     router: axum::Router,
     state: Arc<routes::AppState>,
+    /// The receiver URL to register with the API once serving (`--webhook-register`).
+    register: Option<String>,
 }
 
 impl Application {
@@ -64,20 +69,46 @@ impl Application {
                 .join(","),
             "dashboard listening"
         );
+        let webhooks = Arc::new(receiver::Receiver::default());
+        let file_secrets = config.webhook_secrets()?;
+        if !file_secrets.is_empty() {
+            tracing::info!(
+                secrets = file_secrets.len(),
+                "webhook receiver verifies with the secret file"
+            );
+            webhooks.set_secrets(file_secrets);
+            webhooks.set_registration(receiver::Registration::FromFile);
+        }
+        let has_api_key = secrets.api_key.is_some();
         let upstream = Arc::new(upstream::Upstream::new(
             config.api_url.clone(),
             banks,
             secrets,
         ));
+        let register = if !config.webhook_register {
+            None
+        } else if !has_api_key {
+            tracing::warn!("--webhook-register without an API key (--api-key-file): the webhook receiver stays unregistered");
+            webhooks.set_registration(receiver::Registration::NoApiKey);
+            None
+        } else {
+            let url = match &config.webhook_receiver_url {
+                Some(url) => url.to_string(),
+                None => receiver_url(listener.local_addr()?),
+            };
+            Some(url)
+        };
         let state = Arc::new(routes::AppState {
             traffic: Arc::new(traffic::Traffic::new(Arc::clone(&upstream))),
             history: Arc::new(history::History::default()),
+            webhooks,
             upstream,
         });
         Ok(Self {
             listener,
             router: routes::router(Arc::clone(&state)),
             state,
+            register,
         })
     }
 
@@ -95,11 +126,35 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let sampler = tokio::spawn(sample_forever(Arc::clone(&self.state)));
+        let registration = self.register.map(|url| {
+            tokio::spawn(receiver::register(
+                Arc::clone(&self.state.upstream),
+                Arc::clone(&self.state.webhooks),
+                url,
+                receiver::Backoff::default(),
+            ))
+        });
         let served = service_runtime::serve(self.listener, self.router, shutdown).await;
         sampler.abort();
+        if let Some(registration) = registration {
+            registration.abort();
+        }
         self.state.traffic.stop_steady();
         served
     }
+}
+
+/// The receiver's URL on the bound address; an unspecified address is reached on loopback.
+fn receiver_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!(
+        "http://{}/webhooks/receiver",
+        SocketAddr::new(ip, addr.port())
+    )
 }
 
 /// A URL as it may be logged: a password in it (a URL may carry one) is dropped.

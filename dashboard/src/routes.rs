@@ -31,6 +31,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::{
     history::History,
+    receiver::{self, Receiver, ReceiverChaos},
     shape,
     traffic::{PaymentSpec, SteadyRequest, Traffic, MAX_BURST},
     upstream::{Key, Upstream, UpstreamError},
@@ -51,6 +52,8 @@ pub(crate) struct AppState {
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) history: Arc<History>,
     pub(crate) traffic: Arc<Traffic>,
+    /// The demo webhook receiver (its secrets, deliveries and chaos).
+    pub(crate) webhooks: Arc<Receiver>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -71,9 +74,19 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/chaos", get(chaos).put(put_chaos))
         .route("/breaker/{action}", post(breaker))
+        .route("/webhooks", get(webhooks_view))
+        .route(
+            "/webhooks/receiver-chaos",
+            get(receiver_chaos).put(put_receiver_chaos),
+        )
         .fallback(|| async { DashError::NotFound })
         .layer(middleware::from_fn(guard))
-        .with_state(state);
+        .with_state(Arc::clone(&state));
+    // Outside `/api` and its guard: the payment API posts here, from any host name, and what
+    // authenticates a delivery is its signature.
+    let hooks = Router::new()
+        .route("/webhooks/receiver", post(receiver::receive))
+        .with_state(Arc::clone(&state.webhooks));
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
         .route(
@@ -89,6 +102,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             get(|| async { Json(json!({ "status": "ok", "service": "dashboard" })) }),
         )
         .nest("/api", api)
+        .merge(hooks)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -681,3 +695,30 @@ async fn breaker_target(state: &AppState, bank: &str) -> Result<String, DashErro
 
 #[cfg(test)]
 mod tests;
+
+/// `GET /api/webhooks`: the receiver's card (deliveries, registration, chaos; no secret).
+async fn webhooks_view(State(state): Shared) -> Json<Value> {
+    Json(state.webhooks.view())
+}
+
+/// `GET /api/webhooks/receiver-chaos`.
+async fn receiver_chaos(State(state): Shared) -> Json<ReceiverChaos> {
+    Json(state.webhooks.chaos())
+}
+
+/// `PUT /api/webhooks/receiver-chaos`: `{"fail_share", "hang_share", "hang_ms"}`.
+async fn put_receiver_chaos(
+    State(state): Shared,
+    body: axum::body::Bytes,
+) -> Result<Json<ReceiverChaos>, DashError> {
+    let chaos: ReceiverChaos = json_body(&body)?;
+    chaos.check().map_err(DashError::BadRequest)?;
+    state.webhooks.set_chaos(chaos);
+    tracing::info!(
+        fail_share = chaos.fail_share,
+        hang_share = chaos.hang_share,
+        hang_ms = chaos.hang_ms,
+        "webhook receiver chaos set"
+    );
+    Ok(Json(chaos))
+}

@@ -160,6 +160,7 @@ async fn harness_with(logs_endpoint: bool, api_key: Option<&str>) -> Harness {
     let state = Arc::new(AppState {
         traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
         history: Arc::new(History::default()),
+        webhooks: Arc::default(),
         upstream,
     });
     Harness {
@@ -295,6 +296,7 @@ async fn an_unreachable_api_is_reported_not_an_error() {
     let state = Arc::new(AppState {
         traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
         history: Arc::new(History::default()),
+        webhooks: Arc::default(),
         upstream,
     });
     let (status, o) = call_json(&router(state), get("/api/overview")).await;
@@ -315,6 +317,7 @@ async fn without_an_operator_key_the_status_and_breaker_are_refused_here_and_nev
     let state = Arc::new(AppState {
         traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
         history: Arc::new(History::default()),
+        webhooks: Arc::default(),
         upstream,
     });
     let router = router(state);
@@ -752,6 +755,7 @@ async fn two_banks(api: Answerer) -> (Router, Log, Log, Log) {
     let state = Arc::new(AppState {
         traffic: Arc::new(Traffic::new(Arc::clone(&upstream))),
         history: Arc::new(History::default()),
+        webhooks: Arc::default(),
         upstream,
     });
     (router(state), api_log, a_log, b_log)
