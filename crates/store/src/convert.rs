@@ -136,6 +136,16 @@ pub(crate) fn page_limit(limit: u32) -> i64 {
     i64::from(limit)
 }
 
+/// An endpoint's event types as stored: a JSON array of names.
+pub(crate) fn event_types_to_text(types: &[String]) -> String {
+    serde_json::to_string(types).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The inverse of [`event_types_to_text`].
+pub(crate) fn event_types_from_text(text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored event types: {e}")))
+}
+
 /// A uuid column stored as text back into a [`uuid::Uuid`].
 pub(crate) fn parse_uuid(text: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::parse_str(text)

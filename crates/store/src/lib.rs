@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`Store`]: the trait the payment API and its reconciler use; every method is one atomic step.
 //! - [`records`]: what is stored: [`PaymentRecord`], [`KeyRecord`], [`StoredResponse`].
+//! - [`webhooks`]: webhook endpoints, the event outbox written with each state change, and
+//!   deliveries with their attempts (docs/webhooks.md).
 //! - [`fingerprint`]: the request fingerprint (method, path, canonical JSON) that ties a key to one
 //!   request body.
 //! - [`SqliteStore`]: the embedded default backend (a file, WAL, durable commits), in `sqlite/`:
@@ -48,6 +50,7 @@
 
 pub mod fingerprint;
 pub mod records;
+pub mod webhooks;
 
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -71,6 +74,10 @@ pub use records::{
     Settlement, StoredResponse,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, WriterStats};
+pub use webhooks::{
+    AttemptRecord, DeliveryNext, DeliveryRecord, DeliveryState, EndpointRecord, EventQuery,
+    EventRecord, LeasedDelivery, NewAttempt, NewEndpoint,
+};
 
 /// The SQLite file [`open`] uses when no database URL is given.
 pub const DEFAULT_SQLITE_FILE: &str = "payments.db";
@@ -281,4 +288,119 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// How many payments are pending.
     async fn pending_count(&self) -> Result<u64, StoreError>;
+
+    // --- Webhooks (docs/webhooks.md). A store without them answers `StoreError::Config`.
+
+    /// Creates a webhook endpoint.
+    async fn create_endpoint(&self, _endpoint: &NewEndpoint) -> Result<(), StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Endpoints, oldest first: `tenant`'s (`None`: every tenant's).
+    async fn list_endpoints(
+        &self,
+        _tenant: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// An endpoint by id; `tenant` (when given) must match.
+    async fn get_endpoint(
+        &self,
+        _tenant: Option<&str>,
+        _id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Deletes an endpoint (`tenant`, when given, must match) and its pending deliveries (its
+    /// delivered and failed ones stay, as history). Returns whether it existed.
+    async fn delete_endpoint(&self, _tenant: Option<&str>, _id: &str) -> Result<bool, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Gives an endpoint a new secret; the current one becomes the previous one and keeps
+    /// signing until `previous_until`. Returns the endpoint as it is now, if it exists (and
+    /// belongs to `tenant`, when given).
+    async fn rotate_endpoint_secret(
+        &self,
+        _tenant: Option<&str>,
+        _id: &str,
+        _secret: &str,
+        _previous_until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Events newest first, filtered and paged (see [`EventQuery`]).
+    async fn list_events(&self, _query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// An event by id; `tenant` (when given) must match.
+    async fn get_event(
+        &self,
+        _tenant: Option<&str>,
+        _id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Every delivery of an event, by endpoint id, each with its attempts oldest first.
+    async fn deliveries(&self, _event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Queues event `event_id` (of `tenant`, when given) again for every endpoint of its tenant
+    /// that matches its type: existing deliveries become pending, due at `now`, at the start of
+    /// the retry schedule; a matching endpoint without a delivery gets one. A delivery being
+    /// sent right now keeps its lease. Returns how many deliveries are queued, or `None` if the
+    /// event does not exist.
+    async fn redeliver(
+        &self,
+        _tenant: Option<&str>,
+        _event_id: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Leases up to `limit` pending deliveries due at `now` whose lease is free or expired, to
+    /// `owner` until `until` (the clock rules of payment leases: on PostgreSQL for
+    /// `until - now` on the database's clock), most overdue first. Two callers never lease the
+    /// same delivery at once.
+    async fn lease_deliveries(
+        &self,
+        _owner: &str,
+        _until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+        _limit: u32,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Records the worker's turn on a delivery it leased: the attempt (if one was made) and
+    /// what becomes of the delivery (`next`), releasing the lease, in one transaction. Only
+    /// while `owner` holds the lease and the delivery is pending; returns whether it did.
+    async fn record_delivery(
+        &self,
+        _event_id: &str,
+        _endpoint_id: &str,
+        _owner: &str,
+        _attempt: Option<&NewAttempt>,
+        _next: DeliveryNext,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// How many deliveries are pending (the backlog).
+    async fn delivery_backlog(&self) -> Result<u64, StoreError> {
+        Err(no_webhooks())
+    }
+}
+
+fn no_webhooks() -> StoreError {
+    StoreError::Config("this store does not keep webhooks".into())
 }

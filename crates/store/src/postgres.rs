@@ -28,6 +28,10 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::convert::{self, SettlementColumns};
+use crate::webhooks::{
+    self, AttemptRecord, DeliveryNext, DeliveryRecord, EndpointRecord, EventQuery, EventRecord,
+    LeasedDelivery, NewAttempt, NewEndpoint,
+};
 use crate::{
     ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute, Settlement,
     Store, StoreError, StoreKind, StoredResponse,
@@ -158,6 +162,86 @@ fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
         lease_expires_at: convert::from_ms_opt(row.try_get("lease_expires_at")?)?,
         created_at: convert::from_ms(row.try_get("created_at")?)?,
         completed_at: convert::from_ms_opt(row.try_get("completed_at")?)?,
+    })
+}
+
+const ENDPOINT_COLUMNS: &str = "id, tenant, url, event_types, secret, previous_secret, \
+     previous_secret_expires_at, created_at, updated_at";
+
+const EVENT_COLUMNS: &str = "id, tenant, event_type, payment_id, payload, created_at";
+
+/// The fan-out (see the SQLite twin, `sqlite::sql::FAN_OUT`).
+const FAN_OUT: &str = "INSERT INTO webhook_deliveries \
+     (event_id, endpoint_id, tenant, state, attempts, failures, next_attempt_at, created_at, \
+     updated_at) \
+     SELECT $1, id, tenant, 'pending', 0, 0, $2, $2, $2 FROM webhook_endpoints \
+     WHERE tenant = $3 AND event_types LIKE $4 \
+     ON CONFLICT (event_id, endpoint_id) DO NOTHING";
+
+/// The outbox write: the event announcing the state payment `id` is in now (as this
+/// transaction left it), and its fan-out to the tenant's matching endpoints.
+async fn outbox(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let payment = payment_from_row(&row)?;
+    let event_type = webhooks::event_type(payment.status);
+    let event_id = webhooks::new_event_id();
+    let payload = webhooks::event_payload(&event_id, event_type, now, &payment);
+    let now = convert::to_ms(now);
+    sqlx::query(
+        "INSERT INTO webhook_events (id, tenant, event_type, payment_id, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&event_id)
+    .bind(&payment.tenant)
+    .bind(event_type)
+    .bind(id)
+    .bind(&payload)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(FAN_OUT)
+        .bind(&event_id)
+        .bind(now)
+        .bind(&payment.tenant)
+        .bind(webhooks::event_type_pattern(event_type))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn endpoint_from_row(row: &PgRow) -> Result<EndpointRecord, StoreError> {
+    Ok(EndpointRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        url: row.try_get("url")?,
+        event_types: convert::event_types_from_text(row.try_get("event_types")?)?,
+        secret: row.try_get("secret")?,
+        previous_secret: row.try_get("previous_secret")?,
+        previous_secret_expires_at: convert::from_ms_opt(
+            row.try_get("previous_secret_expires_at")?,
+        )?,
+        created_at: convert::from_ms(row.try_get("created_at")?)?,
+        updated_at: convert::from_ms(row.try_get("updated_at")?)?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        event_type: row.try_get("event_type")?,
+        payment_id: row.try_get("payment_id")?,
+        payload: row.try_get("payload")?,
+        created_at: convert::from_ms(row.try_get("created_at")?)?,
     })
 }
 
@@ -360,6 +444,8 @@ impl Store for PostgresStore {
         .bind(payment_id)
         .execute(&mut *tx)
         .await?;
+        // The final state's event, in this very transaction (the outbox).
+        outbox(&mut tx, payment_id, convert::from_ms(now)?).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -394,13 +480,19 @@ impl Store for PostgresStore {
             tracing::debug!("mark_pending skipped: lease not held or payment final");
             return Ok(());
         }
-        sqlx::query(
+        let first_pending = sqlx::query(
             "UPDATE idempotency_keys SET state = 'pending' \
              WHERE payment_id = $1 AND state = 'in_flight'",
         )
         .bind(payment_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        // The first 202 of a payment announces `payment.pending`, in this very transaction.
+        if first_pending {
+            outbox(&mut tx, payment_id, now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -615,6 +707,341 @@ impl Store for PostgresStore {
     async fn pending_count(&self) -> Result<u64, StoreError> {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+    async fn create_endpoint(&self, endpoint: &NewEndpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints \
+             (id, tenant, url, event_types, secret, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&endpoint.id)
+        .bind(&endpoint.tenant)
+        .bind(&endpoint.url)
+        .bind(convert::event_types_to_text(&endpoint.event_types))
+        .bind(&endpoint.secret)
+        .bind(convert::to_ms(endpoint.now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_endpoints(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE ($1::text IS NULL OR tenant = $1) ORDER BY created_at ASC, id ASC"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(endpoint_from_row).collect()
+    }
+
+    async fn get_endpoint(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    async fn delete_endpoint(&self, tenant: Option<&str>, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM webhook_endpoints WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
+        )
+        .bind(id)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted == 1 {
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND state = 'pending'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        secret: &str,
+        previous_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE webhook_endpoints SET previous_secret = secret, \
+             previous_secret_expires_at = $1, secret = $2, updated_at = $3 \
+             WHERE id = $4 AND ($5::text IS NULL OR tenant = $5) RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(convert::to_ms(previous_until))
+        .bind(secret)
+        .bind(convert::to_ms(now))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+        query
+            .push(EVENT_COLUMNS)
+            .push(" FROM webhook_events e WHERE TRUE");
+        if let Some(tenant) = &q.tenant {
+            query.push(" AND tenant = ").push_bind(tenant);
+        }
+        if let Some(event_type) = &q.event_type {
+            query.push(" AND event_type = ").push_bind(event_type);
+        }
+        if let Some(state) = q.delivery_state {
+            query
+                .push(
+                    " AND EXISTS (SELECT 1 FROM webhook_deliveries d \
+                     WHERE d.event_id = e.id AND d.state = ",
+                )
+                .push_bind(state.as_str())
+                .push(")");
+        }
+        if let Some(before) = &q.before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(convert::page_limit(q.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn get_event(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events \
+             WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let attempts = sqlx::query(
+            "SELECT endpoint_id, attempt, at, status, latency_ms, error FROM webhook_attempts \
+             WHERE event_id = $1 ORDER BY endpoint_id, attempt",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_endpoint: std::collections::HashMap<String, Vec<AttemptRecord>> =
+            std::collections::HashMap::new();
+        for row in &attempts {
+            let status: Option<i32> = row.try_get("status")?;
+            let latency: i64 = row.try_get("latency_ms")?;
+            by_endpoint
+                .entry(row.try_get("endpoint_id")?)
+                .or_default()
+                .push(AttemptRecord {
+                    attempt: convert::attempts(row.try_get("attempt")?)?,
+                    at: convert::from_ms(row.try_get("at")?)?,
+                    status: status
+                        .map(|s| convert::http_status(i64::from(s)))
+                        .transpose()?,
+                    latency_ms: u64::try_from(latency).unwrap_or(0),
+                    error: row.try_get("error")?,
+                });
+        }
+        let rows = sqlx::query(
+            "SELECT event_id, endpoint_id, state, failures, next_attempt_at \
+             FROM webhook_deliveries WHERE event_id = $1 ORDER BY endpoint_id",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let endpoint_id: String = row.try_get("endpoint_id")?;
+                Ok(DeliveryRecord {
+                    event_id: row.try_get("event_id")?,
+                    attempts: by_endpoint.remove(&endpoint_id).unwrap_or_default(),
+                    endpoint_id,
+                    state: webhooks::parse_delivery_state(row.try_get("state")?)?,
+                    failures: convert::attempts(row.try_get("failures")?)?,
+                    next_attempt_at: convert::from_ms_opt(row.try_get("next_attempt_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: Option<&str>,
+        event_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(event) = self.get_event(tenant, event_id).await? else {
+            return Ok(None);
+        };
+        let now = convert::to_ms(now);
+        let mut tx = self.pool.begin().await?;
+        // Endpoints registered since the event get a delivery too.
+        sqlx::query(FAN_OUT)
+            .bind(event_id)
+            .bind(now)
+            .bind(&event.tenant)
+            .bind(webhooks::event_type_pattern(&event.event_type))
+            .execute(&mut *tx)
+            .await?;
+        let queued = sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', failures = 0, \
+             next_attempt_at = $2, updated_at = $2 \
+             WHERE event_id = $1 AND endpoint_id IN (SELECT id FROM webhook_endpoints)",
+        )
+        .bind(event_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Some(queued))
+    }
+
+    async fn lease_deliveries(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        // `FOR UPDATE SKIP LOCKED`: instances leasing at once each take different rows (a row
+        // another is leasing is skipped, one it leased no longer matches); granted and
+        // compared on the database's clock, as payment leases.
+        let w = ENDPOINT_COLUMNS
+            .split(", ")
+            .map(|c| format!("w.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH picked AS (SELECT event_id, endpoint_id FROM webhook_deliveries \
+             WHERE state = 'pending' AND next_attempt_at <= $3 \
+             AND (lease_owner IS NULL OR lease_expires_at <= {db_now}) \
+             ORDER BY next_attempt_at ASC LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE webhook_deliveries d SET lease_owner = $1, lease_expires_at = {db_now} + $2 \
+             FROM picked, webhook_events e, webhook_endpoints w \
+             WHERE d.event_id = picked.event_id AND d.endpoint_id = picked.endpoint_id \
+             AND e.id = d.event_id AND w.id = d.endpoint_id \
+             RETURNING d.event_id, d.endpoint_id, d.tenant AS delivery_tenant, d.failures, \
+             d.next_attempt_at AS due_at, e.payload, {w}",
+            db_now = db_now_ms!()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_ms(until, now))
+            .bind(convert::to_ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut leased = rows
+            .iter()
+            .map(|row| {
+                let due: Option<i64> = row.try_get("due_at")?;
+                Ok((
+                    due,
+                    LeasedDelivery {
+                        event_id: row.try_get("event_id")?,
+                        endpoint_id: row.try_get("endpoint_id")?,
+                        tenant: row.try_get("delivery_tenant")?,
+                        failures: convert::attempts(row.try_get("failures")?)?,
+                        payload: row.try_get("payload")?,
+                        endpoint: endpoint_from_row(row)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING keeps no order: most overdue first, as asked.
+        leased.sort_by_key(|(due, _)| *due);
+        Ok(leased.into_iter().map(|(_, delivery)| delivery).collect())
+    }
+
+    async fn record_delivery(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+        owner: &str,
+        attempt: Option<&NewAttempt>,
+        next: DeliveryNext,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (state, failed, next_at) = next.columns();
+        let mut tx = self.pool.begin().await?;
+        let number: Option<i64> = sqlx::query_scalar(
+            "UPDATE webhook_deliveries SET attempts = attempts + $1, failures = failures + $2, \
+             state = $3, next_attempt_at = $4, lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = $5 \
+             WHERE event_id = $6 AND endpoint_id = $7 AND state = 'pending' AND lease_owner = $8 \
+             RETURNING attempts",
+        )
+        .bind(i64::from(attempt.is_some()))
+        .bind(failed)
+        .bind(state.as_str())
+        .bind(next_at.map(convert::to_ms))
+        .bind(convert::to_ms(now))
+        .bind(event_id)
+        .bind(endpoint_id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(number) = number else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if let Some(attempt) = attempt {
+            sqlx::query(
+                "INSERT INTO webhook_attempts \
+                 (event_id, endpoint_id, attempt, at, status, latency_ms, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(event_id)
+            .bind(endpoint_id)
+            .bind(number)
+            .bind(convert::to_ms(attempt.at))
+            .bind(attempt.status.map(i32::from))
+            .bind(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX))
+            .bind(&attempt.error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delivery_backlog(&self) -> Result<u64, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending'")
                 .fetch_one(&self.pool)
                 .await?;
         Ok(u64::try_from(count).unwrap_or(0))

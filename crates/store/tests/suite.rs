@@ -93,7 +93,16 @@ suite!(
     a_claim_records_the_route_at_its_first_bank,
     switch_bank_records_the_route_and_moves_the_payment_only_under_a_live_lease,
     release_deletes_the_routes_with_the_payment,
+    each_state_change_writes_its_event_and_fans_out_to_matching_endpoints,
+    a_payment_without_endpoints_writes_its_event_and_no_delivery,
+    deliveries_are_leased_once_and_every_attempt_is_recorded,
+    workers_racing_for_due_deliveries_never_share_one,
+    endpoints_are_scoped_rotated_and_deleted,
+    events_list_newest_first_filtered_and_paged,
 );
+
+#[path = "suite/webhooks.rs"]
+mod webhook_cases;
 
 /// A millisecond-precise instant `secs` seconds after a fixed origin (stores keep milliseconds).
 fn at(secs: i64) -> DateTime<Utc> {
@@ -142,6 +151,8 @@ mod cases {
     use uuid::Uuid;
 
     use super::{at, json, new_payment};
+
+    pub(super) use super::webhook_cases::*;
 
     /// Claims a fresh key and asserts it was free.
     async fn claimed(
@@ -2155,7 +2166,11 @@ mod sqlite_upgrade {
                     "idempotency_keys",
                     "payment_routes",
                     "payments",
-                    "store_health"
+                    "store_health",
+                    "webhook_attempts",
+                    "webhook_deliveries",
+                    "webhook_endpoints",
+                    "webhook_events",
                 ]
                 .map(String::from)
                 .into(),
@@ -2166,7 +2181,11 @@ mod sqlite_upgrade {
                     "idempotency_keys_completed",
                     "payments_created",
                     "payments_pending_due",
-                    "payments_tenant_created"
+                    "payments_tenant_created",
+                    "webhook_deliveries_due",
+                    "webhook_deliveries_endpoint",
+                    "webhook_endpoints_tenant",
+                    "webhook_events_tenant",
                 ]
                 .map(String::from)
                 .into(),

@@ -8,8 +8,9 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payment_store::{
-    ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute, Settlement,
-    Store, StoreError, StoreKind, StoredResponse,
+    ClaimOutcome, DeliveryNext, DeliveryRecord, EndpointRecord, EventQuery, EventRecord, KeyRecord,
+    LeasedDelivery, NewAttempt, NewEndpoint, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute,
+    Settlement, Store, StoreError, StoreKind, StoredResponse,
 };
 use uuid::Uuid;
 
@@ -28,6 +29,12 @@ pub(crate) enum Op {
     Reschedule,
     ReapKeys,
     Ping,
+    /// The webhook endpoints' writes and reads (create, list, get, delete, rotate).
+    Endpoints,
+    /// Event reads (list, get, deliveries) and redelivery.
+    Events,
+    LeaseDeliveries,
+    RecordDelivery,
 }
 
 /// How an operation fails.
@@ -307,5 +314,108 @@ impl Store for FaultyStore {
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
         self.inner.pending_count().await
+    }
+    async fn create_endpoint(&self, endpoint: &NewEndpoint) -> Result<(), StoreError> {
+        self.run(Op::Endpoints, self.inner.create_endpoint(endpoint))
+            .await
+    }
+
+    async fn list_endpoints(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        self.run(Op::Endpoints, self.inner.list_endpoints(tenant))
+            .await
+    }
+
+    async fn get_endpoint(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        self.run(Op::Endpoints, self.inner.get_endpoint(tenant, id))
+            .await
+    }
+
+    async fn delete_endpoint(&self, tenant: Option<&str>, id: &str) -> Result<bool, StoreError> {
+        self.run(Op::Endpoints, self.inner.delete_endpoint(tenant, id))
+            .await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        secret: &str,
+        previous_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        self.run(
+            Op::Endpoints,
+            self.inner
+                .rotate_endpoint_secret(tenant, id, secret, previous_until, now),
+        )
+        .await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        self.run(Op::Events, self.inner.list_events(query)).await
+    }
+
+    async fn get_event(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        self.run(Op::Events, self.inner.get_event(tenant, id)).await
+    }
+
+    async fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.run(Op::Events, self.inner.deliveries(event_id)).await
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: Option<&str>,
+        event_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.run(Op::Events, self.inner.redeliver(tenant, event_id, now))
+            .await
+    }
+
+    async fn lease_deliveries(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        self.run(
+            Op::LeaseDeliveries,
+            self.inner.lease_deliveries(owner, until, now, limit),
+        )
+        .await
+    }
+
+    async fn record_delivery(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+        owner: &str,
+        attempt: Option<&NewAttempt>,
+        next: DeliveryNext,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.run(
+            Op::RecordDelivery,
+            self.inner
+                .record_delivery(event_id, endpoint_id, owner, attempt, next, now),
+        )
+        .await
+    }
+
+    async fn delivery_backlog(&self) -> Result<u64, StoreError> {
+        self.inner.delivery_backlog().await
     }
 }

@@ -19,13 +19,16 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::sql;
-use crate::{KeyRecord, StoreError};
+use crate::webhooks::{
+    self, AttemptRecord, DeliveryRecord, EndpointRecord, EventQuery, EventRecord,
+};
+use crate::{convert, KeyRecord, StoreError};
 
 /// Read-only connections: enough that the API's worker threads rarely share one.
 const CONNECTIONS: usize = 4;
 
 /// Prepared statements kept per connection.
-const STATEMENT_CACHE: usize = 16;
+const STATEMENT_CACHE: usize = 32;
 
 /// The lookup connections of one database file.
 pub(crate) struct Lookups {
@@ -94,6 +97,142 @@ impl Lookups {
                 .query_row((tenant, key), |row| Ok(sql::key_from_row(row)))
                 .optional()?;
             found.transpose()
+        })
+    }
+
+    /// Webhook endpoints of `tenant` (all if `None`), oldest first.
+    pub(crate) fn endpoints(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(&sql::endpoints_of())?;
+            let rows = statement.query_map([tenant], |row| Ok(sql::endpoint_from_row(row)))?;
+            rows.map(|row| row?).collect()
+        })
+    }
+
+    /// A webhook endpoint by id (of `tenant`, when given).
+    pub(crate) fn endpoint(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(&sql::endpoint_by_id())?
+                .query_row((id, tenant), |row| Ok(sql::endpoint_from_row(row)))
+                .optional()?
+                .transpose()
+        })
+    }
+
+    /// An event by id (of `tenant`, when given).
+    pub(crate) fn event(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(&sql::event_by_id())?
+                .query_row((id, tenant), |row| Ok(sql::event_from_row(row)))
+                .optional()?
+                .transpose()
+        })
+    }
+
+    /// Events newest first, filtered and paged.
+    pub(crate) fn events(&self, q: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        use rusqlite::types::Value;
+        let mut text = format!(
+            "SELECT {} FROM webhook_events e WHERE 1 = 1",
+            sql::EVENT_COLUMNS
+        );
+        let mut params: Vec<Value> = Vec::new();
+        let mut push = |clause: &str, value: Value, text: &mut String| {
+            params.push(value);
+            text.push_str(&clause.replace('?', &format!("?{}", params.len())));
+        };
+        if let Some(tenant) = &q.tenant {
+            push(" AND tenant = ?", Value::Text(tenant.clone()), &mut text);
+        }
+        if let Some(event_type) = &q.event_type {
+            push(
+                " AND event_type = ?",
+                Value::Text(event_type.clone()),
+                &mut text,
+            );
+        }
+        if let Some(state) = q.delivery_state {
+            push(
+                " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = ?)",
+                Value::Text(state.as_str().to_owned()),
+                &mut text,
+            );
+        }
+        if let Some(before) = &q.before {
+            push(" AND id < ?", Value::Text(before.clone()), &mut text);
+        }
+        push(
+            " ORDER BY id DESC LIMIT ?",
+            Value::Integer(convert::page_limit(q.limit)),
+            &mut text,
+        );
+        self.with(|conn| {
+            let mut statement = conn.prepare(&text)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params), |row| {
+                Ok(sql::event_from_row(row))
+            })?;
+            rows.map(|row| row?).collect()
+        })
+    }
+
+    /// Every delivery of an event, with its attempts.
+    pub(crate) fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.with(|conn| {
+            let mut attempts = conn.prepare_cached(sql::ATTEMPTS_OF)?;
+            let mut by_endpoint: std::collections::HashMap<String, Vec<AttemptRecord>> =
+                std::collections::HashMap::new();
+            let mut rows = attempts.query([event_id])?;
+            while let Some(row) = rows.next()? {
+                let status: Option<i64> = row.get("status")?;
+                let latency: i64 = row.get("latency_ms")?;
+                by_endpoint
+                    .entry(row.get("endpoint_id")?)
+                    .or_default()
+                    .push(AttemptRecord {
+                        attempt: convert::attempts(row.get("attempt")?)?,
+                        at: convert::from_ms(row.get("at")?)?,
+                        status: status.map(convert::http_status).transpose()?,
+                        latency_ms: u64::try_from(latency).unwrap_or(0),
+                        error: row.get("error")?,
+                    });
+            }
+            let mut deliveries = conn.prepare_cached(sql::DELIVERIES_OF)?;
+            let mut rows = deliveries.query([event_id])?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next()? {
+                let endpoint_id: String = row.get("endpoint_id")?;
+                let state: String = row.get("state")?;
+                all.push(DeliveryRecord {
+                    event_id: row.get("event_id")?,
+                    attempts: by_endpoint.remove(&endpoint_id).unwrap_or_default(),
+                    endpoint_id,
+                    state: webhooks::parse_delivery_state(&state)?,
+                    failures: convert::attempts(row.get("failures")?)?,
+                    next_attempt_at: convert::from_ms_opt(row.get("next_attempt_at")?)?,
+                });
+            }
+            Ok(all)
+        })
+    }
+
+    /// How many deliveries are pending.
+    pub(crate) fn delivery_backlog(&self) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            let count: i64 = conn
+                .prepare_cached(sql::DELIVERY_BACKLOG)?
+                .query_row([], |row| row.get(0))?;
+            Ok(u64::try_from(count).unwrap_or(0))
         })
     }
 }

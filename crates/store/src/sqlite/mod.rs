@@ -40,13 +40,17 @@ use sqlx::{QueryBuilder, Row as _, Sqlite};
 use uuid::Uuid;
 
 use crate::convert;
+use crate::webhooks::{
+    DeliveryNext, DeliveryRecord, EndpointRecord, EventQuery, EventRecord, LeasedDelivery,
+    NewAttempt, NewEndpoint,
+};
 use crate::{
     ClaimOutcome, KeyRecord, NewPayment, PaymentQuery, PaymentRecord, PaymentRoute, Settlement,
     Store, StoreError, StoreKind, StoredResponse,
 };
 use lookup::Lookups;
 use writer::{Writer, WriterConfig};
-use writes::{Outcome, SettleWrite, SwitchWrite, UnleaseWrite, Write};
+use writes::{Outcome, RecordWrite, RotateWrite, SettleWrite, SwitchWrite, UnleaseWrite, Write};
 
 pub use writer::WriterStats;
 
@@ -374,6 +378,136 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn create_endpoint(&self, endpoint: &NewEndpoint) -> Result<(), StoreError> {
+        self.applied(Write::CreateEndpoint(Box::new(endpoint.clone())))
+            .await
+            .map(|_| ())
+    }
+
+    async fn list_endpoints(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        self.lookups.endpoints(tenant)
+    }
+
+    async fn get_endpoint(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        self.lookups.endpoint(tenant, id)
+    }
+
+    async fn delete_endpoint(&self, tenant: Option<&str>, id: &str) -> Result<bool, StoreError> {
+        self.applied(Write::DeleteEndpoint {
+            tenant: tenant.map(str::to_owned),
+            id: id.to_owned(),
+        })
+        .await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        secret: &str,
+        previous_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let write = RotateWrite {
+            tenant: tenant.map(str::to_owned),
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+            previous_until,
+            now,
+        };
+        match self
+            .writer
+            .submit(Write::RotateSecret(Box::new(write)))
+            .await?
+        {
+            Outcome::Endpoint(endpoint) => Ok(endpoint),
+            other => unreachable!("a rotation answers Endpoint, got {other:?}"),
+        }
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        self.lookups.events(query)
+    }
+
+    async fn get_event(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        self.lookups.event(tenant, id)
+    }
+
+    async fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.lookups.deliveries(event_id)
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: Option<&str>,
+        event_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        let write = Write::Redeliver {
+            tenant: tenant.map(str::to_owned),
+            event_id: event_id.to_owned(),
+            now,
+        };
+        match self.writer.submit(write).await? {
+            Outcome::Requeued(queued) => Ok(queued),
+            other => unreachable!("a redelivery answers Requeued, got {other:?}"),
+        }
+    }
+
+    async fn lease_deliveries(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        let write = Write::LeaseDeliveries {
+            owner: owner.to_owned(),
+            until,
+            now,
+            limit,
+        };
+        match self.writer.submit(write).await? {
+            Outcome::Leased(leased) => Ok(leased),
+            other => unreachable!("a delivery lease answers Leased, got {other:?}"),
+        }
+    }
+
+    async fn record_delivery(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+        owner: &str,
+        attempt: Option<&NewAttempt>,
+        next: DeliveryNext,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.applied(Write::RecordDelivery(Box::new(RecordWrite {
+            event_id: event_id.to_owned(),
+            endpoint_id: endpoint_id.to_owned(),
+            owner: owner.to_owned(),
+            attempt: attempt.cloned(),
+            next,
+            now,
+        })))
+        .await
+    }
+
+    async fn delivery_backlog(&self) -> Result<u64, StoreError> {
+        self.lookups.delivery_backlog()
     }
 }
 

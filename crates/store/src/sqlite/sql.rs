@@ -9,7 +9,9 @@ use rusqlite::Row;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row as _;
 
-use crate::{convert, KeyRecord, PaymentRecord, StoreError, StoredResponse};
+use crate::{
+    convert, EndpointRecord, EventRecord, KeyRecord, PaymentRecord, StoreError, StoredResponse,
+};
 
 /// The columns [`payment_from_sqlx`] decodes, in the order of the table.
 pub(crate) const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, amount, currency, \
@@ -189,5 +191,184 @@ pub(crate) fn key_from_row(row: &Row<'_>) -> Result<KeyRecord, StoreError> {
         lease_expires_at: convert::from_ms_opt(row.get("lease_expires_at")?)?,
         created_at: convert::from_ms(row.get("created_at")?)?,
         completed_at: convert::from_ms_opt(row.get("completed_at")?)?,
+    })
+}
+
+// --- Webhooks (docs/webhooks.md; the rules: `crate::webhooks`).
+
+/// A payment by id, as a settlement or mark pending left it, for its event's payload.
+pub(crate) fn payment_by_id() -> String {
+    format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1")
+}
+
+/// The outbox: an event, in the transaction of the state change it announces.
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO webhook_events \
+     (id, tenant, event_type, payment_id, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// The fan-out: a pending delivery of event `?1`, due at `?2`, to each endpoint of tenant `?3`
+/// whose types match the pattern `?4`. Writes nothing (a read of the tenant's endpoints) for a
+/// tenant without one. `OR IGNORE`: a redelivery keeps the deliveries that exist.
+pub(crate) const FAN_OUT: &str = "INSERT OR IGNORE INTO webhook_deliveries \
+     (event_id, endpoint_id, tenant, state, attempts, failures, next_attempt_at, created_at, \
+     updated_at) \
+     SELECT ?1, id, tenant, 'pending', 0, 0, ?2, ?2, ?2 FROM webhook_endpoints \
+     WHERE tenant = ?3 AND event_types LIKE ?4";
+
+/// The columns [`endpoint_from_row`] decodes.
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant, url, event_types, secret, \
+     previous_secret, previous_secret_expires_at, created_at, updated_at";
+
+pub(crate) const INSERT_ENDPOINT: &str = "INSERT INTO webhook_endpoints \
+     (id, tenant, url, event_types, secret, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
+
+/// An endpoint by id, of tenant `?2` unless `?2` is NULL.
+pub(crate) fn endpoint_by_id() -> String {
+    format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1 \
+         AND (?2 IS NULL OR tenant = ?2)"
+    )
+}
+
+/// Endpoints of tenant `?1` (every tenant's if NULL), oldest first.
+pub(crate) fn endpoints_of() -> String {
+    format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE (?1 IS NULL OR tenant = ?1) \
+         ORDER BY created_at ASC, id ASC"
+    )
+}
+
+pub(crate) const DELETE_ENDPOINT: &str =
+    "DELETE FROM webhook_endpoints WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)";
+
+/// A deleted endpoint's pending deliveries (its delivered and failed ones stay as history).
+pub(crate) const DELETE_ENDPOINT_DELIVERIES: &str =
+    "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1 AND state = 'pending'";
+
+/// The current secret becomes the previous one, signing until `?1`; `?2` is the new one.
+pub(crate) const ROTATE_SECRET: &str = "UPDATE webhook_endpoints SET \
+     previous_secret = secret, previous_secret_expires_at = ?1, secret = ?2, updated_at = ?3 \
+     WHERE id = ?4 AND (?5 IS NULL OR tenant = ?5)";
+
+/// The columns [`event_from_row`] decodes.
+pub(crate) const EVENT_COLUMNS: &str = "id, tenant, event_type, payment_id, payload, created_at";
+
+/// An event by id, of tenant `?2` unless `?2` is NULL.
+pub(crate) fn event_by_id() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = ?1 \
+         AND (?2 IS NULL OR tenant = ?2)"
+    )
+}
+
+/// Every delivery of event `?1`.
+pub(crate) const DELIVERIES_OF: &str = "SELECT event_id, endpoint_id, state, failures, \
+     next_attempt_at FROM webhook_deliveries WHERE event_id = ?1 ORDER BY endpoint_id";
+
+/// Every attempt of event `?1`'s deliveries.
+pub(crate) const ATTEMPTS_OF: &str = "SELECT endpoint_id, attempt, at, status, latency_ms, \
+     error FROM webhook_attempts WHERE event_id = ?1 ORDER BY endpoint_id, attempt";
+
+/// A redelivery: the event's deliveries to endpoints that still exist go back to the start of
+/// the schedule, due at `?2`.
+pub(crate) const REQUEUE: &str = "UPDATE webhook_deliveries SET state = 'pending', \
+     failures = 0, next_attempt_at = ?2, updated_at = ?2 \
+     WHERE event_id = ?1 AND endpoint_id IN (SELECT id FROM webhook_endpoints)";
+
+/// Deliveries due at `?1` whose lease is free or expired at `?1`, most overdue first, at most
+/// `?2`, with their event's payload and their endpoint.
+pub(crate) fn due_deliveries() -> String {
+    format!(
+        "SELECT d.event_id, d.endpoint_id, d.tenant AS delivery_tenant, d.failures, e.payload, \
+         {w} FROM webhook_deliveries d \
+         JOIN webhook_events e ON e.id = d.event_id \
+         JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+         WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 \
+         AND (d.lease_owner IS NULL OR d.lease_expires_at <= ?1) \
+         ORDER BY d.next_attempt_at ASC LIMIT ?2",
+        w = ENDPOINT_COLUMNS
+            .split(", ")
+            .map(|c| format!("w.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+pub(crate) const LEASE_DELIVERY: &str = "UPDATE webhook_deliveries SET lease_owner = ?1, \
+     lease_expires_at = ?2 WHERE event_id = ?3 AND endpoint_id = ?4";
+
+/// The worker's turn on a delivery it leased: attempts `+ ?1`, failures `+ ?2`, the new state
+/// and due time; the lease is released. Only by the lease owner of a pending delivery.
+pub(crate) const RECORD_DELIVERY: &str = "UPDATE webhook_deliveries SET \
+     attempts = attempts + ?1, failures = failures + ?2, state = ?3, next_attempt_at = ?4, \
+     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?5 \
+     WHERE event_id = ?6 AND endpoint_id = ?7 AND state = 'pending' AND lease_owner = ?8";
+
+pub(crate) const DELIVERY_ATTEMPTS: &str =
+    "SELECT attempts FROM webhook_deliveries WHERE event_id = ?1 AND endpoint_id = ?2";
+
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO webhook_attempts \
+     (event_id, endpoint_id, attempt, at, status, latency_ms, error) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Pending deliveries, counted in the partial index of due deliveries.
+pub(crate) const DELIVERY_BACKLOG: &str =
+    "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending'";
+
+/// A payment row (all of [`PAYMENT_COLUMNS`]) read through rusqlite.
+pub(crate) fn payment_from_row(row: &Row<'_>) -> Result<PaymentRecord, StoreError> {
+    let text = |name: &str| -> Result<String, StoreError> { Ok(row.get::<_, String>(name)?) };
+    let metadata: Option<String> = row.get("metadata")?;
+    Ok(PaymentRecord {
+        id: convert::parse_uuid(&text("id")?)?,
+        tenant: text("tenant")?,
+        idempotency_key: text("idempotency_key")?,
+        status: convert::parse_status(&text("status")?)?,
+        amount: row.get("amount")?,
+        currency: text("currency")?,
+        source: text("source")?,
+        description: row.get("description")?,
+        metadata: convert::metadata_from_text(metadata.as_deref())?,
+        bank_reference: text("bank_reference")?,
+        bank: text("bank")?,
+        bank_charge_id: row.get("bank_charge_id")?,
+        decline_code: row.get("decline_code")?,
+        failure_reason: row.get("failure_reason")?,
+        attempts: convert::attempts(row.get("attempts")?)?,
+        lease_owner: row.get("lease_owner")?,
+        lease_expires_at: convert::from_ms_opt(row.get("lease_expires_at")?)?,
+        next_reconcile_at: convert::from_ms_opt(row.get("next_reconcile_at")?)?,
+        last_attempt_at: convert::from_ms_opt(row.get("last_attempt_at")?)?,
+        created_at: convert::from_ms(row.get("created_at")?)?,
+        updated_at: convert::from_ms(row.get("updated_at")?)?,
+    })
+}
+
+/// An endpoint row (all of [`ENDPOINT_COLUMNS`]) read through rusqlite.
+pub(crate) fn endpoint_from_row(row: &Row<'_>) -> Result<EndpointRecord, StoreError> {
+    let types: String = row.get("event_types")?;
+    Ok(EndpointRecord {
+        id: row.get("id")?,
+        tenant: row.get("tenant")?,
+        url: row.get("url")?,
+        event_types: convert::event_types_from_text(&types)?,
+        secret: row.get("secret")?,
+        previous_secret: row.get("previous_secret")?,
+        previous_secret_expires_at: convert::from_ms_opt(row.get("previous_secret_expires_at")?)?,
+        created_at: convert::from_ms(row.get("created_at")?)?,
+        updated_at: convert::from_ms(row.get("updated_at")?)?,
+    })
+}
+
+/// An event row (all of [`EVENT_COLUMNS`]) read through rusqlite.
+pub(crate) fn event_from_row(row: &Row<'_>) -> Result<EventRecord, StoreError> {
+    let payment_id: String = row.get("payment_id")?;
+    Ok(EventRecord {
+        id: row.get("id")?,
+        tenant: row.get("tenant")?,
+        event_type: row.get("event_type")?,
+        payment_id: convert::parse_uuid(&payment_id)?,
+        payload: row.get("payload")?,
+        created_at: convert::from_ms(row.get("created_at")?)?,
     })
 }

@@ -51,7 +51,7 @@ const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer; a full queue makes callers wait (bounded memory).
 const QUEUE: usize = 1024;
 /// Prepared statements kept on the writer's connection (one per statement of `sql`, and room).
-const STATEMENT_CACHE: usize = 24;
+const STATEMENT_CACHE: usize = 48;
 
 /// How the writer's connection is opened, at start and whenever it is reopened.
 #[derive(Debug, Clone)]

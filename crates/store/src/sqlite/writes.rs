@@ -9,6 +9,9 @@ use rusqlite::{Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::sql;
+use crate::webhooks::{
+    self, DeliveryNext, EndpointRecord, LeasedDelivery, NewAttempt, NewEndpoint,
+};
 use crate::{convert, ClaimOutcome, NewPayment, Settlement, StoreError, StoredResponse};
 
 /// A write the writer thread applies.
@@ -44,6 +47,48 @@ pub(crate) enum Write {
     ReapKeys { before: DateTime<Utc> },
     /// [`crate::Store::ping`]: proves that a write can commit.
     Heartbeat,
+    /// [`crate::Store::create_endpoint`].
+    CreateEndpoint(Box<NewEndpoint>),
+    /// [`crate::Store::delete_endpoint`].
+    DeleteEndpoint { tenant: Option<String>, id: String },
+    /// [`crate::Store::rotate_endpoint_secret`].
+    RotateSecret(Box<RotateWrite>),
+    /// [`crate::Store::redeliver`].
+    Redeliver {
+        tenant: Option<String>,
+        event_id: String,
+        now: DateTime<Utc>,
+    },
+    /// [`crate::Store::lease_deliveries`].
+    LeaseDeliveries {
+        owner: String,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    },
+    /// [`crate::Store::record_delivery`].
+    RecordDelivery(Box<RecordWrite>),
+}
+
+/// [`crate::Store::rotate_endpoint_secret`]'s arguments, owned.
+#[derive(Debug)]
+pub(crate) struct RotateWrite {
+    pub(crate) tenant: Option<String>,
+    pub(crate) id: String,
+    pub(crate) secret: String,
+    pub(crate) previous_until: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// [`crate::Store::record_delivery`]'s arguments, owned.
+#[derive(Debug)]
+pub(crate) struct RecordWrite {
+    pub(crate) event_id: String,
+    pub(crate) endpoint_id: String,
+    pub(crate) owner: String,
+    pub(crate) attempt: Option<NewAttempt>,
+    pub(crate) next: DeliveryNext,
+    pub(crate) now: DateTime<Utc>,
 }
 
 /// [`crate::Store::settle`]'s arguments, owned.
@@ -115,6 +160,12 @@ pub(crate) enum Outcome {
     Applied(bool),
     /// How many keys the reaper deleted.
     Reaped(u64),
+    /// An endpoint after a rotation, if it exists.
+    Endpoint(Option<EndpointRecord>),
+    /// How many deliveries a redelivery queued (`None`: no such event).
+    Requeued(Option<u64>),
+    /// The deliveries leased.
+    Leased(Vec<LeasedDelivery>),
 }
 
 impl Write {
@@ -167,8 +218,186 @@ impl Write {
                 }
                 Ok(Outcome::Applied(true))
             }
+            Self::CreateEndpoint(new) => {
+                conn.prepare_cached(sql::INSERT_ENDPOINT)?.execute((
+                    &new.id,
+                    &new.tenant,
+                    &new.url,
+                    convert::event_types_to_text(&new.event_types),
+                    &new.secret,
+                    convert::to_ms(new.now),
+                ))?;
+                Ok(Outcome::Applied(true))
+            }
+            Self::DeleteEndpoint { tenant, id } => {
+                let deleted = conn
+                    .prepare_cached(sql::DELETE_ENDPOINT)?
+                    .execute((id, tenant))?;
+                if deleted == 1 {
+                    conn.prepare_cached(sql::DELETE_ENDPOINT_DELIVERIES)?
+                        .execute([id])?;
+                }
+                Ok(Outcome::Applied(deleted == 1))
+            }
+            Self::RotateSecret(write) => rotate(conn, write).map(Outcome::Endpoint),
+            Self::Redeliver {
+                tenant,
+                event_id,
+                now,
+            } => redeliver(conn, tenant.as_deref(), event_id, *now).map(Outcome::Requeued),
+            Self::LeaseDeliveries {
+                owner,
+                until,
+                now,
+                limit,
+            } => lease_deliveries(conn, owner, *until, *now, *limit).map(Outcome::Leased),
+            Self::RecordDelivery(write) => record_delivery(conn, write).map(Outcome::Applied),
         }
     }
+}
+
+/// The outbox write: the event announcing the state payment `id` is in now (as this
+/// transaction left it), and its fan-out to the tenant's matching endpoints.
+fn outbox(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let payment = conn
+        .prepare_cached(&sql::payment_by_id())?
+        .query_row([id], |row| Ok(sql::payment_from_row(row)))??;
+    let event_type = webhooks::event_type(payment.status);
+    let event_id = webhooks::new_event_id();
+    let payload = webhooks::event_payload(&event_id, event_type, now, &payment);
+    let now = convert::to_ms(now);
+    conn.prepare_cached(sql::INSERT_EVENT)?.execute((
+        &event_id,
+        &payment.tenant,
+        event_type,
+        id,
+        &payload,
+        now,
+    ))?;
+    conn.prepare_cached(sql::FAN_OUT)?.execute((
+        &event_id,
+        now,
+        &payment.tenant,
+        webhooks::event_type_pattern(event_type),
+    ))?;
+    Ok(())
+}
+
+fn rotate(conn: &Connection, write: &RotateWrite) -> Result<Option<EndpointRecord>, StoreError> {
+    let updated = conn.prepare_cached(sql::ROTATE_SECRET)?.execute((
+        convert::to_ms(write.previous_until),
+        &write.secret,
+        convert::to_ms(write.now),
+        &write.id,
+        &write.tenant,
+    ))?;
+    if updated == 0 {
+        return Ok(None);
+    }
+    conn.prepare_cached(&sql::endpoint_by_id())?
+        .query_row((&write.id, &write.tenant), |row| {
+            Ok(sql::endpoint_from_row(row))
+        })
+        .optional()?
+        .transpose()
+}
+
+fn redeliver(
+    conn: &Connection,
+    tenant: Option<&str>,
+    event_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>, StoreError> {
+    let Some(event) = conn
+        .prepare_cached(&sql::event_by_id())?
+        .query_row((event_id, tenant), |row| Ok(sql::event_from_row(row)))
+        .optional()?
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let now = convert::to_ms(now);
+    // Endpoints registered since the event get a delivery too.
+    conn.prepare_cached(sql::FAN_OUT)?.execute((
+        event_id,
+        now,
+        &event.tenant,
+        webhooks::event_type_pattern(&event.event_type),
+    ))?;
+    let queued = conn
+        .prepare_cached(sql::REQUEUE)?
+        .execute((event_id, now))?;
+    Ok(Some(queued as u64))
+}
+
+/// Leases due deliveries. The writer is the only writer of the file, so the rows selected in
+/// this transaction are still free when they are updated.
+fn lease_deliveries(
+    conn: &Connection,
+    owner: &str,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<LeasedDelivery>, StoreError> {
+    let mut select = conn.prepare_cached(&sql::due_deliveries())?;
+    let due = select
+        .query_map((convert::to_ms(now), i64::from(limit)), |row| {
+            Ok((|| {
+                Ok::<_, StoreError>(LeasedDelivery {
+                    event_id: row.get("event_id")?,
+                    endpoint_id: row.get("endpoint_id")?,
+                    tenant: row.get("delivery_tenant")?,
+                    failures: convert::attempts(row.get("failures")?)?,
+                    payload: row.get("payload")?,
+                    endpoint: sql::endpoint_from_row(row)?,
+                })
+            })())
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut lease = conn.prepare_cached(sql::LEASE_DELIVERY)?;
+    for delivery in &due {
+        lease.execute((
+            owner,
+            convert::to_ms(until),
+            &delivery.event_id,
+            &delivery.endpoint_id,
+        ))?;
+    }
+    Ok(due)
+}
+
+fn record_delivery(conn: &Connection, write: &RecordWrite) -> Result<bool, StoreError> {
+    let (state, failed, next_at) = write.next.columns();
+    let updated = conn.prepare_cached(sql::RECORD_DELIVERY)?.execute((
+        i64::from(write.attempt.is_some()),
+        failed,
+        state.as_str(),
+        next_at.map(convert::to_ms),
+        convert::to_ms(write.now),
+        &write.event_id,
+        &write.endpoint_id,
+        &write.owner,
+    ))?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    if let Some(attempt) = &write.attempt {
+        let number: i64 = conn
+            .prepare_cached(sql::DELIVERY_ATTEMPTS)?
+            .query_row((&write.event_id, &write.endpoint_id), |row| row.get(0))?;
+        conn.prepare_cached(sql::INSERT_ATTEMPT)?.execute((
+            &write.event_id,
+            &write.endpoint_id,
+            number,
+            convert::to_ms(attempt.at),
+            attempt.status.map(i64::from),
+            i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX),
+            &attempt.error,
+        ))?;
+    }
+    Ok(true)
 }
 
 /// The claim: the key's insert decides (unique constraint); then the payment, or the existing
@@ -248,6 +477,8 @@ fn settle(conn: &Connection, write: &SettleWrite) -> Result<bool, StoreError> {
         now,
         &id,
     ))?;
+    // The final state's event, in this very transaction (the outbox).
+    outbox(conn, &id, write.now)?;
     Ok(true)
 }
 
@@ -267,8 +498,10 @@ fn unlease(conn: &Connection, write: &UnleaseWrite, key_pending: bool) -> Result
         // Lease not held or payment final: nothing written.
         return Ok(false);
     }
-    if key_pending {
-        conn.prepare_cached(sql::KEY_PENDING)?.execute([&id])?;
+    // The first 202 of a payment (its key leaves in flight) announces `payment.pending`, in
+    // this very transaction; a later mark pending of the same payment announces nothing new.
+    if key_pending && conn.prepare_cached(sql::KEY_PENDING)?.execute([&id])? == 1 {
+        outbox(conn, &id, write.now)?;
     }
     Ok(true)
 }
