@@ -327,17 +327,21 @@ impl Pipeline {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = AttemptResult<T>>,
     {
-        self.execute_until_with(deadline, false, attempt).await
+        self.execute_until_with(deadline, false, 0, attempt).await
     }
 
-    /// Like [`execute_until`](Self::execute_until); with `fail_over` set, a "not processed"
-    /// answer while no attempt was ambiguous ends the call at once (`GaveUp` with
-    /// [`GiveUpReason::NotRetryable`]) instead of retrying here: the caller has somewhere else
-    /// to send the operation (another bank), and nothing was applied here.
+    /// Like [`execute_until`](Self::execute_until), as one leg of a route over several
+    /// dependencies (banks). With `fail_over` set, a "not processed" answer while no attempt
+    /// was ambiguous ends the call at once (`GaveUp` with [`GiveUpReason::NotRetryable`])
+    /// instead of retrying here: the caller has somewhere else to send the operation (another
+    /// bank), and nothing was applied here. `attempts_before` is how many attempts earlier legs
+    /// of the route made: the route shares one `max_attempts` (and its backoff keeps growing),
+    /// so a leg after a move gets what is left, and always at least its first attempt.
     pub async fn execute_until_with<F, Fut, T>(
         &self,
         deadline: Instant,
         fail_over: bool,
+        attempts_before: u32,
         mut attempt: F,
     ) -> Execution<T>
     where
@@ -481,7 +485,7 @@ impl Pipeline {
             let decision = {
                 let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
                 self.retry.decide(
-                    number,
+                    number.saturating_add(attempts_before),
                     true,
                     retry_after,
                     previous_delay,

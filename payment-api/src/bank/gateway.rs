@@ -191,7 +191,7 @@ impl BankGateway {
         request_id: &str,
     ) -> Execution<ChargeOutcome> {
         let deadline = tokio::time::Instant::now() + self.pipeline.config().deadline;
-        self.charge_until(request, request_id, deadline, false)
+        self.charge_until(request, request_id, deadline, false, 0)
             .await
             .execution
     }
@@ -200,13 +200,15 @@ impl BankGateway {
     /// whole route, so a payment that moved here from another bank has what is left of it.
     /// With `fail_over` (another bank would take the payment), a "not processed" answer is not
     /// retried here while no attempt was ambiguous: the payment moves on at once instead of
-    /// waiting out this bank's backoff and `Retry-After`.
+    /// waiting out this bank's backoff and `Retry-After`. `attempts_before` is how many
+    /// attempts the payment made at earlier banks: the route shares one `--max-attempts`.
     pub(crate) async fn charge_until(
         &self,
         request: &ChargeRequest,
         request_id: &str,
         deadline: tokio::time::Instant,
         fail_over: bool,
+        attempts_before: u32,
     ) -> BankRun {
         let bank = self.name.as_str();
         // How the latest "not processed" attempt was refused (attempts run one at a time).
@@ -214,7 +216,7 @@ impl BankGateway {
         let last_refusal_ref = &last_refusal;
         let execution = self
             .pipeline
-            .execute_until_with(deadline, fail_over, |attempt| {
+            .execute_until_with(deadline, fail_over, attempts_before, |attempt| {
                 if attempt > 1 {
                     Counters::inc(&self.counters.bank_retries);
                 }

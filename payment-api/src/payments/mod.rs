@@ -248,7 +248,7 @@ impl PaymentService {
                 execution,
                 last_refusal,
             } = gateway
-                .charge_until(&charge, request_id, deadline, fail_over)
+                .charge_until(&charge, request_id, deadline, fail_over, record.attempts)
                 .await;
             self.routing.record(order[current], &execution);
             let next = match self.may_cascade(&execution, last_refusal) {

@@ -166,7 +166,7 @@ async fn with_fail_over_a_not_processed_answer_ends_the_call_at_once_unless_one_
     let p = default_pipeline();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let ex = p
-        .execute_until_with(deadline, true, |_| async {
+        .execute_until_with(deadline, true, 0, |_| async {
             AttemptResult::<()>::NotProcessed { retry_after: None }
         })
         .await;
@@ -188,7 +188,7 @@ async fn with_fail_over_a_not_processed_answer_ends_the_call_at_once_unless_one_
 
     // After an ambiguous attempt the operation may have been applied here: retried here.
     let ex = p
-        .execute_until_with(deadline, true, |n| async move {
+        .execute_until_with(deadline, true, 0, |n| async move {
             match n {
                 1 => AttemptResult::Ambiguous,
                 2 => AttemptResult::NotProcessed { retry_after: None },
@@ -198,6 +198,34 @@ async fn with_fail_over_a_not_processed_answer_ends_the_call_at_once_unless_one_
         .await;
     assert_eq!(ex.outcome, ExecutionOutcome::Success("charged"));
     assert_eq!(ex.attempts.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leg_of_a_route_gets_the_attempts_the_route_has_left_and_at_least_one() {
+    // max_attempts is 4 by default; every attempt is refused, nothing processed.
+    let refused = |_| async { AttemptResult::<()>::NotProcessed { retry_after: None } };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let alone = default_pipeline()
+        .execute_until_with(deadline, false, 0, refused)
+        .await;
+    assert_eq!(alone.attempts.len(), 4);
+    let after_one = default_pipeline()
+        .execute_until_with(deadline, false, 1, refused)
+        .await;
+    assert_eq!(after_one.attempts.len(), 3, "the route made one already");
+    for before in [3, 4, 9] {
+        let last_leg = default_pipeline()
+            .execute_until_with(deadline, false, before, refused)
+            .await;
+        assert_eq!(last_leg.attempts.len(), 1, "{before} before: one attempt");
+        assert_eq!(
+            last_leg.outcome,
+            ExecutionOutcome::GaveUp {
+                reason: GiveUpReason::AttemptsExhausted,
+                last: Some(Classification::NotProcessed { retry_after: None })
+            }
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
