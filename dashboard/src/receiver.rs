@@ -526,3 +526,6 @@ fn expect(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;
