@@ -819,8 +819,72 @@ setInterval(() => {
   u.classList.toggle('stale', age > 3000);
 }, 250);
 
+// ---------- webhooks (the demo receiver) ----------
+async function pollWebhooks() {
+  try { renderWebhooks(await api('GET', '/api/webhooks')); } catch (e) { /* shown by the API pill */ }
+  setTimeout(pollWebhooks, 1000);
+}
+function registrationText(r) {
+  switch (r && r.state) {
+    case 'registered': return 'registered as ' + r.endpoint_id + ' (' + r.action + ')';
+    case 'from_file': return 'secret from --webhook-secret-file';
+    case 'pending': return 'registering… ' + (r.attempts ? r.attempts + ' failed: ' + (r.last_error || '') : '');
+    case 'no_api_key': return 'not registered: no API key';
+    default: return 'off (start with --webhook-register)';
+  }
+}
+function renderWebhooks(w) {
+  setText('wh-registration', registrationText(w.registration));
+  setText('wh-url', w.receiver_url || '/webhooks/receiver');
+  const t = w.totals || {};
+  setText('wh-received', t.received || 0);
+  setText('wh-verified', t.verified || 0);
+  setText('wh-refused', t.refused || 0);
+  setText('wh-duplicates', t.duplicates || 0);
+  setText('wh-chaos-failed', t.chaos_failed || 0);
+  setText('wh-held', t.held || 0);
+  const c = w.chaos || {};
+  setText('wh-chaos-current', 'now: fail ' + pct(c.fail_share) + ', hang ' + pct(c.hang_share) + ' for ' + dur(c.hang_ms));
+  const rows = w.deliveries || [];
+  const body = $('webhooks-body');
+  const key = rows.map((d) => d.received_at_ms + d.webhook_id + d.arrivals).join();
+  if (body.dataset.key === key) return;
+  body.dataset.key = key;
+  body.replaceChildren();
+  if (!rows.length) { body.append(el('tr', {}, el('td', { colspan: '7', class: 'muted', text: 'no deliveries yet' }))); return; }
+  for (const d of rows) {
+    const badge = d.verified
+      ? el('span', { class: 'st', 'data-s': 'verified', text: 'verified' })
+      : el('span', { class: 'st', 'data-s': 'refused', text: 'refused', title: d.refusal || '' });
+    body.append(el('tr', { class: 'delivery', 'data-id': d.webhook_id, 'data-verified': String(d.verified) },
+      el('td', { text: clock(d.received_at_ms) }),
+      el('td', { text: d.event_id || d.webhook_id, title: d.webhook_id }),
+      el('td', { text: d.event_type || '–' }),
+      el('td', {}, d.payment_id || '–', ' ', d.payment_status ? el('span', { class: 'st', 'data-s': d.payment_status, text: d.payment_status }) : null),
+      el('td', {}, badge, d.verified ? null : ' ' + (d.refusal || '')),
+      el('td', { class: 'num' + (d.arrivals > 1 ? ' dup' : ''), text: d.arrivals > 1 ? '×' + d.arrivals + ' (#' + d.arrival + ')' : '1' }),
+      el('td', { class: 'num', text: String(d.answered) + (d.held_ms ? ' after ' + dur(d.held_ms) : '') })));
+  }
+}
+function wireWebhooks() {
+  const share = (id) => Math.min(1, Math.max(0, Number($(id).value) / 100 || 0));
+  $('wh-chaos-apply').addEventListener('click', (e) => act(e.target, async () => {
+    const body = { fail_share: share('wh-fail'), hang_share: share('wh-hang'), hang_ms: Math.round((Number($('wh-hang-s').value) || 0) * 1000) };
+    await api('PUT', '/api/webhooks/receiver-chaos', body);
+    message('receiver chaos set');
+  }));
+  $('wh-chaos-heal').addEventListener('click', (e) => act(e.target, async () => {
+    $('wh-fail').value = '0';
+    $('wh-hang').value = '0';
+    await api('PUT', '/api/webhooks/receiver-chaos', { fail_share: 0, hang_share: 0, hang_ms: 0 });
+    message('receiver healed');
+  }));
+}
+
 document.addEventListener('DOMContentLoaded', () => {
   wire();
+  wireWebhooks();
+  pollWebhooks();
   pollOverview();
   pollLogs();
   pollPayments();
