@@ -395,6 +395,125 @@ async fn with_bank_a_down_payments_go_through_b_and_each_bank_has_its_own_panel_
 }
 
 /// A bank's chaos preset, read from the bank itself.
+/// The Webhooks card (issue 20): deliveries signed in the test with the `webhooks` crate (the
+/// dashboard verifies with the secret from `--webhook-secret-file`) show with a verified or
+/// refused badge and the duplicate count; the card's chaos control makes the receiver answer
+/// 500; neither the page nor its answers carry the secret.
+#[tokio::test]
+async fn the_webhooks_card_shows_verified_refused_and_repeated_deliveries_and_drives_the_receivers_chaos(
+) {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let secret = webhooks::Secret::generate();
+    let dir = temp_dir("dashboard-webhooks");
+    let secret_file = dir.join("webhook-secret");
+    std::fs::write(&secret_file, secret.expose()).unwrap();
+    // Nothing needs to answer at the API and bank addresses: the receiver works without them.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let dashboard = start_dashboard(
+        &nowhere,
+        &["--bank-url", &nowhere],
+        &[(
+            "DASHBOARD_WEBHOOK_SECRET_FILE",
+            secret_file.to_str().unwrap(),
+        )],
+    )
+    .await;
+    let receiver = format!("{}/webhooks/receiver", dashboard.url());
+    let http = reqwest::Client::new();
+    let deliver = |secret: &webhooks::Secret, id: &str, status: &str| {
+        let body = json!({"id": id, "type": format!("payment.{status}"),
+                          "created_at": "2026-11-30T00:00:00Z",
+                          "data": {"id": format!("pay_{id}"), "status": status}})
+        .to_string();
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        http.post(&receiver)
+            .header("content-type", "application/json")
+            .header(webhooks::HEADER_ID, id)
+            .header(webhooks::HEADER_TIMESTAMP, ts.to_string())
+            .header(
+                webhooks::HEADER_SIGNATURE,
+                webhooks::sign(secret, id, ts, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.unwrap().status().as_u16();
+    assert_eq!(status(deliver(&secret, "evt_a", "succeeded").await), 200);
+    assert_eq!(status(deliver(&secret, "evt_a", "succeeded").await), 200);
+    let stranger = webhooks::Secret::generate();
+    assert_eq!(status(deliver(&stranger, "evt_b", "declined").await), 401);
+
+    let driver = WebDriver::start(&chromedriver, &chromium).await;
+    driver.goto(&dashboard.url()).await;
+    driver.record_responses().await;
+    driver
+        .wait_until("three deliveries on the card", |d| async move {
+            d.count("#webhooks-body tr.delivery").await == 3
+        })
+        .await;
+    assert_eq!(
+        driver
+            .count("#webhooks-body tr.delivery[data-verified=\"true\"]")
+            .await,
+        2
+    );
+    assert_eq!(
+        driver
+            .count("#webhooks-body tr.delivery[data-verified=\"false\"]")
+            .await,
+        1
+    );
+    driver.wait_text("#wh-verified", "2").await;
+    driver.wait_text("#wh-refused", "1").await;
+    driver.wait_text("#wh-duplicates", "1").await;
+    assert!(driver
+        .text("#wh-registration")
+        .await
+        .contains("secret from"));
+    let refused = driver
+        .text("#webhooks-body tr.delivery[data-verified=\"false\"]")
+        .await;
+    assert!(
+        refused.contains("refused") && refused.contains("evt_b"),
+        "{refused}"
+    );
+
+    // The card's chaos control: every delivery fails until healed.
+    driver.set_value("#wh-fail", "100").await;
+    driver.click("#wh-chaos-apply").await;
+    driver
+        .wait_until("the receiver's chaos applied", |d| async move {
+            d.text("#wh-chaos-current").await.contains("fail 100%")
+        })
+        .await;
+    assert_eq!(status(deliver(&secret, "evt_c", "failed").await), 500);
+    driver.click("#wh-chaos-heal").await;
+    driver
+        .wait_until("the receiver healed", |d| async move {
+            d.text("#wh-chaos-current").await.contains("fail 0%")
+        })
+        .await;
+    assert_eq!(status(deliver(&secret, "evt_c", "failed").await), 200);
+    driver.wait_text("#wh-chaos-failed", "1").await;
+
+    let encoded = secret.expose();
+    let key = encoded.trim_start_matches("whsec_");
+    for answer in driver.recorded_responses().await {
+        assert!(
+            !answer.to_string().contains(key),
+            "the secret reached the page"
+        );
+    }
+    assert!(!driver.source().await.contains(key));
+    driver.quit().await;
+    drop(dashboard);
+}
+
 async fn chaos_preset(bank: &str) -> String {
     let chaos: Value = client::http()
         .get(format!("{bank}/v1/chaos"))
