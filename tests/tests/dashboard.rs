@@ -9,6 +9,9 @@
 //! panel shows its breaker open and b's closed, and a's header badge says reachable *and* `down`
 //! (not a plain green check). Each bank's chaos call carries that bank's own token.
 //!
+//! The Webhooks card (issue 20): deliveries the test signs with the `webhooks` crate show
+//! verified or refused, with their repeat count, and the card's chaos control fails the receiver.
+//!
 //! Without Chromium and ChromeDriver the test prints `SKIPPED: ...` and passes, except under CI
 //! (`CI=true`), where that is a failure. `CHROMIUM` and `CHROMEDRIVER` override the paths.
 //! The screenshot goes to `target/artifacts/dashboard.png`; with `UPDATE_DOCS_SCREENSHOT=1` it is

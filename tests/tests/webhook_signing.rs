@@ -65,7 +65,14 @@ fn reference_library() -> Option<()> {
             if out.status.success() {
                 Ok(())
             } else {
-                Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+                // The traceback's last line says it ("No module named 'standardwebhooks'").
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                Err(stderr
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("import failed")
+                    .to_owned())
             }
         });
     e2e::require(
