@@ -115,6 +115,71 @@ pub struct Config {
 
     #[command(flatten)]
     pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook deliveries (docs/webhooks.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// Accept endpoint URLs on private, loopback and link-local addresses (and `localhost`),
+    /// and deliver to them. Off by default: an endpoint URL is chosen by a tenant, and without
+    /// this rule it could make the API call into the operator's own network (SSRF). `run` sets
+    /// it for local use.
+    #[arg(long, env = "PAYMENT_API_WEBHOOK_ALLOW_PRIVATE_URLS")]
+    pub webhook_allow_private_urls: bool,
+    /// Multiplies every delay of the retry schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then
+    /// every 10 h for 3 days); e.g. 0.001 for tests. The number of attempts stays the same.
+    #[arg(long, env = "PAYMENT_API_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
+    /// How long one delivery attempt may take (connect, send, answer), in milliseconds.
+    #[arg(long, env = "PAYMENT_API_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// How often the delivery worker looks for due deliveries, in milliseconds.
+    #[arg(long, env = "PAYMENT_API_WEBHOOK_POLL_MS", default_value_t = 500)]
+    pub webhook_poll_ms: u64,
+    /// Deliveries in flight at once to one endpoint (its bulkhead); more are postponed.
+    #[arg(
+        long,
+        env = "PAYMENT_API_WEBHOOK_ENDPOINT_CONCURRENCY",
+        default_value_t = 8
+    )]
+    pub webhook_endpoint_concurrency: u32,
+}
+
+impl WebhookArgs {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let scale = self.webhook_retry_scale;
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(ConfigError::Webhooks(format!(
+                "--webhook-retry-scale (PAYMENT_API_WEBHOOK_RETRY_SCALE) must be a positive number, not {scale}"
+            )));
+        }
+        if self.webhook_timeout_ms == 0 || self.webhook_poll_ms == 0 {
+            return Err(ConfigError::Webhooks(
+                "--webhook-timeout-ms and --webhook-poll-ms must be at least 1".into(),
+            ));
+        }
+        if self.webhook_endpoint_concurrency == 0 {
+            return Err(ConfigError::Webhooks(
+                "--webhook-endpoint-concurrency must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for WebhookArgs {
+    fn default() -> Self {
+        Self {
+            webhook_allow_private_urls: false,
+            webhook_retry_scale: 1.0,
+            webhook_timeout_ms: 10_000,
+            webhook_poll_ms: 500,
+            webhook_endpoint_concurrency: 8,
+        }
+    }
 }
 
 /// Limits at the edge, enforced before any payment work: what one client, or all of them
@@ -498,6 +563,9 @@ pub fn lease_margin(deadline: Duration) -> Duration {
 /// A combination of settings the API refuses to start with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// A webhook flag out of range (names the flag).
+    #[error("{0}")]
+    Webhooks(String),
     #[error(
         "--lease-ms ({lease_ms}) must be at least --deadline-ms ({deadline_ms}) plus a safety margin of {margin_ms} ms (the larger of 2000 ms and 20% of the deadline): set --lease-ms to {min_lease_ms} or more (PAYMENT_API_LEASE_MS), or lower --deadline-ms. A lease that ends while its payment is still running lets another worker take the payment."
     )]
@@ -567,6 +635,7 @@ impl Config {
         }
         self.bank_list()?;
         self.routing.health()?;
+        self.webhooks.validate()?;
         Ok(())
     }
 
@@ -703,6 +772,7 @@ impl Config {
             routing: RoutingArgs::default(),
             reconciler: ReconcilerArgs::default(),
             edge: EdgeArgs::default(),
+            webhooks: WebhookArgs::default(),
         }
     }
 

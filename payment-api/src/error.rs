@@ -54,6 +54,18 @@ pub(crate) enum ApiError {
     OutcomeUnknown { retry_after: Duration },
     #[error("no such payment")]
     PaymentNotFound,
+    /// Webhook routes: the store could not be read or written. No money is involved, so no
+    /// `charged` member.
+    #[error("store unavailable: {0}")]
+    WebhookStoreUnavailable(#[source] payment_store::StoreError),
+    #[error("no such webhook endpoint")]
+    WebhookEndpointNotFound,
+    #[error("no such event")]
+    EventNotFound,
+    /// A webhook endpoint request that cannot be carried out as sent: `invalid_url`,
+    /// `invalid_event_types`, `invalid_overlap`.
+    #[error("invalid webhook request ({code}): {detail}")]
+    WebhookInvalid { code: &'static str, detail: String },
     /// `?bank=NAME` names no configured bank (operator breaker controls).
     #[error("no bank is configured under {0:?}")]
     BankNotFound(String),
@@ -181,6 +193,22 @@ impl ApiError {
             ),
             PaymentNotFound => (
                 Problem::new(404, "payment_not_found", "No such payment", "No payment with this id exists for your API key."),
+                None,
+            ),
+            WebhookStoreUnavailable(_) => (
+                Problem::new(503, "store_unavailable", "Service unavailable", "The store could not be read or written; nothing changed unless a retry shows otherwise. Retry later."),
+                Some(Duration::from_secs(1)),
+            ),
+            WebhookEndpointNotFound => (
+                Problem::new(404, "webhook_endpoint_not_found", "No such webhook endpoint", "No webhook endpoint with this id exists for your API key."),
+                None,
+            ),
+            EventNotFound => (
+                Problem::new(404, "event_not_found", "No such event", "No event with this id exists for your API key."),
+                None,
+            ),
+            WebhookInvalid { code, detail } => (
+                Problem::new(422, *code, "Invalid webhook endpoint request", detail.clone()),
                 None,
             ),
             BankNotFound(name) => (

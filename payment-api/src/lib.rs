@@ -9,6 +9,8 @@
 //!   runs every charge through the resilience pipeline (deadline, retry, breaker, bulkhead).
 //! - `payments`: the payment flow: claim, charge, record, answer, replay.
 //! - `reconciler`: the background task that settles pending payments and reaps old keys.
+//! - `webhook`: webhook endpoints' delivery worker (leased, signed, retried, one breaker and
+//!   bulkhead per endpoint) and its shared state (docs/webhooks.md).
 //! - `rate_limit`: the per-API-key token buckets behind 429 `rate_limited`.
 //! - `stats`: counters and recent latencies for `/v1/status`.
 //! - `routes`: the HTTP surface; `error` maps every failure to a problem+json answer in one place.
@@ -28,6 +30,7 @@ mod routes;
 mod stats;
 #[cfg(test)]
 mod test_doubles;
+mod webhook;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -100,7 +103,13 @@ impl Application {
             batch: 100,
         };
         let keys_count = keys.len();
+        let webhooks = Arc::new(webhook::Webhooks::new(
+            store.clone(),
+            webhook::WebhookSettings::from_args(&config.webhooks),
+            instance_id.clone(),
+        )?);
         let state = Arc::new(routes::AppState {
+            webhooks,
             keys,
             payments: service,
             reconciler,
@@ -185,6 +194,12 @@ impl Application {
             state.reconciler_stats.clone(),
             stop_rx,
         ));
+        // The webhook worker stops with the reconciler: a batch in progress finishes (or, cut
+        // at the end of the drain time, its deliveries are due again once their lease expires).
+        let mut webhook_worker = tokio::spawn(webhook::worker::run(
+            state.webhooks.clone(),
+            stop_tx.subscribe(),
+        ));
         let breaker_events: Vec<_> = state
             .payments
             .banks
@@ -222,6 +237,12 @@ impl Application {
             .is_ok();
         if !reconciler_done {
             reconciler.abort();
+        }
+        if tokio::time::timeout_at(drain_until, &mut webhook_worker)
+            .await
+            .is_err()
+        {
+            webhook_worker.abort();
         }
         // Payments whose request is gone still run as their own tasks; give them the rest of
         // the drain time. Each holds the payment service, so its count says how many remain.

@@ -137,6 +137,29 @@ async fn publish(state: &AppState) {
         Err(_) => gauge!("store_up").set(0.0),
     }
     gauge!("replay_cache_entries").set(payments.cache.len() as f64);
+    // Webhook deliveries: this instance's counters, the store's backlog (every instance's),
+    // and each endpoint's breaker as this instance sees it.
+    let hooks = state
+        .webhooks
+        .snapshot(state.webhooks.store.delivery_backlog().await.ok());
+    if let Some(backlog) = hooks.backlog {
+        gauge!("webhook_backlog").set(backlog as f64);
+    }
+    counter!("webhook_attempts_total").absolute(hooks.attempts);
+    counter!("webhook_attempt_failures_total").absolute(hooks.attempt_failures);
+    counter!("webhook_deliveries_total", "state" => "delivered").absolute(hooks.delivered);
+    counter!("webhook_deliveries_total", "state" => "failed").absolute(hooks.failed);
+    counter!("webhook_postponed_total").absolute(hooks.postponed);
+    counter!("webhook_store_errors_total").absolute(hooks.store_errors);
+    for endpoint in &hooks.endpoints {
+        gauge!("webhook_endpoint_breaker_open", "endpoint" => endpoint.id.clone()).set(
+            if matches!(endpoint.breaker_state, "open" | "forced_open" | "half_open") {
+                1.0
+            } else {
+                0.0
+            },
+        );
+    }
     // SQLite's group commit: writes per transaction is the ratio of the two counters' rates.
     if let Some(writer) = payments.store.writer_stats() {
         counter!("store_writer_batches_total").absolute(writer.batches);

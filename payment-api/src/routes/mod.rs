@@ -9,6 +9,7 @@ mod operator;
 mod payments;
 mod problems;
 mod status;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What every handler shares.
 #[derive(Debug)]
 pub(crate) struct AppState {
+    /// Webhook endpoints' delivery worker state: settings, client, per-endpoint guards, counters.
+    pub(crate) webhooks: Arc<crate::webhook::Webhooks>,
     /// Configured API keys (digests) and their tenants.
     pub(crate) keys: ApiKeys,
     /// The payment flow: store, bank gateway, replay cache, counters.
@@ -81,6 +84,27 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(logs::logs))
         .routes(routes!(metrics::metrics))
         .routes(routes!(operator::breaker_action))
+}
+
+/// Webhook endpoints and events (docs/webhooks.md).
+fn webhook_routes() -> Router<Arc<AppState>> {
+    use axum::routing::{get, post};
+    Router::new()
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhooks::get_endpoint).delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/events", get(webhooks::list_events))
+        .route("/v1/events/{id}", get(webhooks::get_event))
+        .route("/v1/events/{id}/redeliver", post(webhooks::redeliver))
 }
 
 /// The routes and the OpenAPI document, with the server's constraints attached
@@ -188,6 +212,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .collect();
     let (routes, openapi) = routes_and_document(&banks);
     routes
+        .merge(webhook_routes())
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -308,6 +333,14 @@ pub(crate) fn test_state(
     let banks = bank::gateways(&config.bank_list().unwrap(), &counters).unwrap();
     let keys = ApiKeys::load(config).unwrap();
     Arc::new(AppState {
+        webhooks: Arc::new(
+            crate::webhook::Webhooks::new(
+                store.clone(),
+                crate::webhook::WebhookSettings::from_args(&config.webhooks),
+                "test".into(),
+            )
+            .unwrap(),
+        ),
         rate_limits: crate::rate_limit::RateLimits::new(
             keys.len(),
             config.edge.rate_limit,

@@ -72,6 +72,9 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
         Ok(n) => (Some(n), true),
         Err(_) => (None, false),
     };
+    let webhooks = state
+        .webhooks
+        .snapshot(state.webhooks.store.delivery_backlog().await.ok());
     Json(json!({
         "service": "payment-api",
         "instance_id": state.instance_id,
@@ -97,6 +100,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>, _operator: Operat
             "backlog": backlog,
             "stats": state.reconciler_stats.snapshot(&state.reconciler),
         },
+        "webhooks": webhooks,
         "replay_cache_entries": payments.cache.len(),
         "edge": {
             "in_flight": state.edge.in_flight(),
@@ -129,6 +133,13 @@ pub(crate) fn effective_config(config: &Config) -> Value {
         "reconcile_grace_ms": config.reconciler.reconcile_grace_ms,
         "key_retention_hours": config.reconciler.key_retention_hours,
         "max_body_bytes": super::MAX_BODY_BYTES,
+        "webhooks": {
+            "allow_private_urls": config.webhooks.webhook_allow_private_urls,
+            "retry_scale": config.webhooks.webhook_retry_scale,
+            "timeout_ms": config.webhooks.webhook_timeout_ms,
+            "poll_ms": config.webhooks.webhook_poll_ms,
+            "endpoint_concurrency": config.webhooks.webhook_endpoint_concurrency,
+        },
         "edge": {
             "max_in_flight": config.edge.max_in_flight,
             "rate_limit_per_key": config.edge.rate_limit,
