@@ -975,6 +975,16 @@ async fn every_constraint_of_the_api_document_is_what_the_api_enforces() {
         },
         Operation {
             base: &system.api,
+            method: "get",
+            path: "/v1/events",
+            body: None,
+            auth: true,
+            key_is_reference: false,
+            path_params: &[],
+            fixed: &[],
+        },
+        Operation {
+            base: &system.api,
             method: "post",
             path: "/v1/breaker/{action}",
             body: None,

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::{
     edge::NEVER_SHED,
     payments::{CURSOR_PATTERN, EXPAND_VALUES, MAX_PAGE},
+    webhooks::{EVENT_CURSOR_PATTERN, MAX_EVENT_PAGE},
     MAX_BODY_BYTES,
 };
 use crate::domain::{
@@ -36,6 +37,7 @@ const BREAKER_ACTIONS: [&str; 5] = [
 /// Attaches the server's constraints to the document (as JSON: utoipa's types do not read
 /// back every document they write, and the constraints read best as a client sees them).
 pub(crate) fn constrain(doc: &mut Value, banks: &[&str]) {
+    events_params(doc);
     create_payment(&mut doc["components"]["schemas"]["CreatePayment"]);
     set_param(
         doc,
@@ -203,6 +205,35 @@ fn create_payment(schema: &mut Value) {
         }),
     );
     schema["additionalProperties"] = Value::Bool(false);
+}
+
+/// `GET /v1/events`'s parameters, from the values the handler accepts.
+fn events_params(doc: &mut Value) {
+    let route = |name| ("/v1/events", "get", name);
+    set_param(
+        doc,
+        route("type"),
+        &json!({"type": "string", "enum": payment_store::webhooks::EVENT_TYPES}),
+        "Only events of this type",
+    );
+    set_param(
+        doc,
+        route("delivery_state"),
+        &json!({"type": "string", "enum": ["pending", "delivered", "failed"]}),
+        "Only events with at least one delivery in this state",
+    );
+    set_param(
+        doc,
+        route("limit"),
+        &json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": MAX_EVENT_PAGE}),
+        &format!("Events per page, 1-{MAX_EVENT_PAGE} (default 20)"),
+    );
+    set_param(
+        doc,
+        route("cursor"),
+        &json!({"type": "string", "pattern": EVENT_CURSOR_PATTERN}),
+        "`next_cursor` of the previous page (an event id)",
+    );
 }
 
 /// Sets `schema` and `description` of a parameter; a parameter the document lacks is a bug in

@@ -24,6 +24,7 @@ use payment_store::{
     webhooks::EVENT_TYPES, DeliveryRecord, DeliveryState, EndpointRecord, EventQuery, EventRecord,
     NewEndpoint, StoreError,
 };
+use payment_types::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -117,6 +118,19 @@ fn event_types(asked: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
     Ok(types)
 }
 
+/// Registers an endpoint of the key's tenant; the answer carries its signing secret, shown only
+/// here (and on rotation).
+#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks",
+    description = "Body `{\"url\": \"https://...\", \"event_types\": [...]}` (`event_types` optional: a non-empty subset of `payment.succeeded`, `payment.declined`, `payment.failed`, `payment.pending`, all four when absent; unknown fields are refused). The URL must be http(s), without credentials or fragment, at most 2048 characters, and not on a private, loopback or link-local address unless the API runs with `--webhook-allow-private-urls` (docs/webhooks.md).",
+    responses(
+        (status = 201, description = "`{id, url, event_types, created_at, secret}`: the secret (`whsec_...`) is shown only here and on rotation", body = Object),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: an operator key (an endpoint belongs to a tenant)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_url`, `invalid_event_types`, `invalid_body` (a missing or unknown field, a wrong type)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
 pub(crate) async fn create_endpoint(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,
@@ -167,6 +181,13 @@ pub(crate) struct EndpointList {
     data: Vec<EndpointView>,
 }
 
+/// The endpoints a key may see, oldest first.
+#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks",
+    responses(
+        (status = 200, description = "`{data: [{id, url, event_types, created_at}]}`: the tenant's own; to an operator key every tenant's, each with `tenant`. Never a secret", body = Object),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn list_endpoints(
     State(state): State<Arc<AppState>>,
     role: Role,
@@ -185,6 +206,15 @@ pub(crate) async fn list_endpoints(
     }))
 }
 
+/// One endpoint (never its secret).
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id (`we_...`)")),
+    responses(
+        (status = 200, description = "`{id, url, event_types, created_at}` (and `previous_secret_expires_at` during a rotation's overlap)", body = Object),
+        (status = 404, description = "`webhook_endpoint_not_found`: no such endpoint for this key (another tenant's is not found either)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn get_endpoint(
     State(state): State<Arc<AppState>>,
     role: Role,
@@ -200,6 +230,15 @@ pub(crate) async fn get_endpoint(
     Ok(Json(EndpointView::of(&record, Some(&role))))
 }
 
+/// Deletes an endpoint and its pending deliveries.
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id (`we_...`)")),
+    responses(
+        (status = 204, description = "Deleted; its pending deliveries are dropped, its delivered and failed ones stay as history"),
+        (status = 404, description = "`webhook_endpoint_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn delete_endpoint(
     State(state): State<Arc<AppState>>,
     role: Role,
@@ -227,6 +266,18 @@ struct Rotate {
     overlap_seconds: Option<u64>,
 }
 
+/// Gives an endpoint a new secret; the previous one keeps signing during the overlap.
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
+    description = "Optional body `{\"overlap_seconds\": N}`, 0 to 604800 (default 86400): how long the previous secret also signs each delivery (both signatures, the new one first).",
+    params(("id" = String, Path, description = "The endpoint id (`we_...`)")),
+    responses(
+        (status = 200, description = "The endpoint with its new `secret` (shown only here) and `previous_secret_expires_at`", body = Object),
+        (status = 403, description = "`forbidden`: an operator key (the secret is the tenant's to receive)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`webhook_endpoint_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_overlap`: overlap_seconds over 604800, or a body that is not that object", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
 pub(crate) async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     tenant: Tenant,
@@ -348,8 +399,25 @@ pub(crate) struct EventPage {
     next_cursor: Option<String>,
 }
 
-const MAX_EVENT_PAGE: u32 = 100;
+pub(crate) const MAX_EVENT_PAGE: u32 = 100;
 
+/// What `cursor` of `GET /v1/events` accepts: an event id, as `next_cursor` hands it out.
+pub(crate) const EVENT_CURSOR_PATTERN: &str = "^evt_[0-9a-f]{32}$";
+
+/// Events, newest first, with cursor paging.
+#[utoipa::path(get, path = "/v1/events", tag = "webhooks",
+    params(
+        ("type" = Option<String>, Query, description = "Only events of this type"),
+        ("delivery_state" = Option<String>, Query, description = "Only events with a delivery in this state"),
+        ("limit" = Option<u32>, Query, description = "Events per page"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "`{data: [event], next_cursor}`: each event `{id, type, timestamp, data: {payment}}` (to an operator key with `tenant`)", body = Object),
+        (status = 400, description = "`invalid_query`: a bad or unknown parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn list_events(
     State(state): State<Arc<AppState>>,
     role: Role,
@@ -385,7 +453,9 @@ pub(crate) async fn list_events(
     if let Some(cursor) = &params.cursor {
         let valid = cursor.len() == 36
             && cursor.starts_with("evt_")
-            && cursor[4..].bytes().all(|b| b.is_ascii_hexdigit());
+            && cursor[4..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(ApiError::InvalidQuery(
                 "cursor is not one this API returned".into(),
@@ -415,6 +485,15 @@ pub(crate) async fn list_events(
     Ok(Json(EventPage { data, next_cursor }))
 }
 
+/// One event with every delivery and every attempt.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The event id (`evt_...`, the `webhook-id` of its deliveries)")),
+    responses(
+        (status = 200, description = "The event plus `deliveries: [{endpoint_id, state, next_attempt_at, attempts: [{at, status, latency_ms, error}]}]`", body = Object),
+        (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn get_event(
     State(state): State<Arc<AppState>>,
     role: Role,
@@ -439,6 +518,15 @@ pub(crate) struct Redelivery {
     queued: u64,
 }
 
+/// Queues an event again for every matching endpoint of its tenant.
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "webhooks",
+    params(("id" = String, Path, description = "The event id (`evt_...`)")),
+    responses(
+        (status = 202, description = "`{id, queued}`: the deliveries queued, due now, at the start of the retry schedule", body = Object),
+        (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable` (Retry-After) or `overloaded`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = []), ("operator_key" = [])))]
 pub(crate) async fn redeliver(
     State(state): State<Arc<AppState>>,
     role: Role,

@@ -774,3 +774,33 @@ async fn a_name_that_resolves_to_a_private_address_is_refused_at_delivery_time()
     );
     let _ = DeliveryState::Pending;
 }
+
+#[test]
+fn the_openapi_document_lists_every_webhook_route() {
+    let doc = crate::routes::openapi();
+    for (path, method) in [
+        ("/v1/webhook-endpoints", "post"),
+        ("/v1/webhook-endpoints", "get"),
+        ("/v1/webhook-endpoints/{id}", "get"),
+        ("/v1/webhook-endpoints/{id}", "delete"),
+        ("/v1/webhook-endpoints/{id}/rotate-secret", "post"),
+        ("/v1/events", "get"),
+        ("/v1/events/{id}", "get"),
+        ("/v1/events/{id}/redeliver", "post"),
+    ] {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path}");
+        assert_eq!(operation["tags"], json!(["webhooks"]), "{method} {path}");
+    }
+    let params = doc["paths"]["/v1/events"]["get"]["parameters"].clone();
+    let type_param = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "type")
+        .unwrap();
+    assert_eq!(
+        type_param["schema"]["enum"],
+        json!(payment_store::webhooks::EVENT_TYPES)
+    );
+}
