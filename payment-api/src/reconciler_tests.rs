@@ -353,3 +353,46 @@ async fn a_payment_at_a_bank_no_longer_configured_stays_pending_and_calls_no_ban
         (lookups, charges)
     );
 }
+
+/// Webhooks' outbox through the reconciler: the 202 announced `payment.pending`, and the
+/// reconciler's settlement writes the final state's event with it (docs/webhooks.md), each
+/// carrying the payment as it was in that state.
+#[tokio::test]
+async fn a_payment_the_reconciler_settles_announces_pending_then_its_final_state() {
+    let h = pending().await;
+    let events = |h: &Harness| {
+        let store = h.store.clone();
+        async move {
+            store
+                .list_events(&payment_store::EventQuery {
+                    tenant: Some(TENANT.to_owned()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let before = events(&h).await;
+    assert_eq!(
+        before
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["payment.pending"]
+    );
+    h.bank.lookup(found(ChargeStatus::Succeeded));
+    run_pass(&h, &settings(Duration::from_secs(60))).await;
+    let after = events(&h).await;
+    assert_eq!(
+        after
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["payment.succeeded", "payment.pending"]
+    );
+    let payload: serde_json::Value = serde_json::from_str(&after[0].payload).unwrap();
+    assert_eq!(payload["data"]["payment"]["status"], "succeeded");
+    assert_eq!(payload["data"]["payment"]["bank_charge_id"], "ch_found");
+    let pending: serde_json::Value = serde_json::from_str(&after[1].payload).unwrap();
+    assert_eq!(pending["data"]["payment"]["status"], "pending");
+}
