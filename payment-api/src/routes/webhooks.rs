@@ -162,7 +162,8 @@ pub(crate) async fn create_endpoint(
         .create_endpoint(&new)
         .await
         .map_err(store_error)?;
-    tracing::info!(endpoint_id = %new.id, url = %new.url, "webhook endpoint registered");
+    // The host only: a URL's path or query may carry a token of the receiver's.
+    tracing::info!(endpoint_id = %new.id, host = url.host_str().unwrap_or_default(), "webhook endpoint registered");
     let view = EndpointView {
         id: new.id,
         url: new.url,

@@ -187,7 +187,7 @@ impl Webhooks {
             .iter()
             .map(|entry| EndpointSnapshot {
                 id: entry.key().clone(),
-                breaker_state: entry.value().breaker.refresh().as_str(),
+                breaker_state: entry.value().breaker.snapshot().state.as_str(),
                 in_flight: entry.value().bulkhead.snapshot().in_use,
             })
             .collect();

@@ -241,9 +241,11 @@ async fn send(
     Ok(response.status().as_u16())
 }
 
-/// A send error as recorded: what kind of failure, and the chain of causes (no secret is in
-/// any of them).
+/// A send error as recorded: what kind of failure, and the chain of causes (no secret and no
+/// URL in any of them).
 fn describe(error: reqwest::Error) -> String {
+    // The URL is the endpoint's (it may carry a token in its query): its id says which.
+    let error = error.without_url();
     let kind = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {

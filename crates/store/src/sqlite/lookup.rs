@@ -106,8 +106,14 @@ impl Lookups {
         tenant: Option<&str>,
     ) -> Result<Vec<EndpointRecord>, StoreError> {
         self.with(|conn| {
-            let mut statement = conn.prepare_cached(&sql::endpoints_of())?;
-            let rows = statement.query_map([tenant], |row| Ok(sql::endpoint_from_row(row)))?;
+            let (text, params) = match tenant {
+                Some(tenant) => (sql::endpoints_of(), vec![tenant]),
+                None => (sql::all_endpoints(), vec![]),
+            };
+            let mut statement = conn.prepare_cached(&text)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params), |row| {
+                Ok(sql::endpoint_from_row(row))
+            })?;
             rows.map(|row| row?).collect()
         })
     }

@@ -230,12 +230,17 @@ pub(crate) fn endpoint_by_id() -> String {
     )
 }
 
-/// Endpoints of tenant `?1` (every tenant's if NULL), oldest first.
+/// Endpoints of tenant `?1`, oldest first (in the order of `webhook_endpoints_tenant`).
 pub(crate) fn endpoints_of() -> String {
     format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE (?1 IS NULL OR tenant = ?1) \
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant = ?1 \
          ORDER BY created_at ASC, id ASC"
     )
+}
+
+/// Every tenant's endpoints, oldest first: an operator's read of a small table, sorted.
+pub(crate) fn all_endpoints() -> String {
+    format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at ASC, id ASC")
 }
 
 pub(crate) const DELETE_ENDPOINT: &str =

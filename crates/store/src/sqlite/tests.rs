@@ -206,11 +206,31 @@ fn statements() -> Vec<(String, String)> {
         ("REAP_KEYS", sql::REAP_KEYS),
         ("HEARTBEAT", sql::HEARTBEAT),
         ("PENDING_COUNT", sql::PENDING_COUNT),
+        ("INSERT_EVENT", sql::INSERT_EVENT),
+        ("FAN_OUT", sql::FAN_OUT),
+        ("DELETE_ENDPOINT", sql::DELETE_ENDPOINT),
+        (
+            "DELETE_ENDPOINT_DELIVERIES",
+            sql::DELETE_ENDPOINT_DELIVERIES,
+        ),
+        ("ROTATE_SECRET", sql::ROTATE_SECRET),
+        ("DELIVERIES_OF", sql::DELIVERIES_OF),
+        ("ATTEMPTS_OF", sql::ATTEMPTS_OF),
+        ("REQUEUE", sql::REQUEUE),
+        ("LEASE_DELIVERY", sql::LEASE_DELIVERY),
+        ("RECORD_DELIVERY", sql::RECORD_DELIVERY),
+        ("DELIVERY_ATTEMPTS", sql::DELIVERY_ATTEMPTS),
+        ("DELIVERY_BACKLOG", sql::DELIVERY_BACKLOG),
     ]
     .into_iter()
     .map(|(name, text)| (name.to_owned(), text.to_owned()))
     .collect();
     all.push(("due_for_reconcile".into(), sql::due_for_reconcile()));
+    all.push(("payment_by_id".into(), sql::payment_by_id()));
+    all.push(("endpoint_by_id".into(), sql::endpoint_by_id()));
+    all.push(("endpoints_of".into(), sql::endpoints_of()));
+    all.push(("event_by_id".into(), sql::event_by_id()));
+    all.push(("due_deliveries".into(), sql::due_deliveries()));
     for tenant in [None, Some("acme")] {
         all.push((
             format!("get_payment tenant={tenant:?}"),
@@ -259,6 +279,11 @@ async fn every_statement_is_served_by_an_index_without_sorting() {
         match name.as_str() {
             "due_for_reconcile" | "PENDING_COUNT" => expect("payments_pending_due"),
             "REAP_KEYS" => expect("idempotency_keys_completed"),
+            "due_deliveries" => expect("webhook_deliveries_due"),
+            // Either partial index of pending deliveries counts them.
+            "DELIVERY_BACKLOG" => expect("INDEX webhook_deliveries_"),
+            "FAN_OUT" | "endpoints_of" => expect("webhook_endpoints_tenant"),
+            "DELETE_ENDPOINT_DELIVERIES" => expect("webhook_deliveries_endpoint"),
             listing if listing.starts_with("list_payments") => {
                 if listing.contains("tenant: Some") {
                     expect("payments_tenant_created")
