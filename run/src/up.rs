@@ -25,6 +25,9 @@ use crate::{
 pub(crate) const API: &str = "payment API";
 pub(crate) const DASHBOARD: &str = "dashboard";
 
+/// The API flag that lets endpoints on loopback (the dashboard's receiver) be registered.
+const PRIVATE_URLS: &str = "--webhook-allow-private-urls";
+
 /// The mock banks' names, in priority order: the API, the dashboard, the supervisor and the
 /// banner all call bank *i* by `BANKS[i]`.
 pub(crate) const BANKS: [&str; 4] = ["bank-a", "bank-b", "bank-c", "bank-d"];
@@ -172,6 +175,11 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
             "--data-dir".into(),
             data_dir.clone().into_os_string(),
         ]);
+        // The dashboard's demo receiver listens on loopback: a local system delivers webhooks
+        // to it, which the API refuses by default (SSRF; docs/webhooks.md).
+        if !args.api_arg.iter().any(|a| a.starts_with(PRIVATE_URLS)) {
+            api_args.push(PRIVATE_URLS.into());
+        }
         api_args.extend(api_flags(&options.api_defaults, &args.api_arg));
         api_args
     };
@@ -190,6 +198,8 @@ pub(crate) async fn start(args: &UpArgs, options: StartOptions) -> anyhow::Resul
         creds.api_key_file.clone().into_os_string(),
         "--operator-key-file".into(),
         creds.operator_key_file.clone().into_os_string(),
+        // Registers its demo receiver for the dev tenant, so every event shows on the page.
+        "--webhook-register".into(),
     ]);
     for bank in &banks {
         let mut value = OsString::from(format!("{}=", bank.name));
@@ -369,6 +379,11 @@ fn print_banner(
     );
     println!("Read the operator's status (breakers, transitions, counters) with the operator key:");
     println!("  curl -sS {api_url}/v1/status -H 'Authorization: Bearer {operator_bearer}'");
+    println!(
+        "Webhooks: the dashboard's receiver is registered for tenant {}; every event shows, verified, on its Webhooks card. Read the events:",
+        crate::credentials::DEV_TENANT
+    );
+    println!("  curl -sS {api_url}/v1/events -H 'Authorization: Bearer {bearer}'");
     if let [first, second, ..] = banks {
         let token = first.token_file.display();
         println!(

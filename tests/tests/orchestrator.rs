@@ -225,6 +225,46 @@ async fn run_starts_four_services_whose_curls_work_and_sigterm_stops_them_all() 
         assert_eq!(response.status(), 201);
     }
 
+    // The dashboard's demo receiver was registered for the dev tenant at start: the payments
+    // above arrive there as signed events, verified by the dashboard.
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let webhooks = loop {
+        let view: serde_json::Value = client
+            .get(format!("{}/api/webhooks", banner.dashboard_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["totals"]["verified"].as_u64().unwrap_or(0) >= 1 {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no verified webhook at the dashboard within 30 s: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(webhooks["totals"]["refused"], 0, "{webhooks}");
+    let events: serde_json::Value = client
+        .get(format!("{}/v1/events", banner.api_url))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{events}"))
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(types.contains(&"payment.succeeded"), "{events}");
+
     // Use every credential, rightly and wrongly, then read every operator surface.
     let answers = exercise_and_read_everything(&banner, &api_key, &operator_key, &bank_token).await;
 
