@@ -46,19 +46,37 @@ pub fn new_event_id() -> String {
 
 /// The body every delivery of an event sends (and `GET /v1/events/{id}` shows):
 /// `{"id", "type", "timestamp", "data": {"payment": <the payment as GET /v1/payments/{id}>}}`.
+///
+/// Serialised straight from the structs (no `Value` tree: it is built inside the settlement's
+/// write), so `data.payment` has the very bytes `GET /v1/payments/{id}` answers a tenant.
 pub fn event_payload(
     id: &str,
     event_type: &str,
     at: DateTime<Utc>,
     payment: &PaymentRecord,
 ) -> String {
-    serde_json::json!({
-        "id": id,
-        "type": event_type,
-        "timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "data": { "payment": payment.to_api() },
-    })
-    .to_string()
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        timestamp: String,
+        data: Data,
+    }
+    #[derive(Serialize)]
+    struct Data {
+        payment: payment_types::payment::Payment,
+    }
+    let envelope = Envelope {
+        id,
+        event_type,
+        timestamp: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        data: Data {
+            payment: payment.to_api(),
+        },
+    };
+    // Plain data: serialising cannot fail.
+    serde_json::to_string(&envelope).unwrap_or_default()
 }
 
 /// The SQL `LIKE` pattern matching an endpoint whose `event_types` (a JSON array of strings)

@@ -208,6 +208,8 @@ fn statements() -> Vec<(String, String)> {
         ("PENDING_COUNT", sql::PENDING_COUNT),
         ("INSERT_EVENT", sql::INSERT_EVENT),
         ("FAN_OUT", sql::FAN_OUT),
+        ("MATCHING_ENDPOINTS", sql::MATCHING_ENDPOINTS),
+        ("INSERT_DELIVERY", sql::INSERT_DELIVERY),
         ("DELETE_ENDPOINT", sql::DELETE_ENDPOINT),
         (
             "DELETE_ENDPOINT_DELIVERIES",
@@ -282,7 +284,7 @@ async fn every_statement_is_served_by_an_index_without_sorting() {
             "due_deliveries" => expect("webhook_deliveries_due"),
             // Either partial index of pending deliveries counts them.
             "DELIVERY_BACKLOG" => expect("INDEX webhook_deliveries_"),
-            "FAN_OUT" | "endpoints_of" => expect("webhook_endpoints_tenant"),
+            "FAN_OUT" | "MATCHING_ENDPOINTS" | "endpoints_of" => expect("webhook_endpoints_tenant"),
             "DELETE_ENDPOINT_DELIVERIES" => expect("webhook_deliveries_endpoint"),
             listing if listing.starts_with("list_payments") => {
                 if listing.contains("tenant: Some") {

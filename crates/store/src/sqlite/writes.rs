@@ -257,7 +257,8 @@ impl Write {
 }
 
 /// The outbox write: the event announcing the state payment `id` is in now (as this
-/// transaction left it), and its fan-out to the tenant's matching endpoints.
+/// transaction left it), and its fan-out to the tenant's matching endpoints (read first: most
+/// tenants have none, and then nothing more is written).
 fn outbox(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
     let payment = conn
         .prepare_cached(&sql::payment_by_id())?
@@ -274,12 +275,21 @@ fn outbox(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<(), StoreEr
         &payload,
         now,
     ))?;
-    conn.prepare_cached(sql::FAN_OUT)?.execute((
-        &event_id,
-        now,
-        &payment.tenant,
-        webhooks::event_type_pattern(event_type),
-    ))?;
+    let endpoints = conn
+        .prepare_cached(sql::MATCHING_ENDPOINTS)?
+        .query_map(
+            (&payment.tenant, webhooks::event_type_pattern(event_type)),
+            |row| row.get::<_, String>(0),
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    for endpoint_id in endpoints {
+        conn.prepare_cached(sql::INSERT_DELIVERY)?.execute((
+            &event_id,
+            &endpoint_id,
+            &payment.tenant,
+            now,
+        ))?;
+    }
     Ok(())
 }
 
