@@ -22,18 +22,19 @@ use std::{
 use anyhow::{anyhow, bail, Context};
 use payment_types::{
     bank::{ChaosUpdate, Charge, ChargeStatus, LedgerPage, Preset, ScenarioStep},
-    payment::Payment,
+    payment::{Payment, PaymentStatus},
 };
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde::Deserialize;
 
 use crate::{
     audit,
-    cli::{ChaosArgs, ScenarioName, UpArgs},
+    cli::{ChaosArgs, ScenarioName, Switch, UpArgs},
     load,
     store_faults::{self, FaultKind, PgServer, TmpfsMount},
     supervisor::{Killer, RestartPolicy},
     up::{self, StartOptions},
+    webhook_audit, webhook_receiver,
 };
 
 /// The API timings chaos runs with, so a short run crosses many timeouts, leases and reconciler
@@ -51,6 +52,31 @@ const FAST_API: &[(&str, &str)] = &[
     ("--reconcile-grace-ms", "500"),
     // The API refuses a lease that does not exceed the deadline by a safety margin.
     ("--lease-ms", "5000"),
+    // Webhooks: the retry schedule compressed a thousandfold (5 ms, 0.3 s, 1.8 s, 7.2 s, 18 s,
+    // 36 s, ...: the 12 attempts span about 4 min 19 s, longer than any run's bad receiver
+    // phase), a 1 s attempt bound (the receiver's hangs outlast it) and a quick poll.
+    ("--webhook-retry-scale", "0.001"),
+    ("--webhook-timeout-ms", WEBHOOK_TIMEOUT_MS),
+    ("--webhook-poll-ms", "200"),
+];
+
+/// The API's webhook attempt timeout in chaos runs (unless `--api-arg` sets another).
+const WEBHOOK_TIMEOUT_MS: &str = "1000";
+
+/// W2's window around each delivery's arrival, in seconds. The API stamps `webhook-timestamp`
+/// just before it sends (on this machine's clock, truncated to the second), so an honest
+/// delivery arrives 0–1 s after it; 10 s leaves room for a loaded CI machine and is still well
+/// under the gaps between later retries (18 s, 36 s at the chaos scale), so a timestamp reused
+/// from an earlier attempt, or a replayed old delivery, fails. The reference libraries' 5 minutes
+/// would hide that; verifying against the audit's own clock would fail every long run.
+const SIGNATURE_TOLERANCE_SECS: i64 = 10;
+
+/// The event types the chaos receiver is registered for: all four.
+const EVENT_TYPES: [&str; 4] = [
+    "payment.succeeded",
+    "payment.declined",
+    "payment.failed",
+    "payment.pending",
 ];
 
 /// Payment *i* of a chaos run is sent with amount `AMOUNT_BASE + i`, so each key has an amount
@@ -416,6 +442,17 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
     for (kind, reason) in &faults.skipped {
         println!("[chaos] store fault {} skipped: {reason}", kind.name());
     }
+    let receiver_schedule = (args.webhooks == Switch::On).then(|| {
+        let timeout_ms: u64 = api_flag_value(&args.api_arg, "--webhook-timeout-ms")
+            .unwrap_or(WEBHOOK_TIMEOUT_MS)
+            .parse()
+            .unwrap_or(10_000);
+        webhook_receiver::schedule(duration, seed, Duration::from_millis(timeout_ms))
+    });
+    match &receiver_schedule {
+        Some(schedule) => println!("[chaos] webhook receiver schedule: {schedule}"),
+        None => println!("[chaos] webhooks: off"),
+    }
     println!(
         "[chaos] replay with: run chaos --scenario {scenario} --duration {}s --seed {seed} --rate {} --banks {banks}{}{}{}{}",
         duration.as_secs(),
@@ -432,6 +469,11 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         args.store_fault_count
             .map(|n| format!(" --store-fault-count {n}"))
             .unwrap_or_default()
+            + if args.webhooks == Switch::Off {
+                " --webhooks off"
+            } else {
+                ""
+            }
     );
 
     let pg = if args.postgres {
@@ -468,11 +510,20 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(f, v)| ((*f).to_owned(), (*v).to_owned()))
             .collect(),
-        child_env: if args.verbose {
-            Vec::new()
-        } else {
-            // Errors only, and not the access log's line for every 5xx chaos provokes.
-            vec![("RUST_LOG".to_owned(), "error,tower_http=off".to_owned())]
+        child_env: {
+            let mut env = if args.verbose {
+                Vec::new()
+            } else {
+                // Errors only, and not the access log's line for every 5xx chaos provokes.
+                vec![("RUST_LOG".to_owned(), "error,tower_http=off".to_owned())]
+            };
+            // The receiver is on loopback, which the API refuses by default (SSRF;
+            // docs/webhooks.md). By environment: a flag given twice would stop the API.
+            env.push((
+                "PAYMENT_API_WEBHOOK_ALLOW_PRIVATE_URLS".to_owned(),
+                "true".to_owned(),
+            ));
+            env
         },
         api_instances: args.api_instances,
     };
@@ -530,7 +581,7 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
         },
     };
     let outcome = tokio::select! {
-        outcome = verify(&target, &args, &plan, seed) => outcome,
+        outcome = verify(&target, &args, &plan, receiver_schedule, seed) => outcome,
         reason = system.supervisor.fatal() => Err(anyhow!("the system failed: {reason}")),
         () = service_runtime::shutdown_signal() => Err(anyhow!("interrupted")),
     };
@@ -575,6 +626,17 @@ pub(crate) async fn command(args: ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The value `overrides` (`--api-arg`s) give `flag` (`--flag V` or `--flag=V`), if any.
+fn api_flag_value<'a>(overrides: &'a [String], flag: &str) -> Option<&'a str> {
+    overrides.iter().enumerate().find_map(|(i, arg)| {
+        if arg == flag {
+            overrides.get(i + 1).map(String::as_str)
+        } else {
+            arg.strip_prefix(flag)?.strip_prefix('=')
+        }
+    })
+}
+
 fn has_files(dir: &std::path::Path, prefix: &str) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries
@@ -616,6 +678,7 @@ async fn verify(
     system: &Target,
     args: &ChaosArgs,
     plan: &ChaosPlan,
+    receiver_schedule: Option<webhook_receiver::Schedule>,
     seed: u64,
 ) -> anyhow::Result<Verdict> {
     let http = reqwest::Client::builder()
@@ -650,10 +713,18 @@ async fn verify(
         config.max_in_flight = sized;
     }
 
+    let receiver = match receiver_schedule {
+        Some(schedule) => Some(start_receiver(&http, &api_url, &system.api_key, schedule).await?),
+        None => None,
+    };
+
     for ((bank, token), steps) in system.banks.iter().zip(&tokens).zip(&plan.banks) {
         set_chaos(&http, bank, token, &ChaosUpdate::Scenario(steps.clone())).await?;
     }
     let started = Instant::now();
+    if let Some((receiver, _)) = &receiver {
+        receiver.begin(started);
+    }
     let started_wall = std::time::SystemTime::now();
     let traffic = tokio::spawn(load::run(config.clone(), std::future::pending()));
     let (kills, injected) = tokio::join!(
@@ -674,7 +745,14 @@ async fn verify(
     let settle_started = Instant::now();
     for api in &system.apis {
         let left = args.settle_timeout.saturating_sub(settle_started.elapsed());
-        let backlog = wait_for_backlog(&http, &api.url, &system.operator_key, left).await;
+        let backlog = wait_for_backlog(
+            &http,
+            &api.url,
+            &system.operator_key,
+            "/reconciler/backlog",
+            left,
+        )
+        .await;
         match backlog {
             Some(0) => println!(
                 "[chaos] bank healthy; {} reconciler backlog 0 after {:.1}s",
@@ -691,6 +769,36 @@ async fn verify(
     }
     let replayed = load::replay_all(&config, &mut report).await?;
     println!("[chaos] replayed all {replayed} keys once more");
+
+    // Heal the receiver, then wait for every instance's webhook backlog to drain.
+    if let Some((receiver, _)) = &receiver {
+        receiver.heal();
+        let drain_started = Instant::now();
+        for api in &system.apis {
+            let left = args.settle_timeout.saturating_sub(drain_started.elapsed());
+            let backlog = wait_for_backlog(
+                &http,
+                &api.url,
+                &system.operator_key,
+                "/webhooks/backlog",
+                left,
+            )
+            .await;
+            match backlog {
+                Some(0) => println!(
+                    "[chaos] webhook receiver healthy; {} webhook backlog 0 after {:.1}s",
+                    api.name,
+                    drain_started.elapsed().as_secs_f64()
+                ),
+                other => println!(
+                    "[chaos] {} webhook backlog still {} after {:?}",
+                    api.name,
+                    other.map_or("unknown".to_owned(), |n| n.to_string()),
+                    args.settle_timeout
+                ),
+            }
+        }
+    }
 
     let (payments, routes) = all_payments(&http, &api_url, &system.api_key).await?;
     let mut ledgers = Vec::new();
@@ -737,10 +845,30 @@ async fn verify(
         })
         .collect();
     println!("[chaos] per bank: {}", per_bank.join("; "));
+    let webhooks = receiver.as_ref().map(|(receiver, secret)| {
+        let finals: Vec<webhook_audit::FinalPayment> = payments
+            .iter()
+            .filter(|p| p.status != PaymentStatus::Pending)
+            .map(|p| webhook_audit::FinalPayment {
+                id: p.id.to_string(),
+                status: p.status.as_str().to_owned(),
+            })
+            .collect();
+        webhook_audit::audit(
+            &receiver.deliveries(),
+            &finals,
+            secret,
+            SIGNATURE_TOLERANCE_SECS,
+        )
+    });
+    if let Some(webhooks) = &webhooks {
+        println!("{webhooks}");
+    }
+    let violations = audit.violations() + webhooks.as_ref().map_or(0, |w| w.violations());
     let gave_up = report.payments.get("gave_up").copied().unwrap_or(0);
     let answered = report.payments.values().sum::<u64>() - gave_up;
     println!(
-        "chaos result: scenario {}, seed {seed}, {:.0}s, {} API instances, {} payments offered, {} started ({:.1}%), {answered} answered, {gave_up} gave up, {} payments, {} answered 201, {} charges, {} charges succeeded, {} keys audited, {} pending, {kills} kills, {injected} store faults, {} violations",
+        "chaos result: scenario {}, seed {seed}, {:.0}s, {} API instances, {} payments offered, {} started ({:.1}%), {answered} answered, {gave_up} gave up, {} payments, {} answered 201, {} charges, {} charges succeeded, {} keys audited, {} pending, {kills} kills, {injected} store faults, {} events delivered, {violations} violations",
         args.scenario.name(),
         args.traffic.duration.as_secs_f64(),
         system.apis.len(),
@@ -753,10 +881,10 @@ async fn verify(
         audit.succeeded_charges,
         audit.keys,
         audit.pending,
-        audit.violations()
+        webhooks.as_ref().map_or(0, |w| w.events_delivered),
     );
     Ok(Verdict {
-        violations: audit.violations(),
+        violations,
         started_share: report.started_share(),
     })
 }
@@ -1097,6 +1225,59 @@ async fn kill_on_schedule(
     done
 }
 
+/// Starts the webhook receiver and registers it for the tenant (all four event types); returns
+/// it with the secret the API answered.
+async fn start_receiver(
+    http: &reqwest::Client,
+    api_url: &str,
+    api_key: &str,
+    schedule: webhook_receiver::Schedule,
+) -> anyhow::Result<(webhook_receiver::Receiver, webhooks::Secret)> {
+    let receiver = webhook_receiver::Receiver::start(schedule).await?;
+    let body = serde_json::json!({"url": receiver.url, "event_types": EVENT_TYPES});
+    // A store that is still opening may answer 503 for a moment.
+    let mut last = String::new();
+    for _ in 0..20 {
+        let answer = http
+            .post(format!("{api_url}/v1/webhook-endpoints"))
+            .bearer_auth(api_key)
+            .json(&body)
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status() == reqwest::StatusCode::CREATED => {
+                let endpoint: serde_json::Value = response
+                    .json()
+                    .await
+                    .context("the webhook endpoint's answer did not parse")?;
+                let secret = endpoint["secret"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("the webhook endpoint's answer has no secret"))?;
+                let secret = webhooks::Secret::parse(secret)
+                    .context("the webhook endpoint's secret does not parse")?;
+                println!(
+                    "[chaos] webhook receiver {} registered as endpoint {} for {}",
+                    receiver.url,
+                    endpoint["id"].as_str().unwrap_or("?"),
+                    EVENT_TYPES.join(", ")
+                );
+                return Ok((receiver, secret));
+            }
+            Ok(response) if response.status().is_server_error() => {
+                last = format!("{}", response.status());
+            }
+            Ok(response) => bail!(
+                "the API refused the webhook endpoint: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ),
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("cannot register the webhook receiver: {last}")
+}
+
 async fn set_chaos(
     http: &reqwest::Client,
     bank: &up::Bank,
@@ -1121,11 +1302,13 @@ async fn set_chaos(
     Ok(())
 }
 
-/// Polls `reconciler.backlog` until it is 0 (or `timeout`); returns the last value seen.
+/// Polls the backlog at `pointer` in `/v1/status` (`/reconciler/backlog`, `/webhooks/backlog`)
+/// until it is 0 (or `timeout`); returns the last value seen.
 async fn wait_for_backlog(
     http: &reqwest::Client,
     api_url: &str,
     operator_key: &str,
+    pointer: &str,
     timeout: Duration,
 ) -> Option<u64> {
     let deadline = Instant::now() + timeout;
@@ -1138,7 +1321,7 @@ async fn wait_for_backlog(
             .await;
         if let Ok(response) = status {
             if let Ok(status) = response.json::<serde_json::Value>().await {
-                last = status["reconciler"]["backlog"].as_u64().or(last);
+                last = status.pointer(pointer).and_then(|v| v.as_u64()).or(last);
             }
         }
         if last == Some(0) || Instant::now() >= deadline {

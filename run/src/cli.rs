@@ -280,6 +280,12 @@ pub struct ChaosArgs {
     )]
     pub api_arg: Vec<String>,
 
+    /// Webhooks: `on` starts a receiver on 127.0.0.1 that fails and hangs for part of the run,
+    /// registers it for the tenant and audits its deliveries after healing (W1–W3,
+    /// docs/chaos.md); `off` leaves webhooks out.
+    #[arg(long, env = "RUN_CHAOS_WEBHOOKS", value_enum, default_value = "on")]
+    pub webhooks: Switch,
+
     /// Also start the dashboard (its URL is printed) to watch the run.
     #[arg(long)]
     pub dashboard: bool,
@@ -294,6 +300,13 @@ pub struct ChaosArgs {
     /// Log flags of the children.
     #[command(flatten)]
     pub log: telemetry::LogArgs,
+}
+
+/// A feature of `run chaos` turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// Parses `500ms`, `90s`, `10m`, `1h`, or plain seconds.

@@ -20,6 +20,10 @@
 //!   PostgreSQL crash-restart, stop and dropped connections) and a throwaway PostgreSQL server.
 //! - [`audit`]: the pure audit of payments against the banks' ledgers (docs/contract.md §6, 1–5,
 //!   7 and, over several banks, 8).
+//! - `webhook_receiver`: the chaos run's webhook receiver (records every delivery, answers on a
+//!   seeded schedule: healthy, failing, hanging, healthy).
+//! - `webhook_audit`: the pure audit of those deliveries (W1–W3: final events delivered,
+//!   signatures verify, one payload per event id).
 
 pub mod audit;
 mod chaos;
@@ -31,6 +35,8 @@ mod service;
 pub mod store_faults;
 mod supervisor;
 mod up;
+mod webhook_audit;
+mod webhook_receiver;
 
 use std::process::ExitCode;
 
