@@ -46,6 +46,11 @@ pub(crate) const DEFAULT_OVERLAP_SECS: u64 = 86_400;
 /// The longest rotation overlap accepted: a week.
 pub(crate) const MAX_OVERLAP_SECS: u64 = 7 * 86_400;
 
+/// What a batch's lease adds to the attempt timeout: the store writes that record the batch's
+/// turns (a store under faults may take seconds). After a crash, a leased delivery is due again
+/// this long after the attempt timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
+
 /// How the worker is tuned.
 #[derive(Debug, Clone)]
 pub(crate) struct WebhookSettings {
@@ -77,7 +82,7 @@ impl WebhookSettings {
             poll: Duration::from_millis(args.webhook_poll_ms),
             batch: 64,
             endpoint_concurrency: args.webhook_endpoint_concurrency,
-            lease: Duration::from_millis(args.webhook_timeout_ms) + Duration::from_secs(30),
+            lease: Duration::from_millis(args.webhook_timeout_ms) + LEASE_MARGIN,
             // An endpoint trips after 5 consecutive failures (or half of its last 20 attempts)
             // and stays open 5 s growing to 10 min: a receiver that is down is asked rarely
             // until it answers a probe, while its deliveries wait in the store.

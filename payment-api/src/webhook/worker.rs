@@ -119,21 +119,27 @@ async fn deliver(webhooks: &Webhooks, owner: &str, delivery: LeasedDelivery) {
             Utc::now(),
         )
         .await;
-    let (level_ok, outcome) = match &recorded {
-        Ok(true) => (true, "recorded"),
-        Ok(false) => (false, "lease lost"),
-        Err(_) => (false, "store error"),
-    };
     if let Err(error) = &recorded {
         stats.store_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(event_id = %delivery.event_id, endpoint_id = %delivery.endpoint_id, %error, "cannot record a webhook delivery; it is due again once its lease expires");
     }
     let status = turn.attempt.as_ref().and_then(|a| a.status);
     let error = turn.attempt.as_ref().and_then(|a| a.error.as_deref());
-    if level_ok {
-        tracing::debug!(event_id = %delivery.event_id, endpoint_id = %delivery.endpoint_id, next = ?turn.next, status, error, "webhook delivery turn");
-    } else {
-        tracing::info!(event_id = %delivery.event_id, endpoint_id = %delivery.endpoint_id, next = ?turn.next, status, error, outcome, "webhook delivery turn not recorded");
+    let (event_id, endpoint_id) = (&delivery.event_id, &delivery.endpoint_id);
+    match (&recorded, turn.next) {
+        (Ok(true), DeliveryNext::Delivered | DeliveryNext::Postpone(_)) => {
+            tracing::debug!(%event_id, %endpoint_id, next = ?turn.next, status, "webhook delivery turn");
+        }
+        (Ok(true), DeliveryNext::Retry(at)) => {
+            tracing::info!(%event_id, %endpoint_id, status, error, retry_at = %at, "webhook delivery attempt failed; it is retried");
+        }
+        (Ok(true), DeliveryNext::Failed) => {
+            tracing::warn!(%event_id, %endpoint_id, status, error, "webhook delivery failed after the last attempt of its schedule");
+        }
+        (Ok(false), _) => {
+            tracing::info!(%event_id, %endpoint_id, next = ?turn.next, status, "webhook delivery turn not recorded: the lease was lost (another worker has it)");
+        }
+        (Err(_), _) => {}
     }
 }
 
