@@ -227,9 +227,11 @@ pub(crate) fn audit(
         };
         if let Some(created) = event_time(&body) {
             let delay = d.arrived.duration_since(created).unwrap_or_default();
-            if max_delay
-                .as_ref()
-                .map_or(true, |(longest, _)| delay > *longest) {
+            let longer = match &max_delay {
+                Some((longest, _)) => delay > *longest,
+                None => true,
+            };
+            if longer {
                 max_delay = Some((delay, id.to_owned()));
             }
         }
@@ -290,7 +292,7 @@ pub(crate) fn audit(
                     payment.id, payment.status
                 )
             }),
-            Some(statuses) if !statuses.iter().any(|s| *s == payment.status) => {
+            Some(statuses) if !statuses.contains(&payment.status) => {
                 w1.violation(|| {
                     format!(
                         "payment {} ended {} but its delivered {kind} event says status {}",
@@ -510,7 +512,12 @@ mod tests {
             1,
             Answer::Accepted,
         )];
-        let report = audit(&deliveries, &[done("p1", "succeeded")], &secret(), TOLERANCE);
+        let report = audit(
+            &deliveries,
+            &[done("p1", "succeeded")],
+            &secret(),
+            TOLERANCE,
+        );
         assert_eq!(failing(&report), ["W1"]);
         assert!(report.checks[0].examples[0].contains("says status pending"));
     }
@@ -572,7 +579,8 @@ mod tests {
             TOLERANCE,
         );
         assert_eq!(failing(&report), ["W3"]);
-        assert!(report.checks[2].examples[0].starts_with("event evt_1 arrived with 2 different payloads"));
+        assert!(report.checks[2].examples[0]
+            .starts_with("event evt_1 arrived with 2 different payloads"));
     }
 
     #[test]

@@ -30,9 +30,13 @@ pub(crate) const PATH: &str = "/webhooks";
 pub(crate) enum Mode {
     Healthy,
     /// Answers 500 to this share of the deliveries.
-    Failing { share: f64 },
+    Failing {
+        share: f64,
+    },
     /// Holds this share of the deliveries for the schedule's `hang`, then answers 503.
-    Hanging { share: f64 },
+    Hanging {
+        share: f64,
+    },
 }
 
 /// One part of the schedule: `mode` from `at` (from the start of the traffic) on.
@@ -298,10 +302,7 @@ mod tests {
         for nth in 0..5 {
             for t in [1, 13, 20, 30, 50] {
                 let t = Some(Duration::from_secs(t));
-                assert_eq!(
-                    a.decide(t, "evt_0193", nth),
-                    b.decide(t, "evt_0193", nth)
-                );
+                assert_eq!(a.decide(t, "evt_0193", nth), b.decide(t, "evt_0193", nth));
             }
         }
     }
@@ -314,8 +315,12 @@ mod tests {
             assert_eq!(s.phases.len(), 4);
             assert!(s.phases.windows(2).all(|w| w[0].at < w[1].at));
             assert_eq!(s.phases[0].mode, Mode::Healthy);
-            assert!(matches!(s.phases[1].mode, Mode::Failing { share } if (0.4..=0.7).contains(&share)));
-            assert!(matches!(s.phases[2].mode, Mode::Hanging { share } if (0.3..=0.6).contains(&share)));
+            assert!(
+                matches!(s.phases[1].mode, Mode::Failing { share } if (0.4..=0.7).contains(&share))
+            );
+            assert!(
+                matches!(s.phases[2].mode, Mode::Hanging { share } if (0.3..=0.6).contains(&share))
+            );
             assert_eq!(s.phases[3].mode, Mode::Healthy);
             // Bad for at least a quarter of the run, healthy again by 70% of it.
             assert!(s.phases[1].at >= run.mul_f64(0.15));
