@@ -179,11 +179,14 @@ const FAN_OUT: &str = "INSERT INTO webhook_deliveries \
      ON CONFLICT (event_id, endpoint_id) DO NOTHING";
 
 /// The outbox write: the event announcing the state payment `id` is in now (as this
-/// transaction left it), and its fan-out to the tenant's matching endpoints.
+/// transaction left it), and its fan-out to the tenant's matching endpoints. A final state's
+/// payload is built when read (see the SQLite twin, `sqlite::writes::outbox`); `payment.pending`
+/// stores its snapshot.
 async fn outbox(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     id: Uuid,
     now: DateTime<Utc>,
+    pending: bool,
 ) -> Result<(), StoreError> {
     let row = sqlx::query(&format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"
@@ -194,7 +197,11 @@ async fn outbox(
     let payment = payment_from_row(&row)?;
     let event_type = webhooks::event_type(payment.status);
     let event_id = webhooks::new_event_id();
-    let payload = webhooks::event_payload(&event_id, event_type, now, &payment);
+    let payload = if pending {
+        webhooks::event_payload(&event_id, event_type, now, &payment)
+    } else {
+        String::new()
+    };
     let now = convert::to_ms(now);
     sqlx::query(
         "INSERT INTO webhook_events (id, tenant, event_type, payment_id, payload, created_at) \
@@ -243,6 +250,40 @@ fn event_from_row(row: &PgRow) -> Result<EventRecord, StoreError> {
         payload: row.try_get("payload")?,
         created_at: convert::from_ms(row.try_get("created_at")?)?,
     })
+}
+
+/// Builds the payload of every final-state event among `events` (stored empty) from its
+/// payment row, which never changes once final: the same bytes on every read.
+async fn fill_payloads<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    events: &mut [&mut EventRecord],
+) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = events
+        .iter()
+        .filter(|e| e.payload.is_empty())
+        .map(|e| e.payment_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ANY($1)"
+    ))
+    .bind(&ids)
+    .fetch_all(executor)
+    .await?;
+    let payments = rows
+        .iter()
+        .map(|row| payment_from_row(row).map(|p| (p.id, p)))
+        .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
+    for event in events.iter_mut().filter(|e| e.payload.is_empty()) {
+        let payment = payments.get(&event.payment_id).ok_or_else(|| {
+            StoreError::Corrupt(format!("event {} names a missing payment", event.id))
+        })?;
+        event.payload =
+            webhooks::event_payload(&event.id, &event.event_type, event.created_at, payment);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -445,7 +486,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         // The final state's event, in this very transaction (the outbox).
-        outbox(&mut tx, payment_id, convert::from_ms(now)?).await?;
+        outbox(&mut tx, payment_id, convert::from_ms(now)?, false).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -491,7 +532,7 @@ impl Store for PostgresStore {
             == 1;
         // The first 202 of a payment announces `payment.pending`, in this very transaction.
         if first_pending {
-            outbox(&mut tx, payment_id, now).await?;
+            outbox(&mut tx, payment_id, now, true).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -830,7 +871,12 @@ impl Store for PostgresStore {
             .push(" ORDER BY id DESC LIMIT ")
             .push_bind(convert::page_limit(q.limit));
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(event_from_row).collect()
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        fill_payloads(&self.pool, &mut events.iter_mut().collect::<Vec<_>>()).await?;
+        Ok(events)
     }
 
     async fn get_event(
@@ -846,7 +892,11 @@ impl Store for PostgresStore {
         .bind(tenant)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(event_from_row).transpose()
+        let Some(mut event) = row.as_ref().map(event_from_row).transpose()? else {
+            return Ok(None);
+        };
+        fill_payloads(&self.pool, &mut [&mut event]).await?;
+        Ok(Some(event))
     }
 
     async fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
@@ -955,7 +1005,8 @@ impl Store for PostgresStore {
              WHERE d.event_id = picked.event_id AND d.endpoint_id = picked.endpoint_id \
              AND e.id = d.event_id AND w.id = d.endpoint_id \
              RETURNING d.event_id, d.endpoint_id, d.tenant AS delivery_tenant, d.failures, \
-             d.next_attempt_at AS due_at, e.payload, {w}",
+             d.next_attempt_at AS due_at, e.payload, e.event_type, e.payment_id, \
+             e.created_at AS event_created_at, {w}",
             db_now = db_now_ms!()
         );
         let rows = sqlx::query(&sql)
@@ -969,6 +1020,14 @@ impl Store for PostgresStore {
             .iter()
             .map(|row| {
                 let due: Option<i64> = row.try_get("due_at")?;
+                let event = EventRecord {
+                    id: row.try_get("event_id")?,
+                    tenant: row.try_get("delivery_tenant")?,
+                    event_type: row.try_get("event_type")?,
+                    payment_id: row.try_get("payment_id")?,
+                    payload: row.try_get("payload")?,
+                    created_at: convert::from_ms(row.try_get("event_created_at")?)?,
+                };
                 Ok((
                     due,
                     LeasedDelivery {
@@ -979,12 +1038,22 @@ impl Store for PostgresStore {
                         payload: row.try_get("payload")?,
                         endpoint: endpoint_from_row(row)?,
                     },
+                    event,
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         // RETURNING keeps no order: most overdue first, as asked.
-        leased.sort_by_key(|(due, _)| *due);
-        Ok(leased.into_iter().map(|(_, delivery)| delivery).collect())
+        leased.sort_by_key(|(due, _, _)| *due);
+        let mut events: Vec<EventRecord> = leased.iter().map(|(_, _, e)| e.clone()).collect();
+        fill_payloads(&self.pool, &mut events.iter_mut().collect::<Vec<_>>()).await?;
+        Ok(leased
+            .into_iter()
+            .zip(events)
+            .map(|((_, mut delivery, _), event)| {
+                delivery.payload = event.payload;
+                delivery
+            })
+            .collect())
     }
 
     async fn record_delivery(

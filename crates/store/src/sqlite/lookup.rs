@@ -142,6 +142,8 @@ impl Lookups {
             conn.prepare_cached(&sql::event_by_id())?
                 .query_row((id, tenant), |row| Ok(sql::event_from_row(row)))
                 .optional()?
+                .transpose()?
+                .map(|event| sql::fill_payload(conn, event))
                 .transpose()
         })
     }
@@ -188,7 +190,13 @@ impl Lookups {
             let rows = statement.query_map(rusqlite::params_from_iter(params), |row| {
                 Ok(sql::event_from_row(row))
             })?;
-            rows.map(|row| row?).collect()
+            let events = rows
+                .map(|row| row?)
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            events
+                .into_iter()
+                .map(|event| sql::fill_payload(conn, event))
+                .collect()
         })
     }
 

@@ -201,7 +201,11 @@ pub(crate) fn payment_by_id() -> String {
     format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1")
 }
 
-/// The outbox: an event, in the transaction of the state change it announces.
+/// A payment's tenant (the outbox of a final state needs no more of the row).
+pub(crate) const PAYMENT_TENANT: &str = "SELECT tenant FROM payments WHERE id = ?1";
+
+/// The outbox: an event, in the transaction of the state change it announces. A final state's
+/// `payload` is empty: it is built from the (final, never changing) payment row when read.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO webhook_events \
      (id, tenant, event_type, payment_id, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
@@ -375,6 +379,28 @@ pub(crate) fn endpoint_from_row(row: &Row<'_>) -> Result<EndpointRecord, StoreEr
         created_at: convert::from_ms(row.get("created_at")?)?,
         updated_at: convert::from_ms(row.get("updated_at")?)?,
     })
+}
+
+/// `event` with its payload: a final state's (stored empty) is built from its payment row,
+/// which never changes once final, so every read gives the same bytes.
+pub(crate) fn fill_payload(
+    conn: &rusqlite::Connection,
+    mut event: EventRecord,
+) -> Result<EventRecord, StoreError> {
+    if event.payload.is_empty() {
+        let payment = conn
+            .prepare_cached(&payment_by_id())?
+            .query_row([event.payment_id.to_string()], |row| {
+                Ok(payment_from_row(row))
+            })??;
+        event.payload = crate::webhooks::event_payload(
+            &event.id,
+            &event.event_type,
+            event.created_at,
+            &payment,
+        );
+    }
+    Ok(event)
 }
 
 /// An event row (all of [`EVENT_COLUMNS`]) read through rusqlite.

@@ -259,34 +259,45 @@ impl Write {
 /// The outbox write: the event announcing the state payment `id` is in now (as this
 /// transaction left it), and its fan-out to the tenant's matching endpoints (read first: most
 /// tenants have none, and then nothing more is written).
-fn outbox(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let payment = conn
-        .prepare_cached(&sql::payment_by_id())?
-        .query_row([id], |row| Ok(sql::payment_from_row(row)))??;
-    let event_type = webhooks::event_type(payment.status);
+///
+/// A final state's payload is not stored: a final payment row never changes again, so the
+/// payload is built from it whenever the event is read (`sql::fill_payload`), the same bytes
+/// every time; that keeps the read-back and the serialisation out of the settlement's write.
+/// `payment.pending` stores its snapshot (`snapshot`), since the row moves on.
+fn outbox(
+    conn: &Connection,
+    id: &str,
+    now: DateTime<Utc>,
+    event_type: &'static str,
+    snapshot: bool,
+) -> Result<(), StoreError> {
     let event_id = webhooks::new_event_id();
-    let payload = webhooks::event_payload(&event_id, event_type, now, &payment);
+    let (tenant, payload) = if snapshot {
+        let payment = conn
+            .prepare_cached(&sql::payment_by_id())?
+            .query_row([id], |row| Ok(sql::payment_from_row(row)))??;
+        let payload = webhooks::event_payload(&event_id, event_type, now, &payment);
+        (payment.tenant, payload)
+    } else {
+        let tenant: String = conn
+            .prepare_cached(sql::PAYMENT_TENANT)?
+            .query_row([id], |row| row.get(0))?;
+        (tenant, String::new())
+    };
     let now = convert::to_ms(now);
-    conn.prepare_cached(sql::INSERT_EVENT)?.execute((
-        &event_id,
-        &payment.tenant,
-        event_type,
-        id,
-        &payload,
-        now,
-    ))?;
+    conn.prepare_cached(sql::INSERT_EVENT)?
+        .execute((&event_id, &tenant, event_type, id, &payload, now))?;
     let endpoints = conn
         .prepare_cached(sql::MATCHING_ENDPOINTS)?
-        .query_map(
-            (&payment.tenant, webhooks::event_type_pattern(event_type)),
-            |row| row.get::<_, String>(0),
-        )?
+        .query_map((&tenant, webhooks::event_type_pattern(event_type)), |row| {
+            row.get::<_, String>(0)
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     for endpoint_id in endpoints {
         conn.prepare_cached(sql::INSERT_DELIVERY)?.execute((
             &event_id,
             &endpoint_id,
-            &payment.tenant,
+            &tenant,
             now,
         ))?;
     }
@@ -366,6 +377,17 @@ fn lease_deliveries(
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+    let mut due = due;
+    for delivery in &mut due {
+        if delivery.payload.is_empty() {
+            let event = conn
+                .prepare_cached(&sql::event_by_id())?
+                .query_row((&delivery.event_id, None::<&str>), |row| {
+                    Ok(sql::event_from_row(row))
+                })??;
+            delivery.payload = sql::fill_payload(conn, event)?.payload;
+        }
+    }
     let mut lease = conn.prepare_cached(sql::LEASE_DELIVERY)?;
     for delivery in &due {
         lease.execute((
@@ -488,7 +510,8 @@ fn settle(conn: &Connection, write: &SettleWrite) -> Result<bool, StoreError> {
         &id,
     ))?;
     // The final state's event, in this very transaction (the outbox).
-    outbox(conn, &id, write.now)?;
+    let event_type = webhooks::event_type(write.settlement.status());
+    outbox(conn, &id, write.now, event_type, false)?;
     Ok(true)
 }
 
@@ -511,7 +534,7 @@ fn unlease(conn: &Connection, write: &UnleaseWrite, key_pending: bool) -> Result
     // The first 202 of a payment (its key leaves in flight) announces `payment.pending`, in
     // this very transaction; a later mark pending of the same payment announces nothing new.
     if key_pending && conn.prepare_cached(sql::KEY_PENDING)?.execute([&id])? == 1 {
-        outbox(conn, &id, write.now)?;
+        outbox(conn, &id, write.now, "payment.pending", true)?;
     }
     Ok(true)
 }
