@@ -9,9 +9,13 @@
 //! ([`crate::Store::record_delivery`]). A crash anywhere in between leaves the delivery pending,
 //! its lease expires, and it is due again: at least once.
 //!
-//! The event's payload is built here, from the payment row as that transaction left it, so it
-//! is exactly what `GET /v1/payments/{id}` shows for that state, and it is stored: every attempt
-//! sends the same bytes under the same event id.
+//! The event's payload is built here ([`event_payload`]) from the payment row as that
+//! transaction left it, so it is exactly what `GET /v1/payments/{id}` shows for that state, and
+//! every read and every attempt gets the same bytes under the same event id: `payment.pending`
+//! stores its snapshot (the row moves on); a final state stores none (the column holds an empty
+//! string, as the migration made it NOT NULL) and is built from the payment row whenever the
+//! event is read or leased, since a final row never changes again. That keeps the read-back and
+//! the serialisation out of the settlement's write (docs/webhooks.md, "Cost").
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use payment_types::payment::PaymentStatus;
