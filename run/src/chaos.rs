@@ -1595,6 +1595,25 @@ mod tests {
     }
 
     #[test]
+    fn an_api_arg_overrides_a_flag_in_either_form() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let flag = "--webhook-timeout-ms";
+        assert_eq!(
+            api_flag_value(&args(&["--x", "1", flag, "2500"]), flag),
+            Some("2500")
+        );
+        assert_eq!(
+            api_flag_value(&args(&["--webhook-timeout-ms=300"]), flag),
+            Some("300")
+        );
+        assert_eq!(
+            api_flag_value(&args(&["--webhook-timeout-msx=1"]), flag),
+            None
+        );
+        assert_eq!(api_flag_value(&args(&[flag]), flag), None);
+    }
+
+    #[test]
     fn keys_are_found_by_unique_amounts_only() {
         let bodies = [
             ("a".to_owned(), serde_json::json!({"amount": 1000})),

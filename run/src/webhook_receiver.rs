@@ -59,20 +59,28 @@ pub(crate) struct Schedule {
 /// The longest hold, whatever the API's timeout: a hung request must end.
 const MAX_HANG: Duration = Duration::from_secs(30);
 
+/// The longest failing part, and the longest hanging part, whatever the run's length: the
+/// chaos run's retry schedule spans about 4 min 19 s (`--webhook-retry-scale 0.001`), and the
+/// endpoint's breaker doubles its opening on every failed probe, so a receiver bad for longer
+/// would make the API give up deliveries for a reason of the test's own making.
+const MAX_FAILING: Duration = Duration::from_secs(40);
+const MAX_HANGING: Duration = Duration::from_secs(30);
+
 /// The schedule of a run of `duration` from `seed`, for an API whose attempt timeout is
 /// `api_timeout`: healthy until 15–25% of the run; failing 40–70% of the deliveries for
-/// 15–25% of it; hanging 30–60% for 10–20%; healthy from then on (at most 70% of the run, so
-/// the retries and the endpoint's breaker recover while traffic still flows).
+/// 15–25% of it (at most 40 s); hanging 30–60% for 10–20% (at most 30 s); healthy from then on
+/// (by 70% of the run at the latest, so the retries and the endpoint's breaker recover while
+/// traffic still flows).
 pub(crate) fn schedule(duration: Duration, seed: u64, api_timeout: Duration) -> Schedule {
     // A stream of its own: the bank schedules and the kills of a seed do not move.
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x7765_6268_6f6f_6b73);
-    let fail_from = rng.gen_range(0.15..0.25);
-    let hang_from = fail_from + rng.gen_range(0.15..0.25);
-    let healthy_from = hang_from + rng.gen_range(0.10..0.20);
+    let at = |share: f64| Duration::from_millis((duration.as_millis() as f64 * share) as u64);
+    let fail_from = at(rng.gen_range(0.15..0.25));
+    let hang_from = fail_from + at(rng.gen_range(0.15..0.25)).min(MAX_FAILING);
+    let healthy_from = hang_from + at(rng.gen_range(0.10..0.20)).min(MAX_HANGING);
     let round = |share: f64| (share * 100.0).round() / 100.0;
     let fail_share = round(rng.gen_range(0.4..0.7));
     let hang_share = round(rng.gen_range(0.3..0.6));
-    let at = |share: f64| Duration::from_millis((duration.as_millis() as f64 * share) as u64);
     Schedule {
         phases: vec![
             Phase {
@@ -80,15 +88,15 @@ pub(crate) fn schedule(duration: Duration, seed: u64, api_timeout: Duration) -> 
                 mode: Mode::Healthy,
             },
             Phase {
-                at: at(fail_from),
+                at: fail_from,
                 mode: Mode::Failing { share: fail_share },
             },
             Phase {
-                at: at(hang_from),
+                at: hang_from,
                 mode: Mode::Hanging { share: hang_share },
             },
             Phase {
-                at: at(healthy_from),
+                at: healthy_from,
                 mode: Mode::Healthy,
             },
         ],
@@ -327,6 +335,14 @@ mod tests {
             assert!(s.phases[3].at - s.phases[1].at >= run.mul_f64(0.25));
             assert!(s.phases[3].at <= run.mul_f64(0.70));
             assert_eq!(s.mode_at(run), Mode::Healthy);
+        }
+        // A long run: the bad parts are capped, wherever they fall.
+        for seed in 0..50 {
+            let run = Duration::from_secs(3600);
+            let s = schedule(run, seed, TIMEOUT);
+            assert!(s.phases[1].at >= run.mul_f64(0.15) && s.phases[1].at <= run.mul_f64(0.25));
+            assert!(s.phases[2].at - s.phases[1].at <= MAX_FAILING);
+            assert!(s.phases[3].at - s.phases[2].at <= MAX_HANGING);
         }
     }
 
