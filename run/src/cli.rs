@@ -230,8 +230,9 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub keep_data: bool,
 
-    /// How long to wait, once the bank is healthy again, for the reconciler to settle every
-    /// pending payment before auditing.
+    /// How long to wait, once the banks are healthy again, for the reconciler to settle every
+    /// pending payment, and then (with `--webhooks on`, the receiver healed) for the API's
+    /// webhook backlog to empty, before auditing.
     #[arg(long, env = "RUN_CHAOS_SETTLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub settle_timeout: std::time::Duration,
 
