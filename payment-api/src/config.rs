@@ -130,7 +130,8 @@ pub struct WebhookArgs {
     #[arg(long, env = "PAYMENT_API_WEBHOOK_ALLOW_PRIVATE_URLS")]
     pub webhook_allow_private_urls: bool,
     /// Multiplies every delay of the retry schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then
-    /// every 10 h for 3 days); e.g. 0.001 for tests. The number of attempts stays the same.
+    /// every 10 h for 3 days) and of each endpoint's breaker (open 5 s, growing to 10 min);
+    /// e.g. 0.001 for tests. The number of attempts stays the same.
     #[arg(long, env = "PAYMENT_API_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
     pub webhook_retry_scale: f64,
     /// How long one delivery attempt may take (connect, send, answer), in milliseconds.

@@ -1190,7 +1190,6 @@ async fn a_dead_endpoint_does_not_slow_a_healthy_one() {
 /// The same with a hanging endpoint (it accepts the request and never answers), with the API's
 /// default 10 s attempt timeout.
 #[tokio::test]
-#[ignore = "bug: the webhook worker awaits its whole batch (join_all in payment-api/src/webhook/worker.rs `pass`) before it polls again, so a hanging endpoint holds every other endpoint's deliveries for up to --webhook-timeout-ms (10 s) per batch, until its breaker opens, and again at each half-open probe"]
 async fn a_hanging_endpoint_does_not_slow_a_healthy_one() {
     let bank = start_bank(&[]).await;
     let api = start_api(&bank.url(), &temp_dir("wh-hang"), &api_flags(&[])).await;
@@ -1211,7 +1210,6 @@ async fn a_hanging_endpoint_does_not_slow_a_healthy_one() {
 /// a delivery shown `delivered` must show the 2xx attempt that made it so (the worker records
 /// both in one transaction).
 #[tokio::test]
-#[ignore = "bug: GET /v1/events/{id} reads the attempts and then the deliveries in two statements without one snapshot (Store::deliveries in crates/store/src/sqlite/lookup.rs and postgres.rs), so a delivery recorded in between shows its new state (delivered, failed) without the attempt that brought it"]
 async fn an_event_read_never_shows_a_delivery_state_without_its_attempt() {
     let bank = start_bank(&[]).await;
     let api = start_api(

@@ -900,12 +900,19 @@ impl Store for PostgresStore {
     }
 
     async fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        // One snapshot for both reads: an attempt and its delivery's next state are recorded
+        // in one transaction, and two READ COMMITTED statements could straddle it (a delivery
+        // `delivered` without the attempt that delivered it).
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let attempts = sqlx::query(
             "SELECT endpoint_id, attempt, at, status, latency_ms, error FROM webhook_attempts \
              WHERE event_id = $1 ORDER BY endpoint_id, attempt",
         )
         .bind(event_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut by_endpoint: std::collections::HashMap<String, Vec<AttemptRecord>> =
             std::collections::HashMap::new();
@@ -930,8 +937,9 @@ impl Store for PostgresStore {
              FROM webhook_deliveries WHERE event_id = $1 ORDER BY endpoint_id",
         )
         .bind(event_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 let endpoint_id: String = row.try_get("endpoint_id")?;

@@ -71,6 +71,11 @@ pub(crate) struct WebhookSettings {
     pub(crate) breaker: BreakerConfig,
 }
 
+/// `delay × scale`, at least a millisecond.
+fn scaled(delay: Duration, scale: f64) -> Duration {
+    delay.mul_f64(scale).max(Duration::from_millis(1))
+}
+
 impl WebhookSettings {
     pub(crate) fn from_args(args: &WebhookArgs) -> Self {
         Self {
@@ -85,14 +90,17 @@ impl WebhookSettings {
             lease: Duration::from_millis(args.webhook_timeout_ms) + LEASE_MARGIN,
             // An endpoint trips after 5 consecutive failures (or half of its last 20 attempts)
             // and stays open 5 s growing to 10 min: a receiver that is down is asked rarely
-            // until it answers a probe, while its deliveries wait in the store.
+            // until it answers a probe, while its deliveries wait in the store. Those waits are
+            // delays of the delivery path like the schedule's, so --webhook-retry-scale scales
+            // them too (a compressed schedule behind an uncompressed breaker would still take
+            // minutes to reach `failed`).
             breaker: BreakerConfig {
                 window: WindowKind::CountBased { size: 20 },
                 minimum_calls: 10,
                 consecutive_failures: 5,
                 slow_call_duration: Duration::from_millis(args.webhook_timeout_ms),
-                open_duration: Duration::from_secs(5),
-                max_open_duration: Duration::from_secs(600),
+                open_duration: scaled(Duration::from_secs(5), args.webhook_retry_scale),
+                max_open_duration: scaled(Duration::from_secs(600), args.webhook_retry_scale),
                 half_open_probes: 1,
                 ..BreakerConfig::default()
             },

@@ -1,8 +1,10 @@
 //! The delivery worker: leases due deliveries, sends each one, records what happened.
 //!
 //! Every poll it leases a batch (owner: this instance plus a fresh token per batch, so a
-//! batch's writes only ever apply under that batch's own lease) and sends the batch's
-//! deliveries concurrently. For each:
+//! batch's writes only ever apply under that batch's own lease) and starts each of its
+//! deliveries as a task of its own: the next poll does not wait for them, so an endpoint that
+//! hangs holds only its own deliveries (at most its bulkhead's worth), never the others'. For
+//! each:
 //! 1. the endpoint's breaker: open → the delivery is postponed until the breaker admits a
 //!    probe, without a call and without counting a failure;
 //! 2. the endpoint's bulkhead: full → postponed by one poll;
@@ -32,26 +34,62 @@ use resilience::breaker::Outcome;
 
 use super::Webhooks;
 
-/// Runs batches until `stop` fires; a batch in progress is finished first.
+/// Deliveries in flight at once, in batches: beyond this the worker leases no more until some
+/// finish (each endpoint's bulkhead bounds its own share well below it).
+const MAX_IN_FLIGHT_BATCHES: usize = 4;
+
+/// Leases and starts deliveries every poll until `stop` fires; deliveries in progress are
+/// finished first (each is bounded by the attempt timeout).
 pub(crate) async fn run(webhooks: Arc<Webhooks>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(webhooks.settings.poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let batch = webhooks.settings.batch as usize;
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
-        // A full batch means more may be due: go again at once.
-        while pass(&webhooks).await == webhooks.settings.batch as usize {
-            if *stop.borrow() {
-                return;
+        while in_flight.try_join_next().is_some() {}
+        // A full batch means more may be due: go again at once, up to the in-flight bound.
+        while in_flight.len() < batch * MAX_IN_FLIGHT_BATCHES && !*stop.borrow() {
+            let Some((owner, leased)) = lease(&webhooks).await else {
+                break;
+            };
+            let full = leased.len() == batch;
+            let owner: Arc<str> = owner.into();
+            for delivery in leased {
+                let (webhooks, owner) = (webhooks.clone(), owner.clone());
+                in_flight.spawn(async move { deliver(&webhooks, &owner, delivery).await });
+            }
+            if !full {
+                break;
             }
         }
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
-/// One batch: returns how many deliveries it leased.
+/// One batch, start to finish (its deliveries concurrently): returns how many deliveries it
+/// leased. The worker does not wait for a batch ([`run`]); tests step with this.
+#[cfg(test)]
 pub(crate) async fn pass(webhooks: &Webhooks) -> usize {
+    let Some((owner, leased)) = lease(webhooks).await else {
+        return 0;
+    };
+    let count = leased.len();
+    futures_util::future::join_all(
+        leased
+            .into_iter()
+            .map(|delivery| deliver(webhooks, &owner, delivery)),
+    )
+    .await;
+    count
+}
+
+/// Leases a batch of due deliveries under a fresh owner token; `None` when none is due or the
+/// store could not be asked.
+async fn lease(webhooks: &Webhooks) -> Option<(String, Vec<LeasedDelivery>)> {
     let owner = format!(
         "{}/webhooks/{}",
         webhooks.instance_id,
@@ -69,21 +107,14 @@ pub(crate) async fn pass(webhooks: &Webhooks) -> usize {
         Err(error) => {
             webhooks.stats.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "cannot lease webhook deliveries; the next poll tries again");
-            return 0;
+            return None;
         }
     };
     if leased.is_empty() {
-        return 0;
+        return None;
     }
     webhooks.stats.batches.fetch_add(1, Ordering::Relaxed);
-    let count = leased.len();
-    futures_util::future::join_all(
-        leased
-            .into_iter()
-            .map(|delivery| deliver(webhooks, &owner, delivery)),
-    )
-    .await;
-    count
+    Some((owner, leased))
 }
 
 /// What one delivery's turn came to.

@@ -200,9 +200,25 @@ impl Lookups {
         })
     }
 
-    /// Every delivery of an event, with its attempts.
+    /// Every delivery of an event, with its attempts, read from one snapshot: the writer
+    /// records an attempt and its delivery's next state in one transaction, and two separate
+    /// reads could straddle it (a delivery `delivered` without the attempt that delivered it).
     pub(crate) fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.with(|conn| {
+            // A deferred read transaction: in WAL mode its first read fixes the snapshot that
+            // both statements see.
+            let snapshot = conn.unchecked_transaction()?;
+            let all = Self::deliveries_in(conn, event_id)?;
+            snapshot.finish()?;
+            Ok(all)
+        })
+    }
+
+    fn deliveries_in(
+        conn: &rusqlite::Connection,
+        event_id: &str,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        {
             let mut attempts = conn.prepare_cached(sql::ATTEMPTS_OF)?;
             let mut by_endpoint: std::collections::HashMap<String, Vec<AttemptRecord>> =
                 std::collections::HashMap::new();
@@ -237,7 +253,7 @@ impl Lookups {
                 });
             }
             Ok(all)
-        })
+        }
     }
 
     /// How many deliveries are pending.
