@@ -635,3 +635,85 @@ pub mod chaos {
         offered
     }
 }
+
+/// The Standard Webhooks reference library (Python's `standardwebhooks`, installed by
+/// `.ci/setup`), run as a subprocess: an implementation of the signing that is not ours.
+pub mod reference_webhooks {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    use serde_json::Value;
+
+    /// One request, in `mode` `sign` (`secrets`, `id`, `timestamp`, `body` → the signature
+    /// header) or `verify` (`secret`, `id`, `timestamp`, `signature`, `body` → `verified` or
+    /// `refused: …`). Everything, secrets included, goes over stdin: nothing in a process
+    /// listing.
+    const SCRIPT: &str = r#"
+import json, sys
+from datetime import datetime, timezone
+from standardwebhooks import Webhook
+req = json.load(sys.stdin)
+if req.get("mode") == "sign":
+    ts = datetime.fromtimestamp(req["timestamp"], tz=timezone.utc)
+    print(" ".join(Webhook(s).sign(req["id"], ts, req["body"]) for s in req["secrets"]))
+else:
+    headers = {"webhook-id": req["id"], "webhook-timestamp": str(req["timestamp"]),
+               "webhook-signature": req["signature"]}
+    try:
+        Webhook(req["secret"]).verify(req["body"].encode(), headers, json_parse=False)
+        print("verified")
+    except Exception as e:
+        print("refused: %s" % e)
+"#;
+
+    /// `Some(())` when `python3` can import the library; else SKIPPED (a failure under CI).
+    pub fn available() -> Option<()> {
+        let found = Command::new("python3")
+            .args(["-c", "import standardwebhooks"])
+            .output()
+            .map_err(|e| format!("python3: {e}"))
+            .and_then(|out| {
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    // The traceback's last line says it ("No module named 'standardwebhooks'").
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    Err(stderr
+                        .trim()
+                        .lines()
+                        .last()
+                        .unwrap_or("import failed")
+                        .to_owned())
+                }
+            });
+        crate::require(
+            "Python's standardwebhooks library",
+            found,
+            "`sudo bash .ci/setup` installs it (pip install standardwebhooks==1.1.0)",
+        )
+    }
+
+    /// Runs one request (see [`SCRIPT`]) and returns what the library printed.
+    pub fn run(request: &Value) -> String {
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}

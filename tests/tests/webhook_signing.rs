@@ -6,81 +6,10 @@
 //! Without Python's `standardwebhooks` the tests print SKIPPED, and fail under `CI=true`
 //! (`.ci/setup` installs it).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
-use serde_json::{json, Value};
+use serde_json::json;
 use webhooks::{sign, signature_header, verify, Secret, VerifyError, DEFAULT_TOLERANCE_SECS};
 
-/// Runs one request through the reference library. Everything (secrets included) goes over stdin,
-/// never argv or the environment, so nothing shows in a process listing.
-const PYTHON: &str = r#"
-import json, sys
-from datetime import datetime, timezone
-from standardwebhooks import Webhook
-req = json.load(sys.stdin)
-if req["mode"] == "sign":
-    ts = datetime.fromtimestamp(req["timestamp"], tz=timezone.utc)
-    print(" ".join(Webhook(s).sign(req["id"], ts, req["body"]) for s in req["secrets"]))
-else:
-    headers = {"webhook-id": req["id"], "webhook-timestamp": str(req["timestamp"]),
-               "webhook-signature": req["signature"]}
-    try:
-        Webhook(req["secret"]).verify(req["body"].encode(), headers, json_parse=False)
-        print("verified")
-    except Exception as e:
-        print("refused: %s" % e)
-"#;
-
-fn python(request: &Value) -> String {
-    let mut child = Command::new("python3")
-        .args(["-c", PYTHON])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// `Some(())` when `python3` can import the reference library; else SKIPPED (or a CI failure).
-fn reference_library() -> Option<()> {
-    let found = Command::new("python3")
-        .args(["-c", "import standardwebhooks"])
-        .output()
-        .map_err(|e| format!("python3: {e}"))
-        .and_then(|out| {
-            if out.status.success() {
-                Ok(())
-            } else {
-                // The traceback's last line says it ("No module named 'standardwebhooks'").
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                Err(stderr
-                    .trim()
-                    .lines()
-                    .last()
-                    .unwrap_or("import failed")
-                    .to_owned())
-            }
-        });
-    e2e::require(
-        "Python's standardwebhooks library",
-        found,
-        "`sudo bash .ci/setup` installs it (pip install standardwebhooks==1.1.0)",
-    )
-}
+use e2e::reference_webhooks::{available as reference_library, run as python};
 
 fn now() -> i64 {
     std::time::SystemTime::now()

@@ -10,8 +10,6 @@
 //! without it they print SKIPPED, and fail under `CI=true`.
 
 use std::{
-    io::Write as _,
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering},
         Arc,
@@ -394,45 +392,7 @@ fn now() -> i64 {
 // ---------------------------------------------------------------------------------------------
 // The reference library (Python's standardwebhooks), as in webhook_signing.rs
 
-/// Verifies one delivery with the reference library; everything over stdin (no secret in argv).
-const PYTHON_VERIFY: &str = r#"
-import json, sys
-from standardwebhooks import Webhook
-req = json.load(sys.stdin)
-headers = {"webhook-id": req["id"], "webhook-timestamp": req["timestamp"],
-           "webhook-signature": req["signature"]}
-try:
-    Webhook(req["secret"]).verify(req["body"].encode(), headers, json_parse=False)
-    print("verified")
-except Exception as e:
-    print("refused: %s" % e)
-"#;
-
-/// `Some(())` when `python3` can import the reference library; else SKIPPED (a CI failure).
-fn reference_library() -> Option<()> {
-    let found = Command::new("python3")
-        .args(["-c", "import standardwebhooks"])
-        .output()
-        .map_err(|e| format!("python3: {e}"))
-        .and_then(|out| {
-            if out.status.success() {
-                Ok(())
-            } else {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                Err(stderr
-                    .trim()
-                    .lines()
-                    .last()
-                    .unwrap_or("import failed")
-                    .to_owned())
-            }
-        });
-    e2e::require(
-        "Python's standardwebhooks library",
-        found,
-        "`sudo bash .ci/setup` installs it (pip install standardwebhooks==1.1.0)",
-    )
-}
+use e2e::reference_webhooks::available as reference_library;
 
 /// What the reference library says of `got` under `secret`: "verified" or "refused: …".
 fn python_verifies(got: &Got, secret: &str) -> String {
@@ -443,26 +403,7 @@ fn python_verifies(got: &Got, secret: &str) -> String {
         "signature": got.header("webhook-signature"),
         "body": std::str::from_utf8(&got.body).expect("a UTF-8 body"),
     });
-    let mut child = Command::new("python3")
-        .args(["-c", PYTHON_VERIFY])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    e2e::reference_webhooks::run(&request)
 }
 
 // ---------------------------------------------------------------------------------------------
