@@ -547,6 +547,14 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/logs"),
     ("get", "/metrics"),
     ("post", "/v1/breaker/{action}"),
+    ("post", "/v1/webhook-endpoints"),
+    ("get", "/v1/webhook-endpoints"),
+    ("get", "/v1/webhook-endpoints/{id}"),
+    ("delete", "/v1/webhook-endpoints/{id}"),
+    ("post", "/v1/webhook-endpoints/{id}/rotate-secret"),
+    ("get", "/v1/events"),
+    ("get", "/v1/events/{id}"),
+    ("post", "/v1/events/{id}/redeliver"),
 ];
 const BANK_ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
@@ -613,6 +621,7 @@ async fn check_openapi(base: &str, routes: &[(&str, &str)]) {
             "get" => http.get(&url),
             "post" => http.post(&url),
             "put" => http.put(&url),
+            "delete" => http.delete(&url),
             _ => unreachable!(),
         };
         let response = request.send().await.unwrap();
