@@ -515,6 +515,11 @@ pub struct ReconcilerArgs {
     /// How long completed idempotency keys are kept, in hours.
     #[arg(long, env = "PAYMENT_API_KEY_RETENTION_HOURS", default_value_t = 72)]
     pub key_retention_hours: u64,
+    /// How long webhook events are kept, in days, once none of their deliveries is pending
+    /// (with their deliveries and attempts); 0 keeps them forever. An event a delivery still
+    /// waits on is never deleted.
+    #[arg(long, env = "PAYMENT_API_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    pub event_retention_days: u64,
 }
 
 impl Default for ResilienceArgs {
@@ -548,6 +553,7 @@ impl Default for ReconcilerArgs {
             reconcile_grace_ms: 5000,
             lease_ms: 15_000,
             key_retention_hours: 72,
+            event_retention_days: 30,
         }
     }
 }
@@ -787,6 +793,14 @@ impl Config {
 
     pub(crate) fn reconcile_grace(&self) -> Duration {
         Duration::from_millis(self.reconciler.reconcile_grace_ms)
+    }
+
+    /// `None`: events are kept forever.
+    pub(crate) fn event_retention(&self) -> Option<Duration> {
+        match self.reconciler.event_retention_days {
+            0 => None,
+            days => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        }
     }
 
     pub(crate) fn key_retention(&self) -> Duration {

@@ -100,6 +100,7 @@ impl Application {
             grace: config.reconcile_grace(),
             lease: config.lease(),
             key_retention: config.key_retention(),
+            event_retention: config.event_retention(),
             batch: 100,
         };
         let keys_count = keys.len();

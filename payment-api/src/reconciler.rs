@@ -36,6 +36,8 @@ pub(crate) struct ReconcilerSettings {
     pub(crate) grace: Duration,
     pub(crate) lease: Duration,
     pub(crate) key_retention: Duration,
+    /// How long webhook events are kept once nothing waits on them (`None`: forever).
+    pub(crate) event_retention: Option<Duration>,
     /// Payments handled per pass.
     pub(crate) batch: u32,
 }
@@ -47,6 +49,7 @@ pub(crate) struct ReconcilerStats {
     settled: AtomicU64,
     resent: AtomicU64,
     reaped: AtomicU64,
+    reaped_events: AtomicU64,
     last_run: Mutex<Option<DateTime<Utc>>>,
     last_error: Mutex<Option<String>>,
 }
@@ -60,6 +63,7 @@ pub(crate) struct ReconcilerSnapshot {
     pub(crate) settled: u64,
     pub(crate) resent: u64,
     pub(crate) reaped_keys: u64,
+    pub(crate) reaped_events: u64,
     pub(crate) last_run_at: Option<DateTime<Utc>>,
     pub(crate) last_error: Option<String>,
 }
@@ -73,6 +77,7 @@ impl ReconcilerStats {
             settled: self.settled.load(Ordering::Relaxed),
             resent: self.resent.load(Ordering::Relaxed),
             reaped_keys: self.reaped.load(Ordering::Relaxed),
+            reaped_events: self.reaped_events.load(Ordering::Relaxed),
             last_run_at: *self.last_run.lock().unwrap_or_else(|p| p.into_inner()),
             last_error: self
                 .last_error
@@ -294,6 +299,18 @@ async fn reap(service: &PaymentService, settings: &ReconcilerSettings, stats: &R
             tracing::info!(reaped, "reaped expired idempotency keys");
         }
         Err(error) => tracing::warn!(%error, "reaping idempotency keys failed"),
+    }
+    let Some(retention) = settings.event_retention else {
+        return;
+    };
+    let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+    match service.store.reap_events(before).await {
+        Ok(0) => {}
+        Ok(reaped) => {
+            stats.reaped_events.fetch_add(reaped, Ordering::Relaxed);
+            tracing::info!(reaped, "reaped expired webhook events");
+        }
+        Err(error) => tracing::warn!(%error, "reaping webhook events failed"),
     }
 }
 

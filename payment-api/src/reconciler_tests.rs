@@ -20,6 +20,7 @@ fn settings(grace: Duration) -> ReconcilerSettings {
         grace,
         lease: Duration::from_secs(30),
         key_retention: Duration::from_secs(3600),
+        event_retention: None,
         batch: 10,
     }
 }
@@ -212,6 +213,46 @@ async fn the_reaper_deletes_old_keys_and_clears_the_replay_cache() {
     let again = h.pay("k1").await.unwrap();
     assert!(!again.replayed);
     assert_eq!(h.bank.charge_calls(), 2);
+}
+
+#[tokio::test]
+async fn the_reaper_deletes_webhook_events_past_their_retention_and_keeps_them_without_one() {
+    let h = Harness::new().await;
+    h.bank
+        .charge(AttemptOutcome::Charged(bank_charge_placeholder()));
+    assert_eq!(h.pay("k1").await.unwrap().response.status, 201);
+    let events = || async {
+        h.store
+            .list_events(&payment_store::EventQuery {
+                tenant: Some(TENANT.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        events().await,
+        1,
+        "the payment.succeeded event (no endpoint waits on it)"
+    );
+    let stats = ReconcilerStats::default();
+    // Without a retention (`--event-retention-days 0`) nothing is reaped.
+    reap(&h.service, &settings(Duration::ZERO), &stats).await;
+    assert_eq!(events().await, 1);
+    // The cutoff is a millisecond event id bound: let the clock pass the event's millisecond.
+    let created = chrono::Utc::now();
+    while chrono::Utc::now() < created + chrono::Duration::milliseconds(2) {
+        tokio::task::yield_now().await;
+    }
+    let settings = ReconcilerSettings {
+        event_retention: Some(Duration::ZERO),
+        ..settings(Duration::ZERO)
+    };
+    reap(&h.service, &settings, &stats).await;
+    assert_eq!(events().await, 0);
+    assert_eq!(stats.snapshot(&settings).reaped_events, 1);
+    assert!(h.key("k1").await.is_some(), "keys have their own retention");
 }
 
 async fn pending_payment(h: &Harness) -> payment_store::PaymentRecord {

@@ -352,6 +352,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Err(no_webhooks())
     }
 
+    /// The event reaper: deletes the events created before `before` that have no delivery
+    /// still pending, with their deliveries and attempts; never an event a delivery still waits
+    /// on, nor any payment. Returns how many events were deleted.
+    async fn reap_events(&self, _before: DateTime<Utc>) -> Result<u64, StoreError> {
+        Err(no_webhooks())
+    }
+
     /// Queues event `event_id` (of `tenant`, when given) again for every endpoint of its tenant
     /// that matches its type: existing deliveries become pending, due at `now`, at the start of
     /// the retry schedule; a matching endpoint without a delivery gets one. A delivery being

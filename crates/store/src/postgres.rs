@@ -745,6 +745,26 @@ impl Store for PostgresStore {
         Ok(deleted)
     }
 
+    async fn reap_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        // One statement: the events are locked as they are chosen, so a redelivery racing the
+        // reaper either waits for it (and finds no event) or made a delivery pending first
+        // (and the event is not chosen).
+        let deleted = sqlx::query(
+            "WITH doomed AS ( \
+                 SELECT e.id FROM webhook_events e WHERE e.id < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = 'pending') \
+                 FOR UPDATE OF e SKIP LOCKED), \
+             attempts AS (DELETE FROM webhook_attempts WHERE event_id IN (SELECT id FROM doomed)), \
+             deliveries AS (DELETE FROM webhook_deliveries WHERE event_id IN (SELECT id FROM doomed)) \
+             DELETE FROM webhook_events WHERE id IN (SELECT id FROM doomed)",
+        )
+        .bind(crate::webhooks::event_id_bound(before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
     async fn pending_count(&self) -> Result<u64, StoreError> {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE status = 'pending'")

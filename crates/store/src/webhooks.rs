@@ -48,6 +48,14 @@ pub fn new_event_id() -> String {
     format!("evt_{}", Uuid::now_v7().simple())
 }
 
+/// The smallest event id created at or after `at`: a uuid v7 starts with its 48-bit Unix
+/// millisecond time in hex, so the ids created before `at` are exactly those below this bound
+/// (the event reaper's range over the primary key).
+pub fn event_id_bound(at: DateTime<Utc>) -> String {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff;
+    format!("evt_{ms:012x}")
+}
+
 /// The body every delivery of an event sends (and `GET /v1/events/{id}` shows):
 /// `{"id", "type", "timestamp", "data": {"payment": <the payment as GET /v1/payments/{id}>}}`.
 ///
@@ -306,6 +314,9 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let second = new_event_id();
         assert!(first.starts_with("evt_") && first.len() == 36);
+        let before = event_id_bound(Utc::now() - chrono::Duration::milliseconds(5));
+        let after = event_id_bound(Utc::now() + chrono::Duration::milliseconds(5));
+        assert!(before.as_str() < first.as_str() && first.as_str() < after.as_str());
         assert!(first < second);
     }
 

@@ -99,6 +99,7 @@ suite!(
     workers_racing_for_due_deliveries_never_share_one,
     endpoints_are_scoped_rotated_and_deleted,
     events_list_newest_first_filtered_and_paged,
+    the_event_reaper_deletes_only_old_events_nothing_waits_on,
 );
 
 #[path = "suite/webhooks.rs"]

@@ -361,6 +361,7 @@ pub(crate) fn test_state(
             grace: config.reconcile_grace(),
             lease: config.lease(),
             key_retention: config.key_retention(),
+            event_retention: config.event_retention(),
             batch: 10,
         },
         reconciler_stats: Arc::default(),

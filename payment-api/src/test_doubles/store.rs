@@ -374,6 +374,10 @@ impl Store for FaultyStore {
         self.run(Op::Events, self.inner.deliveries(event_id)).await
     }
 
+    async fn reap_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.run(Op::Events, self.inner.reap_events(before)).await
+    }
+
     async fn redeliver(
         &self,
         tenant: Option<&str>,

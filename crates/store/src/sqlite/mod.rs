@@ -373,6 +373,13 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn reap_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self.writer.submit(Write::ReapEvents { before }).await? {
+            Outcome::Reaped(deleted) => Ok(deleted),
+            other => unreachable!("the reaper answers Reaped, got {other:?}"),
+        }
+    }
+
     async fn pending_count(&self) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(sql::PENDING_COUNT)
             .fetch_one(&self.pool)

@@ -108,6 +108,35 @@ pub(crate) const DELETE_KEY: &str = "DELETE FROM idempotency_keys \
 pub(crate) const REAP_KEYS: &str =
     "DELETE FROM idempotency_keys WHERE state = 'completed' AND completed_at < ?1";
 
+/// The events the event reaper may delete: created before `?1` (an [`event_id_bound`]: ids
+/// are time-ordered, so this is a range of the primary key) and with no delivery still pending.
+///
+/// [`event_id_bound`]: crate::webhooks::event_id_bound
+macro_rules! reapable_events {
+    () => {
+        "SELECT e.id FROM webhook_events e WHERE e.id < ?1 AND NOT EXISTS \
+         (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = 'pending')"
+    };
+}
+
+/// The event reaper, in this order in one transaction: the attempts, the deliveries, then the
+/// events themselves (see [`reapable_events!`]).
+pub(crate) const REAP_EVENT_ATTEMPTS: &str = concat!(
+    "DELETE FROM webhook_attempts WHERE event_id IN (",
+    reapable_events!(),
+    ")"
+);
+pub(crate) const REAP_EVENT_DELIVERIES: &str = concat!(
+    "DELETE FROM webhook_deliveries WHERE event_id IN (",
+    reapable_events!(),
+    ")"
+);
+pub(crate) const REAP_EVENTS: &str = concat!(
+    "DELETE FROM webhook_events WHERE id IN (",
+    reapable_events!(),
+    ")"
+);
+
 /// The readiness probe's write: one row, so it costs a page in the WAL, and it fails exactly
 /// when a write would (a held lock, a full disk, a read-only or broken file). The time is
 /// SQLite's, for whoever looks at the row; nothing reads it.

@@ -223,6 +223,9 @@ fn statements() -> Vec<(String, String)> {
         ("RECORD_DELIVERY", sql::RECORD_DELIVERY),
         ("DELIVERY_ATTEMPTS", sql::DELIVERY_ATTEMPTS),
         ("DELIVERY_BACKLOG", sql::DELIVERY_BACKLOG),
+        ("REAP_EVENT_ATTEMPTS", sql::REAP_EVENT_ATTEMPTS),
+        ("REAP_EVENT_DELIVERIES", sql::REAP_EVENT_DELIVERIES),
+        ("REAP_EVENTS", sql::REAP_EVENTS),
     ]
     .into_iter()
     .map(|(name, text)| (name.to_owned(), text.to_owned()))

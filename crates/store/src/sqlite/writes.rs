@@ -45,6 +45,8 @@ pub(crate) enum Write {
     },
     /// [`crate::Store::reap_keys`].
     ReapKeys { before: DateTime<Utc> },
+    /// [`crate::Store::reap_events`].
+    ReapEvents { before: DateTime<Utc> },
     /// [`crate::Store::ping`]: proves that a write can commit.
     Heartbeat,
     /// [`crate::Store::create_endpoint`].
@@ -207,6 +209,16 @@ impl Write {
                 let deleted = conn
                     .prepare_cached(sql::REAP_KEYS)?
                     .execute([convert::to_ms(*before)])?;
+                Ok(Outcome::Reaped(deleted as u64))
+            }
+            Self::ReapEvents { before } => {
+                // One write of the single writer: no delivery turns pending between the three.
+                let bound = crate::webhooks::event_id_bound(*before);
+                conn.prepare_cached(sql::REAP_EVENT_ATTEMPTS)?
+                    .execute([&bound])?;
+                conn.prepare_cached(sql::REAP_EVENT_DELIVERIES)?
+                    .execute([&bound])?;
+                let deleted = conn.prepare_cached(sql::REAP_EVENTS)?.execute([&bound])?;
                 Ok(Outcome::Reaped(deleted as u64))
             }
             Self::Heartbeat => {

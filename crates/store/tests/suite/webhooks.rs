@@ -544,3 +544,87 @@ pub(crate) async fn events_list_newest_first_filtered_and_paged(store: Arc<dyn S
     );
     let _: DateTime<Utc> = at(0);
 }
+
+/// The event reaper deletes an old event only when nothing waits on it (delivered, or no
+/// delivery at all), with its deliveries and attempts; an event with a pending delivery, a
+/// newer event and every payment stay.
+pub(crate) async fn the_event_reaper_deletes_only_old_events_nothing_waits_on(
+    store: Arc<dyn Store>,
+) {
+    let endpoint_id = registered(&store, "acme", &EVENT_TYPES, 0).await;
+    let delivered = claimed(&store, "acme", "k1").await;
+    assert!(store
+        .settle(delivered, &succeeded(), 1, &response(), at(1))
+        .await
+        .unwrap());
+    let delivered_event = events(&store, "acme").await[0].id.clone();
+    let leased = store
+        .lease_deliveries("w1", at(60), at(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert!(store
+        .record_delivery(
+            &delivered_event,
+            &endpoint_id,
+            "w1",
+            Some(&attempt(2, Some(200))),
+            DeliveryNext::Delivered,
+            at(2)
+        )
+        .await
+        .unwrap());
+    // A tenant without endpoints: its event has no delivery at all.
+    let quiet = claimed(&store, "solo", "k2").await;
+    assert!(store
+        .settle(quiet, &succeeded(), 1, &response(), at(1))
+        .await
+        .unwrap());
+    // A delivery still pending.
+    let waiting = claimed(&store, "acme", "k3").await;
+    assert!(store
+        .settle(waiting, &succeeded(), 1, &response(), at(1))
+        .await
+        .unwrap());
+    let waiting_event = events(&store, "acme")
+        .await
+        .into_iter()
+        .find(|e| e.id != delivered_event)
+        .unwrap()
+        .id;
+
+    assert_eq!(
+        store
+            .reap_events(Utc::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        0,
+        "every event is newer than the cutoff"
+    );
+    assert_eq!(events(&store, "acme").await.len(), 2);
+
+    let cutoff = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.reap_events(cutoff).await.unwrap(), 2);
+    let left: Vec<String> = events(&store, "acme")
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        left,
+        std::slice::from_ref(&waiting_event),
+        "the pending one stays"
+    );
+    assert!(events(&store, "solo").await.is_empty());
+    assert!(store.deliveries(&delivered_event).await.unwrap().is_empty());
+    let pending = store.deliveries(&waiting_event).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].state, DeliveryState::Pending);
+    for (tenant, id) in [("acme", delivered), ("solo", quiet), ("acme", waiting)] {
+        assert!(
+            store.get_payment(Some(tenant), id).await.unwrap().is_some(),
+            "payments are never reaped"
+        );
+    }
+    assert_eq!(store.reap_events(cutoff).await.unwrap(), 0, "idempotent");
+}
