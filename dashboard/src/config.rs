@@ -111,10 +111,7 @@ pub struct Config {
 
 /// The bank `--bank-url` (or the default URL) names, when no `--bank` is given: the same name
 /// the payment API gives it, so the two join.
-pub const SINGLE_BANK_NAME: &str = "bank";
-
-/// Where the bank is when neither `--bank-url` nor `--bank` is given.
-const DEFAULT_BANK_URL: &str = "http://127.0.0.1:8001";
+pub use payment_types::banks::SINGLE_BANK_NAME;
 
 /// A mock bank the dashboard watches and drives: its name and base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,58 +180,13 @@ impl Config {
     /// (named `bank`). Refuses both at once, a malformed entry, a bad name or URL, and a name
     /// given twice, with the same rules as the payment API.
     pub fn bank_list(&self) -> Result<Vec<BankTarget>, ConfigError> {
-        let entries: Vec<&str> = self
-            .banks
-            .iter()
-            .map(|entry| entry.trim())
-            .filter(|entry| !entry.is_empty())
-            .collect();
-        if entries.is_empty() {
-            let url = match &self.bank_url {
-                Some(url) => url.clone(),
-                None => DEFAULT_BANK_URL
-                    .parse()
-                    .expect("the default bank URL is valid"),
-            };
-            check_bank_url(SINGLE_BANK_NAME, &url)?;
-            return Ok(vec![BankTarget {
-                name: SINGLE_BANK_NAME.to_owned(),
-                url,
-            }]);
-        }
-        if let Some(url) = &self.bank_url {
-            return Err(ConfigError::Bank(format!(
-                "and --bank-url (BANK_URL, {url}) were both given: list every bank with --bank NAME=URL"
-            )));
-        }
-        let mut banks: Vec<BankTarget> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let Some((name, url)) = entry.split_once('=') else {
-                return Err(ConfigError::Bank(format!(
-                    "{entry:?} is not NAME=URL (e.g. bank-a=http://127.0.0.1:8001)"
-                )));
-            };
-            let name = name.trim();
-            if !valid_bank_name(name) {
-                return Err(ConfigError::Bank(format!(
-                    "name {name:?} in {entry:?} must be letters, digits, - and _"
-                )));
-            }
-            let url: reqwest::Url = url.trim().parse().map_err(|e| {
-                ConfigError::Bank(format!("{name}: {:?} is not a URL: {e}", url.trim()))
-            })?;
-            check_bank_url(name, &url)?;
-            if banks.iter().any(|bank| bank.name == name) {
-                return Err(ConfigError::Bank(format!(
-                    "names bank {name:?} twice: each bank needs its own name"
-                )));
-            }
-            banks.push(BankTarget {
-                name: name.to_owned(),
-                url,
-            });
-        }
-        Ok(banks)
+        let banks =
+            payment_types::banks::parse_banks(&self.banks, self.bank_url.as_ref(), valid_bank_name)
+                .map_err(ConfigError::Bank)?;
+        Ok(banks
+            .into_iter()
+            .map(|(name, url)| BankTarget { name, url })
+            .collect())
     }
 }
 
@@ -245,15 +197,6 @@ pub(crate) fn valid_bank_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-}
-
-fn check_bank_url(name: &str, url: &reqwest::Url) -> Result<(), ConfigError> {
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError::Bank(format!(
-            "{name}: {url} must be an http:// or https:// URL with a host"
-        )));
-    }
-    Ok(())
 }
 
 /// The secrets the dashboard holds, resolved from their flags or files.

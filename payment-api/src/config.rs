@@ -598,10 +598,7 @@ pub enum ConfigError {
 }
 
 /// The bank `--bank-url` (or the default URL) configures, when no `--bank` is given.
-pub const SINGLE_BANK_NAME: &str = "bank";
-
-/// Where the bank is when neither `--bank-url` nor `--bank` is given.
-const DEFAULT_BANK_URL: &str = "http://127.0.0.1:8001";
+pub use payment_types::banks::SINGLE_BANK_NAME;
 
 /// A bank as configured: its name, base URL and resilience settings (the shared ones with its
 /// `--bank-setting` overrides).
@@ -692,60 +689,20 @@ impl Config {
 
     /// The banks in priority order, with the shared resilience settings.
     fn bank_names_and_urls(&self) -> Result<Vec<BankConfig>, ConfigError> {
-        let entries: Vec<&str> = self
-            .banks
-            .iter()
-            .map(|entry| entry.trim())
-            .filter(|entry| !entry.is_empty())
-            .collect();
-        if entries.is_empty() {
-            let url = match &self.bank_url {
-                Some(url) => url.clone(),
-                None => DEFAULT_BANK_URL
-                    .parse()
-                    .expect("the default bank URL is valid"),
-            };
-            check_bank_url(SINGLE_BANK_NAME, &url)?;
-            return Ok(vec![BankConfig {
-                name: SINGLE_BANK_NAME.to_owned(),
+        let banks = payment_types::banks::parse_banks(
+            &self.banks,
+            self.bank_url.as_ref(),
+            crate::auth::valid_name,
+        )
+        .map_err(ConfigError::Bank)?;
+        Ok(banks
+            .into_iter()
+            .map(|(name, url)| BankConfig {
+                name,
                 url,
                 resilience: self.resilience.clone(),
-            }]);
-        }
-        if let Some(url) = &self.bank_url {
-            return Err(ConfigError::Bank(format!(
-                "and --bank-url ({url}) were both given: list every bank with --bank NAME=URL"
-            )));
-        }
-        let mut banks: Vec<BankConfig> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let Some((name, url)) = entry.split_once('=') else {
-                return Err(ConfigError::Bank(format!(
-                    "{entry:?} is not NAME=URL (e.g. bank-a=http://127.0.0.1:8001)"
-                )));
-            };
-            let name = name.trim();
-            if !crate::auth::valid_name(name) {
-                return Err(ConfigError::Bank(format!(
-                    "name {name:?} in {entry:?} must be letters, digits, - and _"
-                )));
-            }
-            let url: reqwest::Url = url.trim().parse().map_err(|e| {
-                ConfigError::Bank(format!("{name}: {:?} is not a URL: {e}", url.trim()))
-            })?;
-            check_bank_url(name, &url)?;
-            if banks.iter().any(|bank| bank.name == name) {
-                return Err(ConfigError::Bank(format!(
-                    "names bank {name:?} twice: each bank needs its own name"
-                )));
-            }
-            banks.push(BankConfig {
-                name: name.to_owned(),
-                url,
-                resilience: self.resilience.clone(),
-            });
-        }
-        Ok(banks)
+            })
+            .collect())
     }
 
     /// How long a shutdown waits for requests and payments in progress (see
@@ -811,15 +768,6 @@ impl Config {
     pub(crate) fn pipeline(&self) -> PipelineConfig {
         self.resilience.pipeline()
     }
-}
-
-fn check_bank_url(name: &str, url: &reqwest::Url) -> Result<(), ConfigError> {
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError::Bank(format!(
-            "{name}: {url} must be an http:// or https:// URL with a host"
-        )));
-    }
-    Ok(())
 }
 
 fn duration_ms(duration: Duration) -> u64 {

@@ -11,6 +11,7 @@
 //! domain newtypes, the bank into its own; keeping them here keeps client and server in step.
 
 pub mod bank;
+pub mod banks;
 pub mod currency;
 pub mod headers;
 pub mod payment;
