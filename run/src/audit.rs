@@ -187,7 +187,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(number: u8, title: &'static str) -> Self {
+    pub(crate) fn new(number: u8, title: &'static str) -> Self {
         Self {
             number,
             title,
@@ -197,7 +197,7 @@ impl Check {
         }
     }
 
-    fn violation(&mut self, example: impl FnOnce() -> String) {
+    pub(crate) fn violation(&mut self, example: impl FnOnce() -> String) {
         self.violations += 1;
         if self.examples.len() < MAX_EXAMPLES {
             self.examples.push(example());

@@ -20,9 +20,6 @@ use std::{
 use serde_json::Value;
 use webhooks::Secret;
 
-/// Examples shown per check, like the payment audit.
-const MAX_EXAMPLES: usize = 5;
-
 /// How the receiver answered one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Answer {
@@ -66,34 +63,8 @@ pub(crate) struct FinalPayment {
     pub(crate) status: String,
 }
 
-/// The verdict on one of W1–W3.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct WebhookCheck {
-    pub(crate) name: &'static str,
-    pub(crate) title: &'static str,
-    pub(crate) checked: String,
-    pub(crate) violations: usize,
-    pub(crate) examples: Vec<String>,
-}
-
-impl WebhookCheck {
-    fn new(name: &'static str, title: &'static str) -> Self {
-        Self {
-            name,
-            title,
-            checked: String::new(),
-            violations: 0,
-            examples: Vec::new(),
-        }
-    }
-
-    fn violation(&mut self, example: impl FnOnce() -> String) {
-        self.violations += 1;
-        if self.examples.len() < MAX_EXAMPLES {
-            self.examples.push(example());
-        }
-    }
-}
+/// The verdict on one webhook rule: an [`crate::audit::Check`] numbered 1–3, shown as W1–W3.
+pub(crate) type WebhookCheck = crate::audit::Check;
 
 /// The webhooks audit: W1–W3 and the run's delivery figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,14 +121,14 @@ pub(crate) fn audit(
     tolerance_secs: i64,
 ) -> WebhookAudit {
     let mut w1 = WebhookCheck::new(
-        "W1",
+        1,
         "every final payment's final event was delivered (2xx) with its id and status",
     );
     let mut w2 = WebhookCheck::new(
-        "W2",
+        2,
         "every delivery's signature verifies with the endpoint's secret",
     );
-    let mut w3 = WebhookCheck::new("W3", "no event id arrives with two different payloads");
+    let mut w3 = WebhookCheck::new(3, "no event id arrives with two different payloads");
 
     // W2, and the figures, over every arrival.
     let mut seen: HashSet<&str> = HashSet::new();
@@ -349,7 +320,7 @@ impl fmt::Display for WebhookAudit {
             } else {
                 "FAIL"
             };
-            writeln!(f, "  [{verdict}] {}: {}", check.name, check.title)?;
+            writeln!(f, "  [{verdict}] W{}: {}", check.number, check.title)?;
             writeln!(
                 f,
                 "         checked {}; violations: {}",
@@ -408,12 +379,12 @@ mod tests {
         }
     }
 
-    fn failing(report: &WebhookAudit) -> Vec<&'static str> {
+    fn failing(report: &WebhookAudit) -> Vec<String> {
         report
             .checks
             .iter()
             .filter(|c| c.violations > 0)
-            .map(|c| c.name)
+            .map(|c| format!("W{}", c.number))
             .collect()
     }
 
