@@ -95,6 +95,7 @@ suite!(
     release_deletes_the_routes_with_the_payment,
     each_state_change_writes_its_event_and_fans_out_to_matching_endpoints,
     a_payment_without_endpoints_writes_its_event_and_no_delivery,
+    the_fan_out_follows_endpoints_created_and_deleted_between_payments,
     deliveries_are_leased_once_and_every_attempt_is_recorded,
     workers_racing_for_due_deliveries_never_share_one,
     endpoints_are_scoped_rotated_and_deleted,

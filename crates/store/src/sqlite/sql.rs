@@ -62,14 +62,17 @@ pub(crate) const SETTLE_PAYMENT: &str = "UPDATE payments SET status = ?1, bank_c
      lease_expires_at = NULL, next_reconcile_at = NULL, updated_at = ?6 \
      WHERE id = ?7 AND status = 'pending'";
 
+/// A payment's tenant and idempotency key: the address of its key (and its event's tenant).
+pub(crate) const PAYMENT_ADDRESS: &str =
+    "SELECT tenant, idempotency_key FROM payments WHERE id = ?1";
+
 /// Stores the response replayed for a settled payment's key. A payment's key is addressed by
-/// its primary key, the payment row's (tenant, idempotency_key), and its `payment_id` is checked
-/// too, so the statement only ever touches the key claimed together with payment `?5`.
+/// its primary key, the payment row's (tenant `?5`, idempotency_key `?6`: [`PAYMENT_ADDRESS`]),
+/// and its `payment_id` is checked too, so the statement only ever touches the key claimed
+/// together with payment `?7`.
 pub(crate) const SETTLE_KEY: &str = "UPDATE idempotency_keys SET state = 'completed', \
      response_status = ?1, response_headers = ?2, response_body = ?3, completed_at = ?4 \
-     WHERE (tenant, idempotency_key) = \
-     (SELECT tenant, idempotency_key FROM payments WHERE id = ?5) \
-     AND payment_id = ?5";
+     WHERE tenant = ?5 AND idempotency_key = ?6 AND payment_id = ?7";
 
 /// Takes the lease on a pending payment if it is free, expired (at `?4`), or already `?1`'s.
 pub(crate) const ACQUIRE_LEASE: &str = "UPDATE payments SET lease_owner = ?1, \
@@ -230,9 +233,6 @@ pub(crate) fn payment_by_id() -> String {
     format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1")
 }
 
-/// A payment's tenant (the outbox of a final state needs no more of the row).
-pub(crate) const PAYMENT_TENANT: &str = "SELECT tenant FROM payments WHERE id = ?1";
-
 /// The outbox: an event, in the transaction of the state change it announces. A final state's
 /// `payload` is empty: it is built from the (final, never changing) payment row when read.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO webhook_events \
@@ -247,12 +247,13 @@ pub(crate) const FAN_OUT: &str = "INSERT OR IGNORE INTO webhook_deliveries \
      SELECT ?1, id, tenant, 'pending', 0, 0, ?2, ?2, ?2 FROM webhook_endpoints \
      WHERE tenant = ?3 AND event_types LIKE ?4";
 
-/// The endpoints of tenant `?1` whose types match the pattern `?2`: the outbox's fan-out reads
-/// them first and inserts a delivery per row, so a tenant without one costs an index probe and
-/// no write statement (an `INSERT … SELECT` selecting nothing still cost ~15 µs of CPU per
-/// payment in `benches/store.rs`).
-pub(crate) const MATCHING_ENDPOINTS: &str =
-    "SELECT id FROM webhook_endpoints WHERE tenant = ?1 AND event_types LIKE ?2";
+/// Tenant `?1`'s endpoints with their types (a JSON array of names): what the writer's
+/// `EndpointCache` holds for the outbox's fan-out, read once per tenant. The fan-out then
+/// inserts a delivery per matching endpoint, so a tenant without one writes nothing (an
+/// `INSERT … SELECT` selecting nothing still cost ~15 µs of CPU per payment in
+/// `benches/store.rs`, and the read of this table ~6 µs).
+pub(crate) const TENANT_ENDPOINT_TYPES: &str =
+    "SELECT id, event_types FROM webhook_endpoints WHERE tenant = ?1";
 
 /// One pending delivery of event `?1` to endpoint `?2` of tenant `?3`, due at `?4`.
 pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries \

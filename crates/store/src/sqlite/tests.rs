@@ -208,7 +208,8 @@ fn statements() -> Vec<(String, String)> {
         ("PENDING_COUNT", sql::PENDING_COUNT),
         ("INSERT_EVENT", sql::INSERT_EVENT),
         ("FAN_OUT", sql::FAN_OUT),
-        ("MATCHING_ENDPOINTS", sql::MATCHING_ENDPOINTS),
+        ("TENANT_ENDPOINT_TYPES", sql::TENANT_ENDPOINT_TYPES),
+        ("PAYMENT_ADDRESS", sql::PAYMENT_ADDRESS),
         ("INSERT_DELIVERY", sql::INSERT_DELIVERY),
         ("DELETE_ENDPOINT", sql::DELETE_ENDPOINT),
         (
@@ -287,7 +288,9 @@ async fn every_statement_is_served_by_an_index_without_sorting() {
             "due_deliveries" => expect("webhook_deliveries_due"),
             // Either partial index of pending deliveries counts them.
             "DELIVERY_BACKLOG" => expect("INDEX webhook_deliveries_"),
-            "FAN_OUT" | "MATCHING_ENDPOINTS" | "endpoints_of" => expect("webhook_endpoints_tenant"),
+            "FAN_OUT" | "TENANT_ENDPOINT_TYPES" | "endpoints_of" => {
+                expect("webhook_endpoints_tenant")
+            }
             "DELETE_ENDPOINT_DELIVERIES" => expect("webhook_deliveries_endpoint"),
             listing if listing.starts_with("list_payments") => {
                 if listing.contains("tenant: Some") {

@@ -43,7 +43,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
-use super::writes::{Outcome, Write};
+use super::writes::{EndpointCache, Outcome, Write};
 use crate::StoreError;
 
 /// Most writes committed in one transaction (bounds the writer's batch buffer).
@@ -160,6 +160,7 @@ impl Writer {
             config,
             conn: Some(conn),
             shared: shared.clone(),
+            endpoints: EndpointCache::default(),
         };
         std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
@@ -241,6 +242,9 @@ struct Thread {
     /// `None` after a failed open: the next batch opens it again.
     conn: Option<Connection>,
     shared: Arc<Shared>,
+    /// The tenants' webhook endpoints as the last committed transaction left them (see
+    /// [`EndpointCache`]); emptied whenever the connection is reopened.
+    endpoints: EndpointCache,
 }
 
 type Pending = (Write, Reply);
@@ -299,6 +303,9 @@ impl Thread {
         let shared = self.shared.clone();
         bump(&shared.counters.batches, 1);
         bump(&shared.counters.writes, batch.len() as u64);
+        // Taken out for the batch, put back after it: a panic leaves an empty copy behind,
+        // which is always safe.
+        let mut endpoints = std::mem::take(&mut self.endpoints);
         let conn = match self.connection() {
             Ok(conn) => conn,
             Err(error) => {
@@ -306,19 +313,24 @@ impl Thread {
                 return;
             }
         };
-        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| commit(conn, batch, &shared)));
+        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            commit(conn, batch, &shared, &mut endpoints)
+        }));
+        let left_open = !conn.is_autocommit();
         if committed.is_err() {
             // The panic dropped the batch's replies: their callers hear that the outcome is
             // unknown. The connection's state is unknown too.
             tracing::error!("the SQLite writer panicked in a batch; reopening its connection");
             self.reopen();
-        } else if !conn.is_autocommit() {
+        } else if left_open {
             // Only a failed ROLLBACK leaves a transaction open after a batch. Kept, it would
             // make every later BEGIN fail, and it holds the file's write lock.
             tracing::error!(
                 "the SQLite writer's transaction is still open after ROLLBACK; reopening its connection"
             );
             self.reopen();
+        } else {
+            self.endpoints = endpoints;
         }
     }
 
@@ -343,6 +355,7 @@ impl Thread {
     /// Closes the connection (SQLite rolls back a transaction left open) and opens it again;
     /// if that fails, the next batch tries again.
     fn reopen(&mut self) {
+        self.endpoints.clear();
         if let Some(conn) = self.conn.take() {
             close(conn);
         }
@@ -364,10 +377,10 @@ fn fail_all(batch: Vec<Pending>, error: &StoreError) {
 }
 
 /// Commits `batch` in one transaction; on failure, answers as the module docs say.
-fn commit(conn: &Connection, batch: Vec<Pending>, shared: &Shared) {
+fn commit(conn: &Connection, batch: Vec<Pending>, shared: &Shared, endpoints: &mut EndpointCache) {
     let counters = &shared.counters;
     let writes: Vec<&Write> = batch.iter().map(|(write, _)| write).collect();
-    let error = match transaction(conn, &writes, shared) {
+    let error = match transaction(conn, &writes, shared, endpoints) {
         Ok(outcomes) => {
             for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
@@ -391,7 +404,7 @@ fn commit(conn: &Connection, batch: Vec<Pending>, shared: &Shared) {
     let mut rest = batch.into_iter();
     while let Some((write, reply)) = rest.next() {
         bump(&counters.writes_rerun_alone, 1);
-        let result = transaction(conn, &[&write], shared)
+        let result = transaction(conn, &[&write], shared, endpoints)
             .map(|mut outcomes| outcomes.pop().expect("one outcome per write"));
         match result {
             Err(error) if hits_whole_database(&error) => {
@@ -409,11 +422,13 @@ fn commit(conn: &Connection, batch: Vec<Pending>, shared: &Shared) {
     }
 }
 
-/// Applies `writes` in one `BEGIN IMMEDIATE … COMMIT`; rolls back on the first error.
+/// Applies `writes` in one `BEGIN IMMEDIATE … COMMIT`; rolls back on the first error, and then
+/// forgets the endpoints read inside the transaction (`endpoints`), which may have been undone.
 fn transaction(
     conn: &Connection,
     writes: &[&Write],
     shared: &Shared,
+    endpoints: &mut EndpointCache,
 ) -> Result<Vec<Outcome>, StoreError> {
     if !conn.is_autocommit() {
         // A BEGIN would fail with a generic error that reads like one write's fault.
@@ -425,9 +440,10 @@ fn transaction(
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut outcomes = Vec::with_capacity(writes.len());
     for write in writes {
-        match write.apply(conn) {
+        match write.apply(conn, endpoints) {
             Ok(outcome) => outcomes.push(outcome),
             Err(error) => {
+                endpoints.clear();
                 rollback(conn, shared);
                 return Err(error);
             }
@@ -435,6 +451,7 @@ fn transaction(
     }
     if let Err(error) = conn.execute_batch("COMMIT") {
         // A failed COMMIT may leave the transaction open: it must not survive into the next.
+        endpoints.clear();
         rollback(conn, shared);
         return Err(error.into());
     }

@@ -4,6 +4,8 @@
 //! when it ran alone on a connection of its own; the writer ([`super::writer`]) decides how
 //! writes share transactions.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use uuid::Uuid;
@@ -173,12 +175,19 @@ pub(crate) enum Outcome {
 impl Write {
     /// Runs this write's statements on `conn`, inside the caller's open transaction. A write
     /// whose condition does not match writes nothing and reports `Applied(false)`.
-    pub(crate) fn apply(&self, conn: &Connection) -> Result<Outcome, StoreError> {
+    ///
+    /// `endpoints` is the writer's copy of the tenants' webhook endpoints, which the outbox reads
+    /// instead of the table; a write that changes endpoints clears it first.
+    pub(crate) fn apply(
+        &self,
+        conn: &Connection,
+        endpoints: &mut EndpointCache,
+    ) -> Result<Outcome, StoreError> {
         match self {
             Self::Claim(new) => claim(conn, new).map(Outcome::Claim),
-            Self::Settle(write) => settle(conn, write).map(Outcome::Applied),
-            Self::MarkPending(write) => unlease(conn, write, true).map(Outcome::Applied),
-            Self::Reschedule(write) => unlease(conn, write, false).map(Outcome::Applied),
+            Self::Settle(write) => settle(conn, endpoints, write).map(Outcome::Applied),
+            Self::MarkPending(write) => unlease(conn, endpoints, write, true).map(Outcome::Applied),
+            Self::Reschedule(write) => unlease(conn, endpoints, write, false).map(Outcome::Applied),
             Self::Release {
                 payment_id,
                 owner,
@@ -231,6 +240,7 @@ impl Write {
                 Ok(Outcome::Applied(true))
             }
             Self::CreateEndpoint(new) => {
+                endpoints.clear();
                 conn.prepare_cached(sql::INSERT_ENDPOINT)?.execute((
                     &new.id,
                     &new.tenant,
@@ -242,6 +252,7 @@ impl Write {
                 Ok(Outcome::Applied(true))
             }
             Self::DeleteEndpoint { tenant, id } => {
+                endpoints.clear();
                 let deleted = conn
                     .prepare_cached(sql::DELETE_ENDPOINT)?
                     .execute((id, tenant))?;
@@ -268,9 +279,69 @@ impl Write {
     }
 }
 
-/// The outbox write: the event announcing the state payment `id` is in now (as this
-/// transaction left it), and its fan-out to the tenant's matching endpoints (read first: most
-/// tenants have none, and then nothing more is written).
+/// The writer's copy of each tenant's webhook endpoints (id and subscribed types), read from
+/// `webhook_endpoints` the first time an event of that tenant fans out. Most tenants have no
+/// endpoint, and the fan-out's read of the table (an index seek and a `LIKE` per endpoint) was
+/// a seventh of the settlement's write; from the copy it is a hash lookup.
+///
+/// It is correct because the writer is the only writer of the file (one process owns it, and
+/// every write goes through this thread), so the copy can only go stale through this thread:
+/// - a write that creates or deletes an endpoint clears it before it runs (a rotation changes
+///   neither the ids nor the types);
+/// - a transaction that does not commit clears it ([`super::writer`]), since what it read
+///   inside may have been undone (an endpoint created earlier in the same batch);
+/// - a reopened connection starts with an empty one.
+///
+/// Bounded: past [`EndpointCache::MAX_TENANTS`] tenants it starts again from empty.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointCache {
+    tenants: HashMap<String, Vec<(String, String)>>,
+}
+
+impl EndpointCache {
+    /// Tenants remembered at most; about a hundred bytes each without endpoints.
+    const MAX_TENANTS: usize = 10_000;
+
+    pub(crate) fn clear(&mut self) {
+        self.tenants.clear();
+    }
+
+    /// The ids of `tenant`'s endpoints subscribed to `event_type`, in the order the table
+    /// gave them.
+    fn matching(
+        &mut self,
+        conn: &Connection,
+        tenant: &str,
+        event_type: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        if !self.tenants.contains_key(tenant) {
+            let endpoints = conn
+                .prepare_cached(sql::TENANT_ENDPOINT_TYPES)?
+                .query_map([tenant], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<(String, String)>, _>>()?;
+            if self.tenants.len() >= Self::MAX_TENANTS {
+                self.tenants.clear();
+            }
+            self.tenants.insert(tenant.to_owned(), endpoints);
+        }
+        let endpoints = &self.tenants[tenant];
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The types are stored as a JSON array of names; a name is matched with its quotes,
+        // as `sql::FAN_OUT`'s `LIKE` does.
+        let quoted = format!("\"{event_type}\"");
+        Ok(endpoints
+            .iter()
+            .filter(|(_, types)| types.contains(&quoted))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+}
+
+/// The outbox write: the event announcing the state payment `id` (of `tenant`) is in now (as
+/// this transaction left it), and its fan-out to the tenant's matching endpoints (from the
+/// writer's [`EndpointCache`]: most tenants have none, and then nothing more is written).
 ///
 /// A final state's payload is not stored: a final payment row never changes again, so the
 /// payload is built from it whenever the event is read (`sql::fill_payload`), the same bytes
@@ -278,34 +349,27 @@ impl Write {
 /// `payment.pending` stores its snapshot (`snapshot`), since the row moves on.
 fn outbox(
     conn: &Connection,
+    endpoints: &mut EndpointCache,
     id: &str,
     now: DateTime<Utc>,
     event_type: &'static str,
-    snapshot: bool,
+    event: Announced<'_>,
 ) -> Result<(), StoreError> {
     let event_id = webhooks::new_event_id();
-    let (tenant, payload) = if snapshot {
-        let payment = conn
-            .prepare_cached(&sql::payment_by_id())?
-            .query_row([id], |row| Ok(sql::payment_from_row(row)))??;
-        let payload = webhooks::event_payload(&event_id, event_type, now, &payment);
-        (payment.tenant, payload)
-    } else {
-        let tenant: String = conn
-            .prepare_cached(sql::PAYMENT_TENANT)?
-            .query_row([id], |row| row.get(0))?;
-        (tenant, String::new())
+    let (tenant, payload) = match event {
+        Announced::Snapshot => {
+            let payment = conn
+                .prepare_cached(&sql::payment_by_id())?
+                .query_row([id], |row| Ok(sql::payment_from_row(row)))??;
+            let payload = webhooks::event_payload(&event_id, event_type, now, &payment);
+            (payment.tenant, payload)
+        }
+        Announced::Final { tenant } => (tenant.to_owned(), String::new()),
     };
     let now = convert::to_ms(now);
     conn.prepare_cached(sql::INSERT_EVENT)?
         .execute((&event_id, &tenant, event_type, id, &payload, now))?;
-    let endpoints = conn
-        .prepare_cached(sql::MATCHING_ENDPOINTS)?
-        .query_map((&tenant, webhooks::event_type_pattern(event_type)), |row| {
-            row.get::<_, String>(0)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    for endpoint_id in endpoints {
+    for endpoint_id in endpoints.matching(conn, &tenant, event_type)? {
         conn.prepare_cached(sql::INSERT_DELIVERY)?.execute((
             &event_id,
             &endpoint_id,
@@ -314,6 +378,14 @@ fn outbox(
         ))?;
     }
     Ok(())
+}
+
+/// What an outbox event carries.
+enum Announced<'a> {
+    /// A snapshot of the payment as it is now (its row moves on).
+    Snapshot,
+    /// A final state of a payment of `tenant`: the payload is built from the row when read.
+    Final { tenant: &'a str },
 }
 
 fn rotate(conn: &Connection, write: &RotateWrite) -> Result<Option<EndpointRecord>, StoreError> {
@@ -497,7 +569,11 @@ fn claim(conn: &Connection, new: &NewPayment) -> Result<ClaimOutcome, StoreError
 }
 
 /// The settlement: the payment (only if pending), then its key's replayed response.
-fn settle(conn: &Connection, write: &SettleWrite) -> Result<bool, StoreError> {
+fn settle(
+    conn: &Connection,
+    endpoints: &mut EndpointCache,
+    write: &SettleWrite,
+) -> Result<bool, StoreError> {
     let id = write.payment_id.to_string();
     let now = convert::to_ms(write.now);
     let columns = convert::SettlementColumns::of(&write.settlement);
@@ -514,22 +590,34 @@ fn settle(conn: &Connection, write: &SettleWrite) -> Result<bool, StoreError> {
         // Already final: nothing written, nothing to undo.
         return Ok(false);
     }
+    // The payment's key and tenant, read once for the key's update and the event.
+    let (tenant, key): (String, String) = conn
+        .prepare_cached(sql::PAYMENT_ADDRESS)?
+        .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     conn.prepare_cached(sql::SETTLE_KEY)?.execute((
         i64::from(write.response_status),
         &write.response_headers,
         &write.response_body,
         now,
+        &tenant,
+        &key,
         &id,
     ))?;
     // The final state's event, in this very transaction (the outbox).
     let event_type = webhooks::event_type(write.settlement.status());
-    outbox(conn, &id, write.now, event_type, false)?;
+    let event = Announced::Final { tenant: &tenant };
+    outbox(conn, endpoints, &id, write.now, event_type, event)?;
     Ok(true)
 }
 
 /// Mark pending (`key_pending`) or reschedule: the payment's bookkeeping, only by the lease
 /// owner of a pending payment; mark pending also moves an in-flight key to pending.
-fn unlease(conn: &Connection, write: &UnleaseWrite, key_pending: bool) -> Result<bool, StoreError> {
+fn unlease(
+    conn: &Connection,
+    endpoints: &mut EndpointCache,
+    write: &UnleaseWrite,
+    key_pending: bool,
+) -> Result<bool, StoreError> {
     let id = write.payment_id.to_string();
     let updated = conn.prepare_cached(sql::UNLEASE_PAYMENT)?.execute((
         i64::from(write.attempts),
@@ -546,7 +634,14 @@ fn unlease(conn: &Connection, write: &UnleaseWrite, key_pending: bool) -> Result
     // The first 202 of a payment (its key leaves in flight) announces `payment.pending`, in
     // this very transaction; a later mark pending of the same payment announces nothing new.
     if key_pending && conn.prepare_cached(sql::KEY_PENDING)?.execute([&id])? == 1 {
-        outbox(conn, &id, write.now, "payment.pending", true)?;
+        outbox(
+            conn,
+            endpoints,
+            &id,
+            write.now,
+            "payment.pending",
+            Announced::Snapshot,
+        )?;
     }
     Ok(true)
 }

@@ -193,6 +193,56 @@ pub(crate) async fn a_payment_without_endpoints_writes_its_event_and_no_delivery
     );
 }
 
+/// Each event fans out to the endpoints its tenant has when it is written: none before the
+/// first is registered, the new one right after, none after it is deleted, and only to types it
+/// subscribed to. (SQLite answers the fan-out from the writer's copy of the endpoints, which a
+/// tenant's first event fills: a registration or deletion must reach the very next event.)
+pub(crate) async fn the_fan_out_follows_endpoints_created_and_deleted_between_payments(
+    store: Arc<dyn Store>,
+) {
+    let mut settled = Vec::new();
+    let settle = |key: &'static str, secs: i64| {
+        let store = store.clone();
+        async move {
+            let id = claimed(&store, "acme", key).await;
+            assert!(store
+                .settle(id, &succeeded(), 1, &response(), at(secs))
+                .await
+                .unwrap());
+            let event = events(&store, "acme")
+                .await
+                .into_iter()
+                .find(|e| e.payment_id == id)
+                .expect("the settlement's event");
+            store
+                .deliveries(&event.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.endpoint_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    settled.push(settle("before", 1).await);
+    let declines = registered(&store, "acme", &["payment.declined"], 2).await;
+    settled.push(settle("declines-only", 3).await);
+    let succeeded_too = registered(&store, "acme", &["payment.succeeded"], 4).await;
+    settled.push(settle("registered", 5).await);
+    assert!(store
+        .delete_endpoint(Some("acme"), &succeeded_too)
+        .await
+        .unwrap());
+    settled.push(settle("deleted", 6).await);
+    // Another tenant's registration changes nothing for acme.
+    let _globex = registered(&store, "globex", &EVENT_TYPES, 7).await;
+    settled.push(settle("other-tenant", 8).await);
+    assert_eq!(
+        settled,
+        [vec![], vec![], vec![succeeded_too.clone()], vec![], vec![]],
+        "{declines} subscribed to declines only"
+    );
+}
+
 /// A delivery is leased by one worker at a time; each turn records its attempt and moves the
 /// delivery along the schedule; only the lease holder records; an expired lease makes it due.
 pub(crate) async fn deliveries_are_leased_once_and_every_attempt_is_recorded(
