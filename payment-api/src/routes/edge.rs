@@ -1,6 +1,12 @@
-//! Limits every request meets before a handler runs: header count and size (431), the inbound
-//! concurrency limit with load shedding (503 `overloaded`), and the request timeout (408).
-//! The body size limit (413) and the per-key rate limit (429, in `auth`) sit beside these.
+//! The one layer in front of every route ([`front`]), and the limits every request meets
+//! before a handler runs: header count and size (431), the inbound concurrency limit with load
+//! shedding (503 `overloaded`), and the request timeout (408). The body size limit (413, tower-
+//! http's, inside this layer) and the per-key rate limit (429, in `auth`) sit beside these.
+//!
+//! [`front`] does in one future what seven layers did (sensitive headers, the request id set and
+//! echoed, the request's span, the limits, problem answers, the finished line and the HTTP
+//! metrics): each layer boxed, cloned and moved a future of its own per request, which showed as
+//! allocation and `memmove` in the API's profile (docs/performance.md).
 //!
 //! Shedding refuses at once rather than queueing: under overload a queue only turns into
 //! latency, and a client holding a Retry-After can back off while the ones admitted finish.
@@ -10,12 +16,13 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    extract::{Request, State},
-    http::{header, HeaderValue},
+    extract::{MatchedPath, Request, State},
+    http::{header, HeaderName, HeaderValue},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::AppState;
 use crate::{config::EdgeArgs, error::ApiError, stats::Counters};
@@ -59,13 +66,64 @@ impl EdgeLimits {
     }
 }
 
-/// The middleware: checks the headers, takes an in-flight slot (or sheds), and bounds the
-/// request's time.
-pub(crate) async fn enforce(
+/// The middleware in front of every route, outermost first:
+/// 1. marks the credentials' headers sensitive (never shown by a `Debug` of the request);
+/// 2. gives the request an `X-Request-Id` unless it came with one;
+/// 3. opens the request's span ([`super::request_span`]), in which everything below runs;
+/// 4. enforces the limits ([`limit`]);
+/// 5. turns an error answer that is not a problem into one ([`super::problems`]);
+/// 6. echoes the request id on the answer;
+/// 7. writes the "request finished" line and records the HTTP metrics ([`super::observe`]).
+pub(crate) async fn front(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    let headers = request.headers_mut();
+    for name in [
+        header::AUTHORIZATION,
+        HeaderName::from_static(payment_types::headers::API_KEY),
+    ] {
+        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+    let request_id_header = HeaderName::from_static(payment_types::headers::REQUEST_ID);
+    let request_id = match headers.get(&request_id_header) {
+        Some(id) => id.clone(),
+        None => {
+            let mut buffer = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+            let id = HeaderValue::from_str(id).expect("a uuid is a valid header value");
+            headers.insert(request_id_header.clone(), id.clone());
+            id
+        }
+    };
+    let span = super::request_span(&request);
+    async move {
+        let started = std::time::Instant::now();
+        let method = request.method().clone();
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        let response = limit(&state, request, next).await;
+        let mut response = super::problems::as_problem(response).await;
+        if !response.headers().contains_key(&request_id_header) {
+            response.headers_mut().insert(request_id_header, request_id);
+        }
+        super::observe(&method, route, started.elapsed(), &response);
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The limits: checks the headers, takes an in-flight slot (or sheds), and bounds the
+/// request's time.
+async fn limit(state: &AppState, request: Request, next: Next) -> Response {
     let limits = &state.edge;
     let headers = request.headers();
     if headers.len() > limits.max_headers {

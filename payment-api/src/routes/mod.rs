@@ -16,19 +16,13 @@ use std::sync::Arc;
 use axum::{
     body::Body,
     extract::{MatchedPath, Request},
-    http::{header, HeaderName},
-    middleware::{self, Next},
+    middleware,
     response::Response,
     Router,
 };
 use chrono::{DateTime, Utc};
 use tower::ServiceBuilder;
-use tower_http::{
-    limit::RequestBodyLimitLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    sensitive_headers::SetSensitiveRequestHeadersLayer,
-    trace::TraceLayer,
-};
+use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
@@ -171,24 +165,10 @@ impl utoipa::Modify for Security {
 
 /// The router with every layer; pure, so tests drive it with `oneshot` and no socket.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let request_id = HeaderName::from_static(payment_types::headers::REQUEST_ID);
+    // One layer of ours (request id, span, limits, problems, the finished line: `edge::front`)
+    // and the body limit inside it.
     let layers = ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            HeaderName::from_static(payment_types::headers::API_KEY),
-        ]))
-        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(())
-                .on_failure(()),
-        )
-        .layer(middleware::from_fn(observe))
-        .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(middleware::from_fn(problems::problem_answers))
-        .layer(middleware::from_fn_with_state(state.clone(), edge::enforce))
+        .layer(middleware::from_fn_with_state(state.clone(), edge::front))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
     let banks: Vec<&str> = state
         .payments
@@ -274,19 +254,17 @@ fn finished_level(method: &axum::http::Method, route: &str, status: u16) -> trac
     }
 }
 
-/// One "request finished" line per request, and the HTTP metrics by route and status.
-async fn observe(request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
+/// A request's "request finished" line, at [`finished_level`], and the HTTP metrics by route
+/// and status; in the request's span (`edge::front` runs it there).
+fn observe(
+    method: &axum::http::Method,
+    route: String,
+    elapsed: std::time::Duration,
+    response: &Response,
+) {
     let status = response.status().as_u16();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    match finished_level(&method, &route, status) {
+    match finished_level(method, &route, status) {
         tracing::Level::WARN => tracing::warn!(status, latency_ms, "request finished"),
         tracing::Level::INFO => tracing::info!(status, latency_ms, "request finished"),
         _ => tracing::debug!(status, latency_ms, "request finished"),
@@ -298,7 +276,6 @@ async fn observe(request: Request, next: Next) -> Response {
     ];
     ::metrics::counter!("http_requests_total", &labels).increment(1);
     ::metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
-    response
 }
 
 #[cfg(test)]

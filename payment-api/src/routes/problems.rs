@@ -12,17 +12,13 @@
 //! Not covered, because no request reaches any of our code: hyper's own refusals of bytes
 //! that are not HTTP/1.1 (400/431 with an empty body, then the connection is closed).
 
-use axum::{
-    extract::Request,
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
-/// The middleware: error answers that are not problems become problems.
-pub(crate) async fn problem_answers(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// `response`, or the problem it becomes if it is an error answer that is not a problem (run by
+/// the layer in front of every route, `edge::front`).
+pub(crate) async fn as_problem(response: Response) -> Response {
     service_runtime::problems::reissue_as_problem(response, |status, detail| {
         ApiError::from_layer(status, detail).into_response()
     })

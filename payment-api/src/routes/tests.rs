@@ -87,7 +87,22 @@ async fn every_answer_carries_a_request_id_taken_from_the_request_or_made() {
         Request::get("/health").body(Body::empty()).unwrap(),
     )
     .await;
-    assert!(!headers["x-request-id"].is_empty());
+    let made = headers["x-request-id"].to_str().unwrap();
+    assert!(
+        uuid::Uuid::parse_str(made).is_ok(),
+        "a made id is a uuid: {made}"
+    );
+    // A 404 (the router's fallback) and a layer's refusal carry one too.
+    let (status, headers, _) = send(
+        app("http://127.0.0.1:9").await,
+        Request::get("/nowhere")
+            .header("x-request-id", "lost-1")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["x-request-id"], "lost-1");
 }
 
 #[tokio::test]
