@@ -132,10 +132,11 @@ impl BankClient {
         tcp.set_keepalive_retries(Some(3));
         #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
         tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
-        // ring (the only rustls provider in the lock file, so rustls' default) and the webpki
-        // roots, as reqwest's `rustls-tls` had; HTTP/1.1 only, also in ALPN.
+        // ring and the webpki roots, as reqwest's `rustls-tls` had; HTTP/1.1 only, also in ALPN.
+        // The provider is named rather than taken from rustls' process default, which panics
+        // when a build links two providers and none was installed.
         let https = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
