@@ -325,7 +325,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %new.id, tenant = %new.tenant))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %new.id, tenant = %new.tenant))]
     async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError> {
         let now = convert::to_ms(new.now);
         // The lease runs on the database's clock; the first look (a schedule) stays on the
@@ -414,7 +414,7 @@ impl Store for PostgresStore {
         row.as_ref().map(key_from_row).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn acquire_lease(
         &self,
         payment_id: Uuid,
@@ -442,7 +442,7 @@ impl Store for PostgresStore {
         Ok(updated == 1)
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn settle(
         &self,
         payment_id: Uuid,
@@ -491,7 +491,7 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn mark_pending(
         &self,
         payment_id: Uuid,
@@ -538,7 +538,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn release(
         &self,
         payment_id: Uuid,
@@ -575,7 +575,7 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id, bank))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id, bank))]
     async fn switch_bank(
         &self,
         payment_id: Uuid,
@@ -704,7 +704,7 @@ impl Store for PostgresStore {
         rows.iter().map(payment_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn reschedule(
         &self,
         payment_id: Uuid,

@@ -350,8 +350,14 @@ where
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(span_fields) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in span_fields.0.iter() {
-                        fields.set(k, v.clone());
+                    if fields.is_empty() {
+                        // The outermost span's names are unique already: copy them whole
+                        // instead of looking each one up.
+                        fields = span_fields.0.clone();
+                    } else {
+                        for (k, v) in span_fields.0.iter() {
+                            fields.set(k, v.clone());
+                        }
                     }
                 }
             }

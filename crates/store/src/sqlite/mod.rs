@@ -19,6 +19,9 @@
 //! milliseconds since the epoch, uuids lower-case TEXT, metadata and response headers JSON TEXT,
 //! response bodies BLOB.
 //!
+//! Each payment method runs in a DEBUG span naming its payment: at the default level it costs
+//! nothing (the request's own span names the payment on every line already).
+//!
 //! **Clock.** One process owns the file, so the caller's clock is the database's: leases are
 //! stored and compared as the absolute times the caller passes (`until`, `now`). (PostgreSQL,
 //! shared by several instances, uses its own clock instead: see [`crate::PostgresStore`].)
@@ -188,7 +191,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %new.id, tenant = %new.tenant))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %new.id, tenant = %new.tenant))]
     async fn claim(&self, new: &NewPayment) -> Result<ClaimOutcome, StoreError> {
         match self
             .writer
@@ -204,7 +207,7 @@ impl Store for SqliteStore {
         self.lookups.find_key(tenant, key)
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn acquire_lease(
         &self,
         payment_id: Uuid,
@@ -221,7 +224,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn settle(
         &self,
         payment_id: Uuid,
@@ -234,7 +237,7 @@ impl Store for SqliteStore {
         self.applied(Write::Settle(Box::new(write))).await
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn mark_pending(
         &self,
         payment_id: Uuid,
@@ -258,7 +261,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn release(
         &self,
         payment_id: Uuid,
@@ -274,7 +277,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id, bank))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id, bank))]
     async fn switch_bank(
         &self,
         payment_id: Uuid,
@@ -342,7 +345,7 @@ impl Store for SqliteStore {
         rows.iter().map(sql::payment_from_sqlx).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
     async fn reschedule(
         &self,
         payment_id: Uuid,

@@ -39,10 +39,24 @@ pub(crate) const INSERT_PAYMENT: &str = "INSERT INTO payments (id, tenant, idemp
      lease_owner, lease_expires_at, next_reconcile_at, created_at, updated_at, bank) \
      VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12, ?13)";
 
-/// Records a (payment, bank) route with its reference (the claim's first bank, or a move).
+/// Records a (payment, bank) route with its reference: a move to another bank.
+///
+/// A payment's first route is not a row of its own until the payment first moves: until then
+/// the payment row is its only route (its `bank` and `bank_reference` are the claim's, written
+/// in the claim's transaction, before the bank is called), and [`SELECT_ROUTES`] reads it from
+/// there. That spares every payment that never moves (nearly all) a B-tree insert in its claim.
+/// The first move writes the first route's row ([`INSERT_FIRST_ROUTE`]) and then its own, in
+/// the move's transaction. (Payments claimed before this have their first row already.)
 pub(crate) const INSERT_ROUTE: &str =
     "INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
      VALUES (?1, ?2, ?3, ?4)";
+
+/// The route payment `?1` is on, from its row, if it has no route row yet: run before the
+/// payment moves away from its first bank.
+pub(crate) const INSERT_FIRST_ROUTE: &str =
+    "INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
+     SELECT id, bank, bank_reference, created_at FROM payments \
+     WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM payment_routes WHERE payment_id = ?1)";
 
 /// Moves a pending payment to another bank, only by the holder of an unexpired lease.
 pub(crate) const SWITCH_BANK: &str = "UPDATE payments SET bank = ?1, bank_reference = ?2, \
@@ -52,9 +66,13 @@ pub(crate) const SWITCH_BANK: &str = "UPDATE payments SET bank = ?1, bank_refere
 /// A released payment's routes.
 pub(crate) const DELETE_ROUTES: &str = "DELETE FROM payment_routes WHERE payment_id = ?1";
 
-/// A payment's routes, oldest first.
+/// A payment's routes, oldest first: its route rows, or, if it never moved, its own row's
+/// (see [`INSERT_ROUTE`]).
 pub(crate) const SELECT_ROUTES: &str = "SELECT payment_id, bank, reference, created_at \
-     FROM payment_routes WHERE payment_id = ?1 ORDER BY created_at ASC, bank ASC";
+     FROM payment_routes WHERE payment_id = ?1 \
+     UNION ALL SELECT id, bank, bank_reference, created_at FROM payments \
+     WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM payment_routes WHERE payment_id = ?1) \
+     ORDER BY created_at ASC, bank ASC";
 
 /// Records a final outcome, only on a pending payment.
 pub(crate) const SETTLE_PAYMENT: &str = "UPDATE payments SET status = ?1, bank_charge_id = ?2, \

@@ -310,8 +310,8 @@ async fn every_statement_is_served_by_an_index_without_sorting() {
 /// its tenant index: the final state's event is written by the settlement's transaction, for
 /// every payment, whether or not its tenant has an endpoint). The fan-out to
 /// `webhook_deliveries` is left out on purpose: for a tenant without a matching endpoint it
-/// selects no row and writes no page. (The route row of the claim, `INSERT_ROUTE`, is not
-/// counted here either; docs/performance.md counts 8 with it, 10 with the event.) None of the
+/// selects no row and writes no page. (A claim writes no route row: the payment row is its
+/// first route until it moves; see `sql::INSERT_ROUTE`.) None of the
 /// statements builds a temporary B-tree (as an `IN (…)` list in a CHECK constraint or a
 /// `RETURNING` clause would, on every execution). Adding an index to any of these tables fails
 /// this test on purpose: it costs every payment a B-tree more, so count it and update the
@@ -360,4 +360,51 @@ async fn a_payment_writes_nine_b_trees_and_builds_no_temporary_one() {
             "webhook_events_tenant",
         ]
     );
+}
+
+/// A claim writes no route row (its payment row is its first route), yet its routes read as its
+/// first bank; the first move writes the first route's row and its own, so the routes stay
+/// complete, oldest first, after the payment row names the second bank.
+#[tokio::test]
+async fn the_first_route_is_a_row_only_once_the_payment_moves() {
+    let (_dir, store) = open().await;
+    let new = new_payment("moves");
+    assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let rows = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM payment_routes WHERE payment_id = ?1",
+            [new.id.to_string()],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(rows(&conn), 0, "the claim wrote no route row");
+    let routes = store.routes(new.id).await.unwrap();
+    assert_eq!(
+        routes
+            .iter()
+            .map(|r| (r.bank.as_str(), r.reference.as_str(), r.created_at))
+            .collect::<Vec<_>>(),
+        [("bank-a", new.bank_reference.as_str(), at(0))]
+    );
+
+    assert!(store
+        .switch_bank(new.id, "h", "bank-b", "ref-b", 1, at(1))
+        .await
+        .unwrap());
+    assert_eq!(rows(&conn), 2, "the first move wrote both routes");
+    let routes = store.routes(new.id).await.unwrap();
+    assert_eq!(
+        routes
+            .iter()
+            .map(|r| (r.bank.as_str(), r.reference.as_str()))
+            .collect::<Vec<_>>(),
+        [("bank-a", new.bank_reference.as_str()), ("bank-b", "ref-b")]
+    );
+    // Back to the first bank is refused, as when its row was written by the claim.
+    assert!(store
+        .switch_bank(new.id, "h", "bank-a", "ref-a2", 1, at(2))
+        .await
+        .is_err());
 }

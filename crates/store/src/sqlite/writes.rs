@@ -545,12 +545,7 @@ fn claim(conn: &Connection, new: &NewPayment) -> Result<ClaimOutcome, StoreError
                 now,
                 &new.bank,
             ])?;
-        conn.prepare_cached(sql::INSERT_ROUTE)?.execute((
-            &id,
-            &new.bank,
-            &new.bank_reference,
-            now,
-        ))?;
+        // The payment row is its first route (`sql::INSERT_ROUTE`): no route row until it moves.
         return Ok(ClaimOutcome::Claimed);
     }
     // The write lock is the transaction's: the key we collided with is still there.
@@ -675,6 +670,10 @@ fn switch_bank(conn: &Connection, write: &SwitchWrite) -> Result<bool, StoreErro
     let id = write.payment_id.to_string();
     let waited = chrono::Duration::from_std(write.asked.elapsed()).unwrap_or_default();
     let now = convert::to_ms(write.now + waited);
+    // The route it leaves becomes a row first if it was the payment row's own (the first).
+    // Should the move itself not apply, that row only says what the payment row says.
+    conn.prepare_cached(sql::INSERT_FIRST_ROUTE)?
+        .execute([&id])?;
     let updated = conn.prepare_cached(sql::SWITCH_BANK)?.execute((
         &write.bank,
         &write.reference,
