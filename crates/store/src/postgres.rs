@@ -332,70 +332,54 @@ impl Store for PostgresStore {
         // caller's.
         let lease = lease_ms(new.lease_expires_at, new.now);
         let next_reconcile_at = convert::to_ms(new.lease_expires_at);
-        let insert_payment = concat!(
-            "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
+        // One statement, so one round trip and one implicit transaction (it was five: BEGIN,
+        // three INSERTs, COMMIT): the key, then, only if the key was new, its payment and the
+        // payment's first route. A concurrent claim of the same key makes the key's insert
+        // wait for that transaction: if it commits, ours inserts nothing at all; if it rolls
+        // back, ours inserts. (The key's foreign key to the payment is checked at commit.)
+        let claim = concat!(
+            "WITH k AS (INSERT INTO idempotency_keys \
+             (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
+             VALUES ($2, $3, $15, $1, 'in_flight', $13) \
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING payment_id), \
+             p AS (INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
              source, description, metadata, bank_reference, attempts, lease_owner, \
              lease_expires_at, next_reconcile_at, created_at, updated_at, bank) \
-             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, ",
+             SELECT $1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, ",
             db_now_ms!(),
-            " + $11, $12, $13, $13, $14)"
+            " + $11, $12, $13, $13, $14 FROM k RETURNING id) \
+             INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
+             SELECT id, $14, $9, $13 FROM p"
         );
         for _ in 0..CLAIM_ROUNDS {
-            let mut tx = self.pool.begin().await?;
-            // A concurrent claim of the same key makes this insert wait for that transaction:
-            // if it commits, ours does nothing; if it rolls back, ours inserts.
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys \
-                 (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
-                 VALUES ($1, $2, $3, $4, 'in_flight', $5) \
-                 ON CONFLICT (tenant, idempotency_key) DO NOTHING",
-            )
-            .bind(&new.tenant)
-            .bind(&new.idempotency_key)
-            .bind(&new.fingerprint)
-            .bind(new.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                sqlx::query(insert_payment)
-                    .bind(new.id)
-                    .bind(&new.tenant)
-                    .bind(&new.idempotency_key)
-                    .bind(new.amount)
-                    .bind(&new.currency)
-                    .bind(&new.source)
-                    .bind(&new.description)
-                    .bind(new.metadata.as_ref().map(Json))
-                    .bind(&new.bank_reference)
-                    .bind(&new.lease_owner)
-                    .bind(lease)
-                    .bind(next_reconcile_at)
-                    .bind(now)
-                    .bind(&new.bank)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
-                     VALUES ($1, $2, $3, $4)",
-                )
+            let inserted = sqlx::query(claim)
                 .bind(new.id)
-                .bind(&new.bank)
+                .bind(&new.tenant)
+                .bind(&new.idempotency_key)
+                .bind(new.amount)
+                .bind(&new.currency)
+                .bind(&new.source)
+                .bind(&new.description)
+                .bind(new.metadata.as_ref().map(Json))
                 .bind(&new.bank_reference)
+                .bind(&new.lease_owner)
+                .bind(lease)
+                .bind(next_reconcile_at)
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(&new.bank)
+                .bind(&new.fingerprint)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            if inserted == 1 {
                 return Ok(ClaimOutcome::Claimed);
             }
-            // READ COMMITTED: this statement sees the winner's committed key.
+            // A statement of its own: it sees the winner's committed key.
             let existing = sqlx::query(KEY_SELECT)
                 .bind(&new.tenant)
                 .bind(&new.idempotency_key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&self.pool)
                 .await?;
-            tx.rollback().await?;
             if let Some(row) = existing {
                 return Ok(ClaimOutcome::Existing(key_from_row(&row)?));
             }
@@ -453,12 +437,32 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let now = convert::to_ms(now);
         let columns = SettlementColumns::of(settlement);
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE payments SET status = $1, bank_charge_id = $2, decline_code = $3, \
+        let event_type = webhooks::event_type(settlement.status());
+        // One statement, so one round trip and one implicit transaction (it was seven: BEGIN,
+        // the payment, its key, a read of the payment for the event, the event, the fan-out,
+        // COMMIT). Every part is conditional on the payment's update: a payment that was
+        // already final writes nothing, and the answer is how many payments were settled.
+        // A final event's payload is built from the payment row when read, so it is not
+        // stored (as on SQLite).
+        let settled: i64 = sqlx::query_scalar(
+            "WITH p AS (UPDATE payments SET status = $1, bank_charge_id = $2, decline_code = $3, \
              failure_reason = $4, attempts = $5, lease_owner = NULL, lease_expires_at = NULL, \
              next_reconcile_at = NULL, updated_at = $6 \
-             WHERE id = $7 AND status = 'pending'",
+             WHERE id = $7 AND status = 'pending' RETURNING id, tenant), \
+             k AS (UPDATE idempotency_keys SET state = 'completed', response_status = $8, \
+             response_headers = $9, response_body = $10, completed_at = $6 \
+             WHERE payment_id IN (SELECT id FROM p)), \
+             e AS (INSERT INTO webhook_events \
+             (id, tenant, event_type, payment_id, payload, created_at) \
+             SELECT $11, tenant, $12, id, '', $6 FROM p RETURNING id, tenant), \
+             d AS (INSERT INTO webhook_deliveries \
+             (event_id, endpoint_id, tenant, state, attempts, failures, next_attempt_at, \
+             created_at, updated_at) \
+             SELECT e.id, w.id, w.tenant, 'pending', 0, 0, $6, $6, $6 \
+             FROM e JOIN webhook_endpoints w ON w.tenant = e.tenant \
+             AND w.event_types LIKE $13 \
+             ON CONFLICT (event_id, endpoint_id) DO NOTHING) \
+             SELECT COUNT(*) FROM p",
         )
         .bind(columns.status)
         .bind(columns.charge_id)
@@ -467,28 +471,15 @@ impl Store for PostgresStore {
         .bind(i64::from(attempts))
         .bind(now)
         .bind(payment_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response_status = $1, \
-             response_headers = $2, response_body = $3, completed_at = $4 WHERE payment_id = $5",
-        )
         .bind(i32::from(response.status))
         .bind(Json(convert::headers_to_json(&response.headers)))
         .bind(&response.body)
-        .bind(now)
-        .bind(payment_id)
-        .execute(&mut *tx)
+        .bind(webhooks::new_event_id())
+        .bind(event_type)
+        .bind(webhooks::event_type_pattern(event_type))
+        .fetch_one(&self.pool)
         .await?;
-        // The final state's event, in this very transaction (the outbox).
-        outbox(&mut tx, payment_id, convert::from_ms(now)?, false).await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(settled == 1)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(payment_id = %payment_id))]
