@@ -523,3 +523,127 @@ fn duplicate(error: &StoreError) -> StoreError {
         other => StoreError::Writer(format!("the batch of this write failed: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::sqlite::writes::SettleWrite;
+    use crate::test_support::TempDir;
+    use crate::{NewEndpoint, NewPayment, Settlement, SqliteStore, StoredResponse};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + secs * 1000).unwrap()
+    }
+
+    fn claim(key: &str, id: Uuid) -> Write {
+        Write::Claim(Box::new(NewPayment {
+            id,
+            tenant: "acme".to_owned(),
+            idempotency_key: key.to_owned(),
+            fingerprint: "fp".to_owned(),
+            amount: 100,
+            currency: "TRY".to_owned(),
+            source: "tok_visa".to_owned(),
+            description: None,
+            metadata: None,
+            bank_reference: format!("pay_{}", id.simple()),
+            bank: "bank".to_owned(),
+            lease_owner: "h".to_owned(),
+            lease_expires_at: at(30),
+            now: at(0),
+        }))
+    }
+
+    fn settle(id: Uuid) -> Write {
+        let response = StoredResponse {
+            status: 201,
+            headers: vec![],
+            body: b"{}".to_vec(),
+        };
+        let settlement = Settlement::Succeeded {
+            charge_id: "ch".to_owned(),
+        };
+        Write::Settle(Box::new(SettleWrite::new(
+            id,
+            &settlement,
+            1,
+            &response,
+            at(1),
+        )))
+    }
+
+    fn deliveries(conn: &Connection) -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM webhook_deliveries", [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+    }
+
+    /// The writer's copy of the endpoints never outlives a transaction that did not commit: a
+    /// batch deletes the tenant's only endpoint and then settles a payment (which, inside the
+    /// transaction, finds no endpoint), and fails; the rollback brings the endpoint back, and
+    /// the next settlement must fan out to it rather than trust what the failed batch read.
+    #[tokio::test]
+    async fn endpoints_read_in_a_transaction_that_rolls_back_are_forgotten() {
+        let dir = TempDir::new("writer-cache").unwrap();
+        let path = dir.path().join("payments.db");
+        drop(SqliteStore::open(&path).await.unwrap()); // migrated
+        let shared = Shared::default();
+        let conn = open(
+            &WriterConfig {
+                path: path.clone(),
+                busy_timeout: Duration::from_secs(1),
+            },
+            &shared,
+        )
+        .unwrap();
+        let mut endpoints = EndpointCache::default();
+        let run = |writes: &[&Write], endpoints: &mut EndpointCache| {
+            transaction(&conn, writes, &shared, endpoints)
+        };
+
+        let endpoint = Write::CreateEndpoint(Box::new(NewEndpoint {
+            id: "we_1".to_owned(),
+            tenant: "acme".to_owned(),
+            url: "https://example.com/hooks".to_owned(),
+            event_types: vec!["payment.succeeded".to_owned()],
+            secret: "whsec_c2VjcmV0".to_owned(),
+            now: at(0),
+        }));
+        let (first, second, third) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        run(
+            &[
+                &endpoint,
+                &claim("k1", first),
+                &claim("k2", second),
+                &claim("k3", third),
+            ],
+            &mut endpoints,
+        )
+        .unwrap();
+
+        // Delete, settle (no endpoint in this transaction), then a claim that fails on its own
+        // (its payment id is taken): the whole batch rolls back.
+        let delete = Write::DeleteEndpoint {
+            tenant: Some("acme".to_owned()),
+            id: "we_1".to_owned(),
+        };
+        let failing = claim("k4", first);
+        assert!(run(&[&delete, &settle(first), &failing], &mut endpoints).is_err());
+        assert_eq!(deliveries(&conn), 0);
+
+        // The endpoint is back, and the next settlement fans out to it.
+        run(&[&settle(second)], &mut endpoints).unwrap();
+        assert_eq!(
+            deliveries(&conn),
+            1,
+            "the rolled-back deletion was forgotten"
+        );
+        // And, now that a committed transaction filled the copy, the one after uses it.
+        run(&[&settle(third)], &mut endpoints).unwrap();
+        assert_eq!(deliveries(&conn), 2);
+    }
+}
