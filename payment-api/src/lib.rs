@@ -21,6 +21,7 @@ mod auth;
 mod bank;
 mod domain;
 mod error;
+mod metric_handles;
 #[doc(hidden)]
 pub mod fuzzing;
 mod payments;

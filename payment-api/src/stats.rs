@@ -12,8 +12,7 @@ use serde::Serialize;
 
 /// Records how long a store operation took (`store_operation_duration_seconds{operation}`).
 pub(crate) fn record_store_latency(operation: &'static str, elapsed: std::time::Duration) {
-    metrics::histogram!("store_operation_duration_seconds", "operation" => operation)
-        .record(elapsed.as_secs_f64());
+    crate::metric_handles::record_store_operation(operation, elapsed);
 }
 
 /// Runs a store operation and records its latency.

@@ -37,6 +37,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Whether [`prometheus`] installed the recorder already. A metric handle taken before that
+/// records into nothing forever, so code that keeps handles takes them only once this is true.
+pub fn installed() -> bool {
+    HANDLE.get().is_some()
+}
+
 /// The Prometheus text exposition of every metric recorded so far.
 pub fn render() -> String {
     prometheus().render()

@@ -277,10 +277,11 @@ impl BankGateway {
                 Classification::Ambiguous { timed_out: false } => "ambiguous",
                 Classification::ClientError => "client_error",
             };
-            metrics::counter!("bank_attempts_total", "bank" => self.name.clone(), "classification" => classification)
-                .increment(1);
-            metrics::histogram!("bank_attempt_duration_seconds", "bank" => self.name.clone(), "classification" => classification)
-                .record(attempt.duration.as_secs_f64());
+            crate::metric_handles::record_bank_attempt(
+                &self.name,
+                classification,
+                attempt.duration,
+            );
             if classification == "timeout" {
                 // The pipeline cut the attempt off, so it could not log itself.
                 tracing::warn!(

@@ -105,10 +105,9 @@ pub(crate) async fn front(
     async move {
         let started = std::time::Instant::now();
         let method = request.method().clone();
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        // A clone of the matched path is a reference count, not a copy of the text.
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
         let response = limit(&state, request, next).await;
         let mut response = super::problems::as_problem(response).await;
         if !response.headers().contains_key(&request_id_header) {

@@ -258,24 +258,18 @@ fn finished_level(method: &axum::http::Method, route: &str, status: u16) -> trac
 /// and status; in the request's span (`edge::front` runs it there).
 fn observe(
     method: &axum::http::Method,
-    route: String,
+    route: &str,
     elapsed: std::time::Duration,
     response: &Response,
 ) {
     let status = response.status().as_u16();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    match finished_level(method, &route, status) {
+    match finished_level(method, route, status) {
         tracing::Level::WARN => tracing::warn!(status, latency_ms, "request finished"),
         tracing::Level::INFO => tracing::info!(status, latency_ms, "request finished"),
         _ => tracing::debug!(status, latency_ms, "request finished"),
     }
-    let labels = [
-        ("method", method.as_str().to_owned()),
-        ("route", route),
-        ("status", status.to_string()),
-    ];
-    ::metrics::counter!("http_requests_total", &labels).increment(1);
-    ::metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    crate::metric_handles::record_request(method, route, status, elapsed);
 }
 
 #[cfg(test)]
