@@ -21,9 +21,9 @@ mod auth;
 mod bank;
 mod domain;
 mod error;
-mod metric_handles;
 #[doc(hidden)]
 pub mod fuzzing;
+mod metric_handles;
 mod payments;
 mod rate_limit;
 mod reconciler;
