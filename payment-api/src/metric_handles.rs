@@ -16,106 +16,121 @@ use std::time::Duration;
 use axum::http::Method;
 use metrics::{Counter, Histogram};
 
+/// A counter and a histogram of one label combination.
+type Pair = (Counter, Histogram);
+
 /// Label combinations kept per metric family, at most.
 const MAX_KEPT: usize = 4096;
 
-/// A request's counter and latency histogram (`http_requests_total`,
-/// `http_request_duration_seconds`), by status, method and route.
-type HttpHandles = HashMap<(u16, Method), HashMap<String, (Counter, Histogram)>>;
+/// The handles of one metric family by label values (`K`, often nested maps so that a lookup
+/// borrows its labels), and how many combinations are kept.
+struct Kept<K> {
+    map: RwLock<(usize, K)>,
+}
 
-static HTTP: RwLock<Option<(usize, HttpHandles)>> = RwLock::new(None);
+impl<K> Kept<K> {
+    const fn new(empty: K) -> Self {
+        Self {
+            map: RwLock::new((0, empty)),
+        }
+    }
+
+    /// The kept handles `find` finds; else `register`'s, which `keep` stores if the recorder
+    /// is installed and fewer than [`MAX_KEPT`] combinations are kept.
+    fn get<V: Clone>(
+        &self,
+        find: impl FnOnce(&K) -> Option<V>,
+        register: impl FnOnce() -> V,
+        keep: impl FnOnce(&mut K, V),
+    ) -> V {
+        let found = find(&self.map.read().unwrap_or_else(|p| p.into_inner()).1);
+        found.unwrap_or_else(|| {
+            let handles = register();
+            if telemetry::metrics::installed() {
+                let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+                if map.0 < MAX_KEPT {
+                    map.0 += 1;
+                    keep(&mut map.1, handles.clone());
+                }
+            }
+            handles
+        })
+    }
+}
+
+/// `http_requests_total` and `http_request_duration_seconds`, by status and method, then
+/// route.
+static HTTP: Kept<Option<ByStatusMethod>> = Kept::new(None);
+
+type ByStatusMethod = HashMap<(u16, Method), HashMap<String, Pair>>;
 
 /// Records one answered request.
 pub(crate) fn record_request(method: &Method, route: &str, status: u16, elapsed: Duration) {
-    let seconds = elapsed.as_secs_f64();
-    let kept = {
-        let http = HTTP.read().unwrap_or_else(|p| p.into_inner());
-        http.as_ref()
-            .and_then(|(_, by)| by.get(&(status, method.clone()))?.get(route).cloned())
-    };
-    let (counter, histogram) = match kept {
-        Some(handles) => handles,
-        None => {
+    let (counter, histogram) = HTTP.get(
+        |by| {
+            by.as_ref()?
+                .get(&(status, method.clone()))?
+                .get(route)
+                .cloned()
+        },
+        || {
             let labels = [
                 ("method", method.as_str().to_owned()),
                 ("route", route.to_owned()),
                 ("status", status.to_string()),
             ];
-            let handles = (
+            (
                 metrics::counter!("http_requests_total", &labels),
                 metrics::histogram!("http_request_duration_seconds", &labels),
-            );
-            if telemetry::metrics::installed() {
-                let mut http = HTTP.write().unwrap_or_else(|p| p.into_inner());
-                let (count, by) = http.get_or_insert_with(Default::default);
-                if *count < MAX_KEPT {
-                    *count += 1;
-                    by.entry((status, method.clone()))
-                        .or_default()
-                        .insert(route.to_owned(), handles.clone());
-                }
-            }
-            handles
-        }
-    };
+            )
+        },
+        |by, handles| {
+            by.get_or_insert_with(HashMap::new)
+                .entry((status, method.clone()))
+                .or_default()
+                .insert(route.to_owned(), handles);
+        },
+    );
     counter.increment(1);
-    histogram.record(seconds);
-}
-
-/// `store_operation_duration_seconds` by operation (a fixed set of names).
-static STORE: RwLock<Option<HashMap<&'static str, Histogram>>> = RwLock::new(None);
-
-/// Records how long a store operation took.
-pub(crate) fn record_store_operation(operation: &'static str, elapsed: Duration) {
-    let kept = {
-        let store = STORE.read().unwrap_or_else(|p| p.into_inner());
-        store.as_ref().and_then(|by| by.get(operation).cloned())
-    };
-    let histogram = kept.unwrap_or_else(|| {
-        let histogram =
-            metrics::histogram!("store_operation_duration_seconds", "operation" => operation);
-        if telemetry::metrics::installed() {
-            let mut store = STORE.write().unwrap_or_else(|p| p.into_inner());
-            let by = store.get_or_insert_with(Default::default);
-            if by.len() < MAX_KEPT {
-                by.insert(operation, histogram.clone());
-            }
-        }
-        histogram
-    });
     histogram.record(elapsed.as_secs_f64());
 }
 
-/// `bank_attempts_total` and `bank_attempt_duration_seconds` by bank and classification.
-type BankHandles = HashMap<String, HashMap<&'static str, (Counter, Histogram)>>;
+/// `store_operation_duration_seconds` by operation (a fixed set of names).
+static STORE: Kept<Option<HashMap<&'static str, Histogram>>> = Kept::new(None);
 
-static BANK: RwLock<Option<(usize, BankHandles)>> = RwLock::new(None);
+/// Records how long a store operation took.
+pub(crate) fn record_store_operation(operation: &'static str, elapsed: Duration) {
+    let histogram = STORE.get(
+        |by| by.as_ref()?.get(operation).cloned(),
+        || metrics::histogram!("store_operation_duration_seconds", "operation" => operation),
+        |by, handle| {
+            by.get_or_insert_with(HashMap::new)
+                .insert(operation, handle);
+        },
+    );
+    histogram.record(elapsed.as_secs_f64());
+}
+
+/// `bank_attempts_total` and `bank_attempt_duration_seconds` by bank, then classification.
+static BANK: Kept<Option<HashMap<String, HashMap<&'static str, Pair>>>> = Kept::new(None);
 
 /// Records one bank attempt.
 pub(crate) fn record_bank_attempt(bank: &str, classification: &'static str, elapsed: Duration) {
-    let kept = {
-        let banks = BANK.read().unwrap_or_else(|p| p.into_inner());
-        banks
-            .as_ref()
-            .and_then(|(_, by)| by.get(bank)?.get(classification).cloned())
-    };
-    let (counter, histogram) = kept.unwrap_or_else(|| {
-        let handles = (
-            metrics::counter!("bank_attempts_total", "bank" => bank.to_owned(), "classification" => classification),
-            metrics::histogram!("bank_attempt_duration_seconds", "bank" => bank.to_owned(), "classification" => classification),
-        );
-        if telemetry::metrics::installed() {
-            let mut banks = BANK.write().unwrap_or_else(|p| p.into_inner());
-            let (count, by) = banks.get_or_insert_with(Default::default);
-            if *count < MAX_KEPT {
-                *count += 1;
-                by.entry(bank.to_owned())
-                    .or_default()
-                    .insert(classification, handles.clone());
-            }
-        }
-        handles
-    });
+    let (counter, histogram) = BANK.get(
+        |by| by.as_ref()?.get(bank)?.get(classification).cloned(),
+        || {
+            (
+                metrics::counter!("bank_attempts_total", "bank" => bank.to_owned(), "classification" => classification),
+                metrics::histogram!("bank_attempt_duration_seconds", "bank" => bank.to_owned(), "classification" => classification),
+            )
+        },
+        |by, handles| {
+            by.get_or_insert_with(HashMap::new)
+                .entry(bank.to_owned())
+                .or_default()
+                .insert(classification, handles);
+        },
+    );
     counter.increment(1);
     histogram.record(elapsed.as_secs_f64());
 }
@@ -180,8 +195,8 @@ mod tests {
             ),
             Some(3.0)
         );
-        let kept = HTTP.read().unwrap();
-        let (_, by) = kept.as_ref().expect("handles kept once installed");
+        let kept = HTTP.map.read().unwrap();
+        let by = kept.1.as_ref().expect("handles kept once installed");
         assert!(by[&(418, Method::PATCH)].contains_key("/kept-handles-test"));
     }
 }

@@ -57,9 +57,9 @@ const QUEUE: usize = 1024;
 /// partial index of pending payments), so fewer, larger checkpoints copy far fewer pages: in
 /// back-to-back `bench` runs the API's CPU per payment fell from 148 to 135 µs
 /// (docs/performance.md). Larger still (10,000) saved little more and lengthened the pause of
-/// the commit that checkpoints (p99 +40%); a
-/// checkpoint on a thread of its own never let the log restart under load (a passive checkpoint
-/// is always behind the writer), so the log grew to its backstop.
+/// the commit that checkpoints (p99 +40%); a checkpoint on a thread of its own never let the
+/// log restart under load (a passive checkpoint is always behind the writer), so the log grew
+/// to its backstop.
 const CHECKPOINT_PAGES: i64 = 4_096;
 /// Prepared statements kept on the writer's connection (one per statement of `sql`, and room).
 const STATEMENT_CACHE: usize = 48;
