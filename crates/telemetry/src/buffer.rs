@@ -9,12 +9,12 @@
 
 use std::{
     collections::VecDeque,
+    fmt,
     sync::{Arc, Mutex},
 };
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use tracing::Level;
 
 /// Records kept by the process-wide buffer (about 5 MB at ~500 bytes a record).
@@ -46,13 +46,100 @@ pub struct LogRecord {
     pub fields: Fields,
 }
 
+/// A field's value as `tracing` recorded it: a string, a number or a boolean.
+///
+/// Every line of a request copies the fields of its span, so a string is shared (`Arc<str>`):
+/// the copy is a reference count, not an allocation (docs/performance.md, issue 18).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Str(Arc<str>),
+    I64(i64),
+    U64(u64),
+    /// Written as JSON `null` when not finite, as `serde_json` does.
+    F64(f64),
+    Bool(bool),
+}
+
+impl FieldValue {
+    /// The string, if the value is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for FieldValue {
+    fn from(s: &str) -> Self {
+        Self::Str(Arc::from(s))
+    }
+}
+
+impl From<String> for FieldValue {
+    fn from(s: String) -> Self {
+        Self::Str(Arc::from(s))
+    }
+}
+
+impl From<i64> for FieldValue {
+    fn from(n: i64) -> Self {
+        Self::I64(n)
+    }
+}
+
+impl From<u64> for FieldValue {
+    fn from(n: u64) -> Self {
+        Self::U64(n)
+    }
+}
+
+impl From<f64> for FieldValue {
+    fn from(n: f64) -> Self {
+        Self::F64(n)
+    }
+}
+
+impl From<bool> for FieldValue {
+    fn from(b: bool) -> Self {
+        Self::Bool(b)
+    }
+}
+
+impl fmt::Display for FieldValue {
+    /// The string as it is, anything else as in JSON (the pretty line's `key=value`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Str(s) => f.write_str(s),
+            Self::I64(n) => write!(f, "{n}"),
+            Self::U64(n) => write!(f, "{n}"),
+            Self::F64(n) if n.is_finite() => write!(f, "{n}"),
+            Self::F64(_) => f.write_str("null"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Str(v) => s.serialize_str(v),
+            Self::I64(v) => s.serialize_i64(*v),
+            Self::U64(v) => s.serialize_u64(*v),
+            Self::F64(v) if v.is_finite() => s.serialize_f64(*v),
+            Self::F64(_) => s.serialize_unit(),
+            Self::Bool(v) => s.serialize_bool(*v),
+        }
+    }
+}
+
 /// A record's fields by name, in the order they were first set, written as a JSON object.
 ///
 /// Field names are `tracing`'s `&'static str`s and a record holds a dozen at most, so a vector
 /// searched by name costs less than a map with an owned key per field (this is on every
 /// request's path: docs/performance.md).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Fields(Vec<(&'static str, Value)>);
+pub struct Fields(Vec<(&'static str, FieldValue)>);
 
 impl Fields {
     /// No fields.
@@ -61,12 +148,12 @@ impl Fields {
     }
 
     /// The value of field `name`.
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub fn get(&self, name: &str) -> Option<&FieldValue> {
         self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// Sets field `name`, replacing its value if it is already set.
-    pub fn set(&mut self, name: &'static str, value: Value) {
+    pub fn set(&mut self, name: &'static str, value: FieldValue) {
         match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some((_, slot)) => *slot = value,
             None => self.0.push((name, value)),
@@ -74,7 +161,7 @@ impl Fields {
     }
 
     /// The fields, in the order they were first set.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &FieldValue)> {
         self.0.iter().map(|(k, v)| (*k, v))
     }
 
@@ -89,8 +176,8 @@ impl Fields {
     }
 }
 
-impl FromIterator<(&'static str, Value)> for Fields {
-    fn from_iter<I: IntoIterator<Item = (&'static str, Value)>>(iter: I) -> Self {
+impl FromIterator<(&'static str, FieldValue)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (&'static str, FieldValue)>>(iter: I) -> Self {
         let mut fields = Self::new();
         for (name, value) in iter {
             fields.set(name, value);
@@ -106,7 +193,49 @@ impl Serialize for Fields {
 }
 
 fn ser_timestamp<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    let mut text = [0u8; TIMESTAMP_LEN];
+    match format_timestamp(at, &mut text) {
+        Some(text) => s.serialize_str(text),
+        None => s.collect_str(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+    }
+}
+
+/// `2026-12-01T03:32:18.400Z`.
+const TIMESTAMP_LEN: usize = 24;
+
+/// Writes `at` as `%Y-%m-%dT%H:%M:%S%.3fZ` (UTC, milliseconds) into `out`, digit by digit: what
+/// chrono's `format` does, without parsing the format string again for every line. `None` for a
+/// year outside 0..=9999, which the caller formats the slow way.
+fn format_timestamp<'a>(at: &DateTime<Utc>, out: &'a mut [u8; TIMESTAMP_LEN]) -> Option<&'a str> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
+    // A leap second shows as :60, as chrono writes it.
+    let (second, nanos) = match at.nanosecond() {
+        n if n >= 1_000_000_000 => (at.second() + 1, n - 1_000_000_000),
+        n => (at.second(), n),
+    };
+    let digits = |out: &mut [u8], value: u32| {
+        let mut value = value;
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    digits(&mut out[0..4], year);
+    out[4] = b'-';
+    digits(&mut out[5..7], at.month());
+    out[7] = b'-';
+    digits(&mut out[8..10], at.day());
+    out[10] = b'T';
+    digits(&mut out[11..13], at.hour());
+    out[13] = b':';
+    digits(&mut out[14..16], at.minute());
+    out[16] = b':';
+    digits(&mut out[17..19], second);
+    out[19] = b'.';
+    digits(&mut out[20..23], nanos / 1_000_000);
+    out[23] = b'Z';
+    std::str::from_utf8(out).ok()
 }
 
 fn ser_level<S: serde::Serializer>(level: &Level, s: S) -> Result<S::Ok, S::Error> {
@@ -120,7 +249,7 @@ fn ser_records<S: serde::Serializer>(records: &[Arc<LogRecord>], s: S) -> Result
 impl LogRecord {
     /// The string value of field `name`, if it has one.
     pub fn field_str(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).and_then(Value::as_str)
+        self.fields.get(name).and_then(FieldValue::as_str)
     }
 }
 
@@ -321,12 +450,78 @@ mod tests {
             service: "test",
             target: "telemetry::tests",
             message: message.into(),
-            fields: fields.iter().map(|(k, v)| (*k, Value::from(*v))).collect(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (*k, FieldValue::from(*v)))
+                .collect(),
         }
     }
 
     fn seqs(page: &LogPage) -> Vec<u64> {
         page.records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_formats_them() {
+        use chrono::TimeZone;
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_milli_opt(23, 59, 59, 1_500)
+            .unwrap()
+            .and_utc();
+        for at in [
+            Utc.timestamp_millis_opt(0).unwrap(),
+            Utc.timestamp_millis_opt(1_764_559_938_400).unwrap(),
+            Utc.timestamp_millis_opt(1_764_559_938_009).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.timestamp_nanos(1_764_559_938_999_999_999),
+            leap,
+        ] {
+            let mut text = [0u8; TIMESTAMP_LEN];
+            assert_eq!(
+                format_timestamp(&at, &mut text),
+                Some(at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string().as_str()),
+                "{at:?}"
+            );
+        }
+        // Out of four digits: the slow way, still chrono's text.
+        let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(format_timestamp(&far, &mut [0u8; TIMESTAMP_LEN]), None);
+        let json = serde_json::to_string(&record_at(far)).unwrap();
+        assert!(
+            json.contains(r#""timestamp":"+10000-01-01T00:00:00.000Z""#),
+            "{json}"
+        );
+    }
+
+    fn record_at(timestamp: DateTime<Utc>) -> LogRecord {
+        LogRecord {
+            timestamp,
+            ..record(Level::INFO, "m", &[])
+        }
+    }
+
+    #[test]
+    fn field_values_are_written_as_json_values() {
+        let mut record = record(Level::INFO, "m", &[("s", "a \"quoted\" \n line")]);
+        record.fields.set("i", FieldValue::from(-3i64));
+        record.fields.set("u", FieldValue::from(7u64));
+        record.fields.set("f", FieldValue::from(1.5f64));
+        record.fields.set("nan", FieldValue::from(f64::NAN));
+        record.fields.set("b", FieldValue::from(true));
+        let json: serde_json::Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json["fields"],
+            serde_json::json!({
+                "s": "a \"quoted\" \n line", "i": -3, "u": 7, "f": 1.5, "nan": null, "b": true
+            })
+        );
+        // Set again: replaced in place, the order of first setting kept.
+        record.fields.set("s", FieldValue::from("b"));
+        let names: Vec<_> = record.fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["s", "i", "u", "f", "nan", "b"]);
+        assert_eq!(record.field_str("s"), Some("b"));
+        assert_eq!(record.field_str("i"), None);
     }
 
     #[test]

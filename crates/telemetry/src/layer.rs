@@ -20,14 +20,13 @@ use std::{
 };
 
 use chrono::Utc;
-use serde_json::Value;
 use tracing::{
     field::{Field, Visit},
     span, Event, Level, Subscriber,
 };
 use tracing_subscriber::{layer::Context, registry::LookupSpan, Layer};
 
-use crate::buffer::{Fields, LogBuffer, LogRecord};
+use crate::buffer::{FieldValue, Fields, LogBuffer, LogRecord};
 
 /// How a line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +133,21 @@ impl Output {
 }
 
 fn format_line(format: LineFormat, record: &LogRecord) -> String {
-    let mut line = match format {
-        LineFormat::Json => serde_json::to_string(record).unwrap_or_default(),
-        LineFormat::Pretty { ansi } => pretty(record, ansi),
-    };
-    line.push('\n');
-    line
+    let mut line = Vec::with_capacity(512);
+    write_line(format, record, &mut line);
+    String::from_utf8(line).unwrap_or_default()
+}
+
+/// Appends `record`'s line, newline included, to `out`.
+fn write_line(format: LineFormat, record: &LogRecord, out: &mut Vec<u8>) {
+    match format {
+        LineFormat::Json => {
+            // Into a `Vec` this cannot fail (every field serialises).
+            let _ = serde_json::to_writer(&mut *out, record);
+        }
+        LineFormat::Pretty { ansi } => out.extend_from_slice(pretty(record, ansi).as_bytes()),
+    }
+    out.push(b'\n');
 }
 
 /// How long the writer naps after catching up while lines are still coming.
@@ -153,11 +161,15 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 /// ends with nothing queued, it blocks until the next line.
 fn background_writer(format: LineFormat, writer: impl Write, queue: Receiver<Message>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+    // One line at a time, reused: a line is written whole or not at all.
+    let mut line = Vec::with_capacity(1024);
     let mut next = queue.recv().ok();
     while let Some(message) = next {
         match message {
             Message::Record(record) => {
-                let _ = out.write_all(format_line(format, &record).as_bytes());
+                line.clear();
+                write_line(format, &record, &mut line);
+                let _ = out.write_all(&line);
             }
             Message::Flush(done) => {
                 let _ = out.flush();
@@ -203,14 +215,7 @@ fn pretty(record: &LogRecord, ansi: bool) -> String {
         record.message
     );
     for (key, value) in record.fields.iter() {
-        match value {
-            Value::String(s) => {
-                let _ = write!(line, " {key}={s}");
-            }
-            other => {
-                let _ = write!(line, " {key}={other}");
-            }
-        }
+        let _ = write!(line, " {key}={value}");
     }
     line
 }
@@ -245,19 +250,27 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn put(&mut self, field: &Field, value: Value) {
+    /// Takes `value` as the message if `field` is the event's message.
+    fn message(&mut self, field: &Field, value: impl FnOnce() -> String) -> bool {
+        match self.message.as_deref_mut() {
+            Some(message) if field.name() == "message" => {
+                *message = value();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn put(&mut self, field: &Field, value: FieldValue) {
         let name = field.name();
         if name == "message" {
             if let Some(message) = self.message.as_deref_mut() {
-                *message = match value {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
+                *message = value.to_string();
                 return;
             }
         }
-        let value = if is_sensitive(name) && !value.is_boolean() {
-            Value::from("[redacted]")
+        let value = if is_sensitive(name) && !matches!(value, FieldValue::Bool(_)) {
+            FieldValue::from("[redacted]")
         } else {
             value
         };
@@ -292,31 +305,36 @@ fn is_sensitive(name: &str) -> bool {
 
 impl Visit for Collector<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::from(value));
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.put(field, Value::from(value.to_string()));
+        self.put(field, FieldValue::from(value.to_string()));
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.put(field, Value::from(value.to_string()));
+        self.put(field, FieldValue::from(value.to_string()));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::from(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::from(value));
+        if !self.message(field, || value.to_owned()) {
+            self.put(field, FieldValue::from(value));
+        }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::from(value.to_string()));
+        self.put(field, FieldValue::from(value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::from(format!("{value:?}")));
+        // The message (`format_args!`) is written once, straight into the record's `String`.
+        if !self.message(field, || format!("{value:?}")) {
+            self.put(field, FieldValue::from(format!("{value:?}")));
+        }
     }
 }
 

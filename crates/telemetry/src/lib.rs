@@ -23,7 +23,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-pub use buffer::{Fields, LogBuffer, LogPage, LogParams, LogQuery, LogRecord};
+pub use buffer::{FieldValue, Fields, LogBuffer, LogPage, LogParams, LogQuery, LogRecord};
 use layer::{LineFormat, Output, TelemetryLayer};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
 
@@ -358,13 +358,15 @@ mod tests {
 
     #[test]
     fn the_log_dir_gets_a_json_file_named_after_the_service() {
-        let dir = std::env::temp_dir().join(format!("telemetry-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::Builder::new()
+            .prefix("telemetry-test-")
+            .tempdir()
+            .unwrap();
         let captured = Captured::default();
         let file = tracing_appender::rolling::Builder::new()
             .rotation(tracing_appender::rolling::Rotation::DAILY)
             .filename_prefix("svc.log")
-            .build(&dir)
+            .build(dir.path())
             .unwrap();
         let subscriber = tracing_subscriber::registry().with(TelemetryLayer::new(
             "svc",
@@ -375,13 +377,12 @@ mod tests {
             ],
         ));
         tracing::subscriber::with_default(subscriber, || tracing::info!(n = 1, "to a file"));
-        let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(entries.len(), 1);
         let name = entries[0].file_name().into_string().unwrap();
         assert!(name.starts_with("svc.log."), "{name}");
         let text = std::fs::read_to_string(entries[0].path()).unwrap();
         let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(line["message"], "to a file");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
