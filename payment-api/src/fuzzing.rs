@@ -25,7 +25,7 @@ pub fn parse_payment_body(bytes: &[u8]) -> BodyVerdict {
     let fingerprint = payment_store::fingerprint::fingerprint(
         "POST",
         "/v1/payments",
-        &serde_json::to_value(&body).unwrap_or_default(),
+        &body.canonical(),
     );
     match PaymentRequest::parse(body) {
         Ok(_) => BodyVerdict::Valid { fingerprint },

@@ -75,7 +75,7 @@ pub(crate) async fn create(
     let fingerprint = payment_store::fingerprint::fingerprint(
         "POST",
         "/v1/payments",
-        &serde_json::to_value(&body).unwrap_or_default(),
+        &body.canonical(),
     );
     let request = PaymentRequest::parse(body)?;
     let request_id = request_headers
