@@ -22,11 +22,8 @@ pub fn parse_payment_body(bytes: &[u8]) -> BodyVerdict {
     let Ok(body) = serde_json::from_slice::<CreatePayment>(bytes) else {
         return BodyVerdict::Malformed;
     };
-    let fingerprint = payment_store::fingerprint::fingerprint(
-        "POST",
-        "/v1/payments",
-        &body.canonical(),
-    );
+    let fingerprint =
+        payment_store::fingerprint::fingerprint("POST", "/v1/payments", &body.canonical());
     match PaymentRequest::parse(body) {
         Ok(_) => BodyVerdict::Valid { fingerprint },
         Err(error) => BodyVerdict::Invalid(error.code),

@@ -72,11 +72,8 @@ pub(crate) async fn create(
     let key = IdempotencyKey::parse(key.as_bytes())?;
     tracing::Span::current().record("idempotency_key", key.as_str());
     let Json(body) = body?;
-    let fingerprint = payment_store::fingerprint::fingerprint(
-        "POST",
-        "/v1/payments",
-        &body.canonical(),
-    );
+    let fingerprint =
+        payment_store::fingerprint::fingerprint("POST", "/v1/payments", &body.canonical());
     let request = PaymentRequest::parse(body)?;
     let request_id = request_headers
         .get(headers::REQUEST_ID)
