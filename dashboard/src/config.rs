@@ -426,17 +426,22 @@ mod tests {
         })
     }
 
-    fn temp_file(label: &str, text: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("dash-{label}-{}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        path
+    /// A fresh file under the system temp dir holding `text`, removed when dropped (pass or
+    /// fail).
+    fn temp_file(label: &str, text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new()
+            .prefix(&format!("dash-{label}-"))
+            .tempfile()
+            .unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
     }
 
     #[test]
     fn a_secret_file_is_read_and_trimmed_and_the_flag_wins() {
-        let path = temp_file("key", "  sk_from_file_0123456789\n");
+        let file = temp_file("key", "  sk_from_file_0123456789\n");
         let mut config = config();
-        config.api_key_file = Some(path.clone());
+        config.api_key_file = Some(file.path().to_path_buf());
         let secrets = config.secrets().unwrap();
         assert_eq!(
             secrets.api_key.unwrap().expose_secret(),
@@ -448,7 +453,7 @@ mod tests {
             secrets.api_key.unwrap().expose_secret(),
             "sk_from_flag_0123456789"
         );
-        std::fs::remove_file(path).unwrap();
+        file.close().unwrap();
     }
 
     #[test]
@@ -517,8 +522,8 @@ mod tests {
     fn each_bank_gets_its_own_token_and_the_shared_one_fills_in() {
         let own_file = temp_file("tok-b", "token-b-from-file\n");
         let shared_file = temp_file("tok-shared", "token-shared\n");
-        let own = format!("b={}", own_file.display());
-        let shared = shared_file.display().to_string();
+        let own = format!("b={}", own_file.path().display());
+        let shared = shared_file.path().display().to_string();
         let config = parse(&[
             "--bank",
             "a=http://127.0.0.1:8001",
@@ -538,8 +543,8 @@ mod tests {
         assert_eq!(token("a"), "token-shared");
         assert_eq!(token("b"), "token-b-from-file");
         assert_eq!(token("c"), "token-c");
-        std::fs::remove_file(own_file).unwrap();
-        std::fs::remove_file(shared_file).unwrap();
+        own_file.close().unwrap();
+        shared_file.close().unwrap();
     }
 
     #[test]

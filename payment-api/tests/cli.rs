@@ -49,12 +49,15 @@ fn starting_without_api_keys_is_a_clear_error() {
 
 #[test]
 fn a_request_timeout_under_the_payment_deadline_is_refused_at_start() {
-    let dir = std::env::temp_dir().join(format!("api-cli-{}", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix("api-cli-")
+        .tempdir()
+        .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_payment-api"))
         .args(["--listen", "127.0.0.1:0", "--deadline-ms", "10000"])
         .args(["--request-timeout-ms", "5000"])
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir.path())
         .env("PAYMENT_API_KEYS", "acme:0123456789abcdef")
         .output()
         .unwrap();

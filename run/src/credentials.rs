@@ -106,9 +106,12 @@ mod tests {
 
     #[test]
     fn credentials_are_generated_once_and_reused() {
-        let dir = std::env::temp_dir().join(format!("run-creds-{}", std::process::id()));
-        let first = DevCredentials::load_or_create(&dir, &["bank-a", "bank-b"]).unwrap();
-        let second = DevCredentials::load_or_create(&dir, &["bank-a", "bank-b"]).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("run-creds-")
+            .tempdir()
+            .unwrap();
+        let first = DevCredentials::load_or_create(dir.path(), &["bank-a", "bank-b"]).unwrap();
+        let second = DevCredentials::load_or_create(dir.path(), &["bank-a", "bank-b"]).unwrap();
         assert_eq!(first.api_key, second.api_key);
         assert!(first.api_key.starts_with("sk_dev_") && first.api_key.len() > 40);
         assert_eq!(first.operator_key, second.operator_key);
@@ -142,6 +145,6 @@ mod tests {
                 file.display()
             );
         }
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 }

@@ -435,9 +435,11 @@ mod tests {
 
     #[test]
     fn the_lock_is_held_and_released() {
-        let dir = std::env::temp_dir().join(format!("run-lock-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("t.db");
+        let dir = tempfile::Builder::new()
+            .prefix("run-lock-test-")
+            .tempdir()
+            .unwrap();
+        let db = dir.path().join("t.db");
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x)")
             .unwrap();
@@ -457,6 +459,5 @@ mod tests {
         assert!(refused, "the holder never took the lock");
         holder.join().unwrap().unwrap();
         conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,9 +17,10 @@ pub use payment_store::test_support::{in_ci, require, skip_unless_ci};
 use std::{
     io::{BufRead, BufReader},
     net::{Ipv4Addr, SocketAddr, TcpListener},
+    ops::Deref,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{mpsc, Once},
+    sync::{mpsc, Arc, Once},
     time::{Duration, Instant},
 };
 
@@ -72,11 +73,42 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A fresh private directory under the system temp dir.
-pub fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rp-{label}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh private directory under the system temp dir (`rp-<label>-…`), removed with everything
+/// in it when the last [`TempDir`] handle to it is dropped, whether the test passed or failed.
+pub fn temp_dir(label: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("rp-{label}-"))
+        .tempdir()
+        .unwrap();
+    TempDir(Arc::new(dir))
+}
+
+/// A directory made by [`temp_dir`]; it derefs to its [`Path`]. Clones share it: it is removed
+/// when the last one is dropped. A [`Process`] started on it (by [`start_api`] and the like, or
+/// given it with [`Process::hold`]) holds a clone, so the directory is removed only after the
+/// process is stopped, even when the test's own handle was a temporary.
+#[derive(Debug, Clone)]
+pub struct TempDir(Arc<tempfile::TempDir>);
+
+impl TempDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.path()
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
 }
 
 /// A service process that is killed when dropped, with its output captured line by line.
@@ -86,6 +118,9 @@ pub struct Process {
     pub child: Child,
     pub addr: Option<SocketAddr>,
     lines: mpsc::Receiver<String>,
+    /// Directories the process uses: dropped (and removed) after the process is killed, since
+    /// fields drop after [`Drop::drop`] has run.
+    dirs: Vec<TempDir>,
 }
 
 impl Process {
@@ -124,7 +159,14 @@ impl Process {
             child,
             addr: None,
             lines,
+            dirs: Vec::new(),
         }
+    }
+
+    /// Keeps `dir` (a handle to it) for as long as this process lives: it is removed no
+    /// earlier than when the process is killed and dropped.
+    pub fn hold(&mut self, dir: &TempDir) {
+        self.dirs.push(dir.clone());
     }
 
     /// The next output line, or `None` after `timeout` (or when the process closed its output).
@@ -246,7 +288,7 @@ pub async fn start_banks(extra: &[&[&str]]) -> Vec<Process> {
 }
 
 /// Starts the payment API binary against `bank_url` on a free port and waits for it.
-pub async fn start_api(bank_url: &str, data_dir: &Path, extra: &[&str]) -> Process {
+pub async fn start_api(bank_url: &str, data_dir: &TempDir, extra: &[&str]) -> Process {
     start_api_with_keys(
         bank_url,
         data_dir,
@@ -260,7 +302,7 @@ pub async fn start_api(bank_url: &str, data_dir: &Path, extra: &[&str]) -> Proce
 /// [`TEST_OPERATOR_KEY`] is always configured too).
 pub async fn start_api_with_keys(
     bank_url: &str,
-    data_dir: &Path,
+    data_dir: &TempDir,
     extra: &[&str],
     keys: &str,
 ) -> Process {
@@ -270,7 +312,7 @@ pub async fn start_api_with_keys(
 /// Like [`start_api_with_keys`], with more environment variables (`RUST_LOG`, ...).
 pub async fn start_api_with_env(
     bank_url: &str,
-    data_dir: &Path,
+    data_dir: &TempDir,
     extra: &[&str],
     keys: &str,
     env: &[(&str, &str)],
@@ -282,7 +324,7 @@ pub async fn start_api_with_env(
 /// free port and waits for it; the test keys as in [`start_api`].
 pub async fn start_api_with_banks(
     banks: &[(&str, &str)],
-    data_dir: &Path,
+    data_dir: &TempDir,
     extra: &[&str],
 ) -> Process {
     let entries: Vec<String> = banks
@@ -305,7 +347,7 @@ pub async fn start_api_with_banks(
 
 async fn start_api_process(
     bank_args: &[&str],
-    data_dir: &Path,
+    data_dir: &TempDir,
     extra: &[&str],
     keys: &str,
     env: &[(&str, &str)],
@@ -332,6 +374,7 @@ async fn start_api_process(
         .concat(),
     );
     api.addr = Some(listen.parse().unwrap());
+    api.hold(data_dir);
     api.wait_healthy(Duration::from_secs(30)).await;
     api
 }

@@ -24,7 +24,7 @@ use std::{
 
 use e2e::{
     client, fast_api_with, free_port, start_api, start_api_with_banks, start_bank, start_banks,
-    temp_dir, Process, TEST_API_KEY,
+    temp_dir, Process, TempDir, TEST_API_KEY,
 };
 use serde_json::{json, Value};
 
@@ -575,7 +575,8 @@ struct WebDriver {
     http: reqwest::Client,
     session: String,
     _chromedriver: Process,
-    _profile: PathBuf,
+    /// Removed when the driver is dropped, after chromedriver is killed (fields drop in order).
+    _profile: TempDir,
 }
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";

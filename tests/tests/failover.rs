@@ -109,6 +109,7 @@ async fn with_bank_a_down_payments_succeed_through_b_and_a_never_charges_them() 
 
 #[tokio::test]
 async fn a_bad_bank_list_is_refused_at_start_with_a_clear_error() {
+    let data = temp_dir("failover-bad");
     let output = std::process::Command::new(e2e::binary("payment-api"))
         .args([
             "--bank",
@@ -120,7 +121,7 @@ async fn a_bad_bank_list_is_refused_at_start_with_a_clear_error() {
             "PAYMENT_API_KEYS",
             format!("{}:{}", e2e::TEST_TENANT, e2e::TEST_API_KEY),
         )
-        .env("PAYMENT_API_DATA_DIR", temp_dir("failover-bad"))
+        .env("PAYMENT_API_DATA_DIR", data.path())
         .output()
         .unwrap();
     assert!(!output.status.success());

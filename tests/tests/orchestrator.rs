@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{alive, binary, signal, temp_dir, wait_exit, Process};
+use e2e::{alive, binary, signal, temp_dir, wait_exit, Process, TempDir};
 use nix::sys::signal::Signal;
 
 struct Banner {
@@ -70,9 +70,10 @@ fn parse_banner(lines: &[String]) -> Banner {
     }
 }
 
-fn start_run(data_dir: &std::path::Path) -> (Process, Banner, Vec<String>) {
+/// Starts `run` on `data_dir`, which the returned process holds (removed once it is dropped).
+fn start_run(data_dir: &TempDir) -> (Process, Banner, Vec<String>) {
     let data = data_dir.to_str().unwrap();
-    let run = Process::start(
+    let mut run = Process::start(
         "run",
         &binary("run"),
         &[
@@ -87,6 +88,7 @@ fn start_run(data_dir: &std::path::Path) -> (Process, Banner, Vec<String>) {
         ],
         &[],
     );
+    run.hold(data_dir);
     let lines = run.read_until(Duration::from_secs(90), |l| {
         l.starts_with("Open the dashboard")
     });

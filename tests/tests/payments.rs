@@ -142,7 +142,7 @@ fn start_refused(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let output = std::process::Command::new(e2e::binary("payment-api"))
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir.path())
         .args(args)
         .env("PAYMENT_API_KEYS", keys)
         .env("RUST_BACKTRACE", "0")

@@ -546,10 +546,12 @@ async fn the_chaos_fails_and_holds_the_shares_it_is_given() {
 
 #[test]
 fn a_secret_file_gives_one_secret_per_line_and_a_bad_line_is_named_not_shown() {
-    let dir = std::env::temp_dir().join(format!("dashboard-whsec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("dashboard-whsec-")
+        .tempdir()
+        .unwrap();
     let (a, b) = (Secret::generate(), Secret::generate());
-    let good = dir.join("good");
+    let good = dir.path().join("good");
     std::fs::write(&good, format!("{}\n\n{}\n", a.expose(), b.expose())).unwrap();
     let mut config = Config::for_tests(
         "http://127.0.0.1:1".parse().unwrap(),
@@ -562,7 +564,7 @@ fn a_secret_file_gives_one_secret_per_line_and_a_bad_line_is_named_not_shown() {
         secrets.iter().map(Secret::expose).collect::<Vec<_>>(),
         [a.expose(), b.expose()]
     );
-    let bad = dir.join("bad");
+    let bad = dir.path().join("bad");
     std::fs::write(&bad, format!("{}\nnot-a-secret-but-private\n", a.expose())).unwrap();
     config.webhook_secret_file = Some(bad);
     let error = config.webhook_secrets().unwrap_err();
@@ -571,7 +573,7 @@ fn a_secret_file_gives_one_secret_per_line_and_a_bad_line_is_named_not_shown() {
         "{error}"
     );
     assert!(!error.to_string().contains("not-a-secret"), "{error}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    dir.close().unwrap();
 }
 
 #[test]

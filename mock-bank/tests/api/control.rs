@@ -8,10 +8,9 @@ use crate::helpers::{spawn_bank, spawn_with};
 
 #[tokio::test]
 async fn a_token_file_protects_chaos_control_but_reading_stays_open() {
-    let path = std::env::temp_dir().join(format!("mock-bank-token-{}", uuid_like()));
-    std::fs::write(&path, "file-token\n").unwrap();
+    let file = temp_file("mock-bank-token-", "file-token\n");
     let bank = spawn_with(Config {
-        admin_token_file: Some(path.clone()),
+        admin_token_file: Some(file.path().to_path_buf()),
         ..Config::for_tests()
     })
     .await;
@@ -40,7 +39,7 @@ async fn a_token_file_protects_chaos_control_but_reading_stays_open() {
     );
     assert_eq!(put(Some("Bearer file-token")).await.unwrap().status(), 200);
     assert_eq!(bank.chaos().await.preset, Some(Preset::Down));
-    std::fs::remove_file(path).unwrap();
+    file.close().unwrap();
 }
 
 #[tokio::test]
@@ -60,16 +59,15 @@ async fn a_token_flag_works_the_same_and_an_empty_token_file_is_an_error() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let path = std::env::temp_dir().join(format!("mock-bank-empty-{}", uuid_like()));
-    std::fs::write(&path, "  \n").unwrap();
+    let file = temp_file("mock-bank-empty-", "  \n");
     let error = mock_bank::Application::build(Config {
-        admin_token_file: Some(path.clone()),
+        admin_token_file: Some(file.path().to_path_buf()),
         ..Config::for_tests()
     })
     .await
     .unwrap_err();
     assert!(error.to_string().contains("empty"), "{error}");
-    std::fs::remove_file(path).unwrap();
+    file.close().unwrap();
 }
 
 #[tokio::test]
@@ -131,13 +129,9 @@ async fn status_and_metrics_count_outcomes_and_faults() {
     assert!(metrics.contains("mock_bank_ledger_charges 2"), "{metrics}");
 }
 
-fn uuid_like() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+/// A fresh file under the system temp dir holding `text`, removed when dropped (pass or fail).
+fn temp_file(prefix: &str, text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().prefix(prefix).tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
 }

@@ -3,7 +3,7 @@
 //! bulkhead) with short timings. The rule under test throughout: a client hears
 //! `charged: "no"` only when nothing was or will be charged under its key.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use payment_store::{KeyState, Store};
 use payment_types::{
@@ -26,7 +26,7 @@ use crate::{
     domain::{IdempotencyKey, PaymentRequest},
     error::Charged,
     stats::{Counters, Latencies},
-    test_doubles::{Fault, FaultyStore, Op, ScriptedBank},
+    test_doubles::{temp_dir, Fault, FaultyStore, Op, ScriptedBank},
 };
 
 pub(crate) const TENANT: &str = "acme";
@@ -39,13 +39,9 @@ pub(crate) struct Harness {
     pub(crate) bank: Arc<ScriptedBank>,
     /// Every bank, in priority order (`banks[0]` is `bank`).
     pub(crate) banks: Vec<Arc<ScriptedBank>>,
-    dir: PathBuf,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// The store's directory, removed when the harness is dropped (after the store: fields
+    /// drop in order).
+    _dir: tempfile::TempDir,
 }
 
 /// Timings short enough for tests: attempts time out in 100 ms, up to 3 attempts, 1 ms backoff.
@@ -103,8 +99,8 @@ impl Harness {
         cascade_decline_codes: &[&str],
         routing: super::Routing,
     ) -> Self {
-        let dir = std::env::temp_dir().join(format!("api-flow-{}", Uuid::new_v4().simple()));
-        let inner = payment_store::open(None, &dir).await.unwrap();
+        let dir = temp_dir("api-flow");
+        let inner = payment_store::open(None, dir.path()).await.unwrap();
         let store = Arc::new(FaultyStore::new(inner));
         let counters = Arc::new(Counters::default());
         let mut banks = Vec::new();
@@ -144,7 +140,7 @@ impl Harness {
             store,
             bank,
             banks,
-            dir,
+            _dir: dir,
         }
     }
 

@@ -10,7 +10,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use super::{tests::send, *};
-use crate::config::Config;
+use crate::{config::Config, test_doubles::temp_dir};
 
 const ACME: &str = "sk_test_acme_0123456789";
 const BETA: &str = "sk_test_beta_0123456789";
@@ -35,21 +35,25 @@ async fn mock_bank_url() -> String {
 }
 
 /// Banks `a` (refusing connections) then `b` (a mock bank), with `tune` applied to the config.
-pub(super) async fn two_banks(tune: impl FnOnce(&mut Config)) -> (Router, Arc<AppState>) {
+/// The store's directory comes last: it is removed when dropped, so keep it while the router is
+/// used.
+pub(super) async fn two_banks(
+    tune: impl FnOnce(&mut Config),
+) -> (Router, Arc<AppState>, tempfile::TempDir) {
     let b = mock_bank_url().await;
-    let dir = std::env::temp_dir().join(format!("api-banks-{}", Uuid::new_v4().simple()));
+    let dir = temp_dir("api-banks");
     let mut config = Config::for_tests(
         b.parse().unwrap(),
         &format!("acme:{ACME},beta:{BETA}"),
-        dir.clone(),
+        dir.path().to_path_buf(),
     );
     config.bank_url = None;
     config.banks = vec![format!("a={}", refused_url()), format!("b={b}")];
     config.operator_keys = Some(secrecy::SecretString::from(format!("alice:{OPS}")));
     tune(&mut config);
-    let store = payment_store::open(None, &dir).await.unwrap();
+    let store = payment_store::open(None, dir.path()).await.unwrap();
     let state = test_state(&config, store);
-    (router(state.clone()), state)
+    (router(state.clone()), state, dir)
 }
 
 pub(super) fn request(method: &str, uri: &str, key: &str) -> Request<Body> {
@@ -100,7 +104,7 @@ fn routes(view: &Value) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn expand_routes_lists_every_bank_a_payment_was_sent_to_oldest_first() {
-    let (app, _) = two_banks(|_| {}).await;
+    let (app, _, _dir) = two_banks(|_| {}).await;
     let (status, created) = raw(&app, pay(ACME, "order-1")).await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&created));
     let payment: Value = serde_json::from_slice(&created).unwrap();
@@ -162,7 +166,7 @@ async fn expand_routes_lists_every_bank_a_payment_was_sent_to_oldest_first() {
 #[tokio::test]
 async fn a_payment_sent_to_one_bank_has_one_route_and_pages_carry_routes_per_payment() {
     // b first: nothing cascades.
-    let (app, _) = two_banks(|config| config.banks.reverse()).await;
+    let (app, _, _dir) = two_banks(|config| config.banks.reverse()).await;
     let mut ids = Vec::new();
     for key in ["k1", "k2", "k3"] {
         let (status, _, body) = send(app.clone(), pay(ACME, key)).await;
@@ -197,7 +201,7 @@ async fn a_payment_sent_to_one_bank_has_one_route_and_pages_carry_routes_per_pay
 
 #[tokio::test]
 async fn an_unknown_expand_value_is_400_invalid_query_and_another_tenants_payment_stays_404() {
-    let (app, _) = two_banks(|_| {}).await;
+    let (app, _, _dir) = two_banks(|_| {}).await;
     let (_, _, payment) = send(app.clone(), pay(ACME, "order-1")).await;
     let id = payment["id"].as_str().unwrap();
     for query in [
@@ -229,7 +233,7 @@ async fn an_unknown_expand_value_is_400_invalid_query_and_another_tenants_paymen
 
 #[tokio::test]
 async fn status_lists_each_banks_cascades_by_reason_its_transitions_and_its_breaker_panel() {
-    let (app, state) = two_banks(|_| {}).await;
+    let (app, state, _dir) = two_banks(|_| {}).await;
     for key in ["k1", "k2"] {
         let (status, _, body) = send(app.clone(), pay(ACME, key)).await;
         assert_eq!(status, 201, "{body}");
@@ -324,7 +328,7 @@ async fn status_lists_each_banks_cascades_by_reason_its_transitions_and_its_brea
 
 #[tokio::test]
 async fn an_open_breaker_shows_when_its_next_probe_is() {
-    let (app, state) = two_banks(|_| {}).await;
+    let (app, state, _dir) = two_banks(|_| {}).await;
     let breaker = state.payments.banks[0].pipeline().breaker();
     // Five refused connections in a row open a's breaker (the consecutive-failures trip).
     for _ in 0..5 {
@@ -351,7 +355,7 @@ async fn an_open_breaker_shows_when_its_next_probe_is() {
 
 #[tokio::test]
 async fn breaker_controls_act_on_the_bank_named_by_bank_and_on_the_first_bank_without_it() {
-    let (app, state) = two_banks(|_| {}).await;
+    let (app, state, _dir) = two_banks(|_| {}).await;
     let breaker = |i: usize| state.payments.banks[i].pipeline().breaker().state();
     use resilience::breaker::State;
 
@@ -419,7 +423,7 @@ async fn breaker_controls_act_on_the_bank_named_by_bank_and_on_the_first_bank_wi
 
 #[tokio::test]
 async fn status_shows_each_banks_effective_settings_with_its_overrides() {
-    let (app, state) = two_banks(|config| {
+    let (app, state, _dir) = two_banks(|config| {
         config.bank_settings = vec!["b.bulkhead=16".into(), "b.breaker-open-ms=9000".into()];
     })
     .await;
@@ -450,7 +454,7 @@ async fn status_shows_each_banks_effective_settings_with_its_overrides() {
 
 #[tokio::test]
 async fn status_says_the_routing_mode_and_each_banks_score() {
-    let (app, _) = two_banks(|config| {
+    let (app, _, _dir) = two_banks(|config| {
         config.routing.mode = crate::config::RoutingMode::Health;
         config.routing.routing_min_samples = 2;
         config.routing.routing_window = 4;
@@ -481,7 +485,7 @@ async fn status_says_the_routing_mode_and_each_banks_score() {
     assert_eq!(b["dropped"], false);
 
     // Priority mode: the same scores, nothing dropped.
-    let (app, _) = two_banks(|_| {}).await;
+    let (app, _, _dir) = two_banks(|_| {}).await;
     let (_, _, body) = send(app.clone(), request("GET", "/v1/status", OPS)).await;
     assert_eq!(body["routing"]["mode"], "priority");
     assert!(body["banks"][0]["score"].is_null(), "not judged yet");

@@ -8,10 +8,9 @@ use axum::body::Bytes;
 use axum::{body::Body, http::Request, Router};
 use serde_json::Value;
 use tower::ServiceExt;
-use uuid::Uuid;
 
 use super::*;
-use crate::config::Config;
+use crate::{config::Config, test_doubles::temp_dir};
 
 const ACME: &str = "sk_test_acme_0123456789abcdef";
 const BETA: &str = "sk_test_beta_0123456789abcdef";
@@ -20,6 +19,9 @@ const BODY: &str = r#"{"amount":100,"currency":"TRY","source":"tok_visa"}"#;
 struct Api {
     router: Router,
     state: Arc<AppState>,
+    /// The store's directory, removed when the `Api` is dropped (after the router and the
+    /// state: fields drop in order).
+    _dir: tempfile::TempDir,
 }
 
 async fn api(edit: impl FnOnce(&mut Config)) -> Api {
@@ -28,18 +30,19 @@ async fn api(edit: impl FnOnce(&mut Config)) -> Api {
 }
 
 async fn api_with_bank(bank_url: &str, edit: impl FnOnce(&mut Config)) -> Api {
-    let dir = std::env::temp_dir().join(format!("api-edge-{}", Uuid::new_v4().simple()));
+    let dir = temp_dir("api-edge");
     let mut config = Config::for_tests(
         bank_url.parse().unwrap(),
         &format!("acme:{ACME},beta:{BETA}"),
-        dir.clone(),
+        dir.path().to_path_buf(),
     );
     edit(&mut config);
-    let store = payment_store::open(None, &dir).await.unwrap();
+    let store = payment_store::open(None, dir.path()).await.unwrap();
     let state = test_state(&config, store);
     Api {
         router: router(state.clone()),
         state,
+        _dir: dir,
     }
 }
 

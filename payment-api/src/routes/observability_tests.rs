@@ -4,23 +4,24 @@ use axum::{body::Body, http::Request};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use uuid::Uuid;
 
 use super::*;
-use crate::config::Config;
+use crate::{config::Config, test_doubles::temp_dir};
 
 const OPERATOR_KEY: &str = "sk_test_operator_0123456789";
 
-async fn app() -> (Router, Arc<AppState>) {
-    let dir = std::env::temp_dir().join(format!("api-obs-{}", Uuid::new_v4().simple()));
+/// The router, its state and the store's directory (removed when dropped: keep it while the
+/// router is used).
+async fn app() -> (Router, Arc<AppState>, tempfile::TempDir) {
+    let dir = temp_dir("api-obs");
     let config = Config::for_tests(
         "http://127.0.0.1:9".parse().unwrap(),
         &format!("acme:sk_test_0123456789abcdef,operator:ops:{OPERATOR_KEY}"),
-        dir.clone(),
+        dir.path().to_path_buf(),
     );
-    let store = payment_store::open(None, &dir).await.unwrap();
+    let store = payment_store::open(None, dir.path()).await.unwrap();
     let state = test_state(&config, store);
-    (router(state.clone()), state)
+    (router(state.clone()), state, dir)
 }
 
 /// A GET with the operator key (every route here is operator surface or open).
@@ -44,7 +45,7 @@ async fn get_with(app: Router, uri: &str, key: Option<&str>) -> (u16, String) {
 
 #[tokio::test]
 async fn logs_answers_a_page_with_its_cursor_and_refuses_a_bad_level() {
-    let (app, state) = app().await;
+    let (app, state, _dir) = app().await;
     let (status, body) = get(app.clone(), "/v1/logs?after=0&limit=5").await;
     assert_eq!(status, 200, "{body}");
     let page: Value = serde_json::from_str(&body).unwrap();
@@ -74,13 +75,13 @@ async fn logs_answers_a_page_with_its_cursor_and_refuses_a_bad_level() {
 #[tokio::test]
 async fn metrics_with_a_token_need_the_token_or_an_operator_key() {
     let _ = telemetry::metrics::prometheus();
-    let dir = std::env::temp_dir().join(format!("api-obs-{}", Uuid::new_v4().simple()));
+    let dir = temp_dir("api-obs");
     let config = Config::for_tests(
         "http://127.0.0.1:9".parse().unwrap(),
         &format!("acme:sk_test_0123456789abcdef,operator:ops:{OPERATOR_KEY}"),
-        dir.clone(),
+        dir.path().to_path_buf(),
     );
-    let store = payment_store::open(None, &dir).await.unwrap();
+    let store = payment_store::open(None, dir.path()).await.unwrap();
     let mut state = test_state(&config, store);
     Arc::get_mut(&mut state).unwrap().metrics_token =
         Some(crate::auth::token_digest("metrics_token_0123456789"));
@@ -104,7 +105,7 @@ async fn metrics_with_a_token_need_the_token_or_an_operator_key() {
 async fn metrics_render_prometheus_text_with_the_scrape_time_series() {
     // As `Application::build` does: the recorder is in place before any request.
     let _ = telemetry::metrics::prometheus();
-    let (app, _) = app().await;
+    let (app, _, _dir) = app().await;
     let _ = get(app.clone(), "/health").await;
     let (status, body) = get(app, "/metrics").await;
     assert_eq!(status, 200);
@@ -115,7 +116,7 @@ async fn metrics_render_prometheus_text_with_the_scrape_time_series() {
 
 #[tokio::test]
 async fn the_openapi_document_is_served_and_lists_the_payment_routes() {
-    let (app, _) = app().await;
+    let (app, _, _dir) = app().await;
     let (status, body) = get(app, "/openapi.json").await;
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&body).unwrap();

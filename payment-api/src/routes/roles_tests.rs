@@ -4,32 +4,33 @@
 
 use axum::{body::Body, http::Request, Router};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::{tests::send, *};
-use crate::config::Config;
+use crate::{config::Config, test_doubles::temp_dir};
 
 const ACME: &str = "sk_test_acme_0123456789";
 const BETA: &str = "sk_test_beta_0123456789";
 const OPS: &str = "sk_test_ops_0123456789";
 const BODY: &str = r#"{"amount":100,"currency":"TRY","source":"tok_visa"}"#;
 
-async fn app() -> (Router, Arc<AppState>) {
+/// The router, its state and the store's directory (removed when dropped: keep it while the
+/// router is used).
+async fn app() -> (Router, Arc<AppState>, tempfile::TempDir) {
     let bank = mock_bank::Application::build(mock_bank::Config::for_tests())
         .await
         .unwrap();
     let bank_url = format!("http://{}", bank.local_addr());
     tokio::spawn(bank.run_until_stopped(std::future::pending()));
-    let dir = std::env::temp_dir().join(format!("api-roles-{}", Uuid::new_v4().simple()));
+    let dir = temp_dir("api-roles");
     let mut config = Config::for_tests(
         bank_url.parse().unwrap(),
         &format!("acme:{ACME},beta:{BETA}"),
-        dir.clone(),
+        dir.path().to_path_buf(),
     );
     config.operator_keys = Some(secrecy::SecretString::from(format!("alice:{OPS}")));
-    let store = payment_store::open(None, &dir).await.unwrap();
+    let store = payment_store::open(None, dir.path()).await.unwrap();
     let state = test_state(&config, store);
-    (router(state.clone()), state)
+    (router(state.clone()), state, dir)
 }
 
 fn request(method: &str, uri: &str, key: Option<&str>) -> Request<Body> {
@@ -61,7 +62,7 @@ const OPERATOR_ROUTES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn tenant_keys_are_forbidden_on_the_operator_surface_and_change_nothing() {
-    let (app, state) = app().await;
+    let (app, state, _dir) = app().await;
     let breaker = state.payments.bank().pipeline().breaker();
     let before = breaker.history().len();
     for (method, uri) in OPERATOR_ROUTES {
@@ -85,7 +86,7 @@ async fn tenant_keys_are_forbidden_on_the_operator_surface_and_change_nothing() 
 
 #[tokio::test]
 async fn the_operator_key_works_on_every_operator_route_and_is_named_in_the_history() {
-    let (app, state) = app().await;
+    let (app, state, _dir) = app().await;
     for (method, uri) in OPERATOR_ROUTES {
         let (status, _, body) = send(app.clone(), request(method, uri, Some(OPS))).await;
         assert_eq!(status, 200, "{method} {uri}: {body}");
@@ -113,7 +114,7 @@ async fn the_operator_key_works_on_every_operator_route_and_is_named_in_the_hist
 
 #[tokio::test]
 async fn an_operator_key_reads_every_tenant_and_creates_nothing_while_tenants_see_only_their_own() {
-    let (app, _) = app().await;
+    let (app, _, _dir) = app().await;
     let (status, _, acme) = send(app.clone(), pay(ACME, "order-1")).await;
     assert_eq!(status, 201, "{acme}");
     let (status, _, beta) = send(app.clone(), pay(BETA, "order-1")).await;

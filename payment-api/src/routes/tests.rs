@@ -16,7 +16,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use super::*;
-use crate::config::Config;
+use crate::{config::Config, test_doubles::temp_dir};
 
 const KEY: &str = "sk_test_0123456789abcdef";
 const BODY: &str = r#"{"amount":100,"currency":"TRY","source":"tok_visa"}"#;
@@ -29,11 +29,13 @@ fn config(bank_url: &str, dir: &std::path::Path) -> Config {
     )
 }
 
-async fn app(bank_url: &str) -> Router {
-    let dir = std::env::temp_dir().join(format!("api-routes-{}", Uuid::new_v4().simple()));
-    let config = config(bank_url, &dir);
-    let store = payment_store::open(None, &dir).await.unwrap();
-    router(test_state(&config, store))
+/// The router over a fresh store, and the store's directory (removed when dropped: keep it for
+/// as long as the router is used).
+async fn app(bank_url: &str) -> (Router, tempfile::TempDir) {
+    let dir = temp_dir("api-routes");
+    let config = config(bank_url, dir.path());
+    let store = payment_store::open(None, dir.path()).await.unwrap();
+    (router(test_state(&config, store)), dir)
 }
 
 /// Sends `request` through `app`; the status, the headers and the body as JSON (`Null` if not).
@@ -66,8 +68,8 @@ fn post(auth: Option<&str>, key: Option<&str>, body: &str) -> Request<Body> {
 #[tokio::test]
 async fn a_request_without_a_valid_key_is_401_problem_json() {
     for auth in [None, Some("sk_wrong_0123456789abcdef")] {
-        let (status, headers, body) =
-            send(app("http://127.0.0.1:9").await, post(auth, Some("k"), BODY)).await;
+        let (router, _dir) = app("http://127.0.0.1:9").await;
+        let (status, headers, body) = send(router, post(auth, Some("k"), BODY)).await;
         assert_eq!(status, 401);
         assert_eq!(headers["content-type"], "application/problem+json");
         assert_eq!(body["code"], "unauthenticated");
@@ -80,21 +82,20 @@ async fn every_answer_carries_a_request_id_taken_from_the_request_or_made() {
         .header("x-request-id", "abc-123")
         .body(Body::empty())
         .unwrap();
-    let (_, headers, _) = send(app("http://127.0.0.1:9").await, request).await;
+    let (router, _dir) = app("http://127.0.0.1:9").await;
+    let (_, headers, _) = send(router, request).await;
     assert_eq!(headers["x-request-id"], "abc-123");
-    let (_, headers, _) = send(
-        app("http://127.0.0.1:9").await,
-        Request::get("/health").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (router, _dir) = app("http://127.0.0.1:9").await;
+    let (_, headers, _) = send(router, Request::get("/health").body(Body::empty()).unwrap()).await;
     let made = headers["x-request-id"].to_str().unwrap();
     assert!(
         uuid::Uuid::parse_str(made).is_ok(),
         "a made id is a uuid: {made}"
     );
     // A 404 (the router's fallback) and a layer's refusal carry one too.
+    let (router, _dir) = app("http://127.0.0.1:9").await;
     let (status, headers, _) = send(
-        app("http://127.0.0.1:9").await,
+        router,
         Request::get("/nowhere")
             .header("x-request-id", "lost-1")
             .body(Body::empty())
@@ -170,7 +171,8 @@ async fn key_and_body_problems_have_stable_codes() {
         ),
     ];
     for (request, want_status, want_code) in cases {
-        let (status, headers, body) = send(app("http://127.0.0.1:9").await, request).await;
+        let (router, _dir) = app("http://127.0.0.1:9").await;
+        let (status, headers, body) = send(router, request).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (want_status, Some(want_code)),
@@ -190,7 +192,7 @@ async fn a_payment_against_an_in_process_bank_is_201_and_replays() {
     tokio::spawn(bank.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    let app = app(&bank_url).await;
+    let (app, _dir) = app(&bank_url).await;
     let (status, headers, body) = send(app.clone(), post(Some(KEY), Some("order-1"), BODY)).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "succeeded");
@@ -206,11 +208,8 @@ async fn a_payment_against_an_in_process_bank_is_201_and_replays() {
 
 #[tokio::test]
 async fn an_unreachable_bank_is_503_with_retry_after_and_frees_the_key() {
-    let (status, headers, body) = send(
-        app("http://127.0.0.1:9").await,
-        post(Some(KEY), Some("k"), BODY),
-    )
-    .await;
+    let (router, _dir) = app("http://127.0.0.1:9").await;
+    let (status, headers, body) = send(router, post(Some(KEY), Some("k"), BODY)).await;
     assert_eq!(status, 503, "{body}");
     assert!(["bank_unavailable", "breaker_open"].contains(&body["code"].as_str().unwrap()));
     assert!(headers.contains_key("retry-after"));
@@ -329,11 +328,11 @@ async fn an_unreachable_store_fails_closed_with_503_and_an_opaque_body() {
 #[tokio::test]
 async fn ready_is_503_when_the_store_cannot_write_or_does_not_answer_in_time() {
     use crate::test_doubles::{Fault, FaultyStore, Op};
-    let dir = std::env::temp_dir().join(format!("api-ready-{}", Uuid::new_v4().simple()));
-    let inner = payment_store::open(None, &dir).await.unwrap();
+    let dir = temp_dir("api-ready");
+    let inner = payment_store::open(None, dir.path()).await.unwrap();
     let store = Arc::new(FaultyStore::new(inner));
     let app = router(test_state(
-        &config("http://127.0.0.1:1", &dir),
+        &config("http://127.0.0.1:1", dir.path()),
         store.clone(),
     ));
     let ready = || Request::get("/ready").body(Body::empty()).unwrap();
@@ -353,5 +352,4 @@ async fn ready_is_503_when_the_store_cannot_write_or_does_not_answer_in_time() {
     assert_eq!(body["reason"], "store did not answer in time");
     store.heal();
     assert_eq!(send(app, ready()).await.0, 200);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,3 +9,12 @@ pub(crate) use bank::{
     charge_placeholder as bank_charge_placeholder, charged as bank_charged, ScriptedBank,
 };
 pub(crate) use store::{Fault, FaultyStore, Op};
+
+/// A fresh directory under the system temp dir named `<prefix>-…`, removed (with everything in
+/// it) when dropped, pass or fail: a test holds it for as long as the store in it is used.
+pub(crate) fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+        .unwrap()
+}

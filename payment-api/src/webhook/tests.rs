@@ -35,7 +35,9 @@ struct Harness {
     state: Arc<AppState>,
     store: Arc<FaultyStore>,
     config: Config,
-    _dir: std::path::PathBuf,
+    /// The store's directory, removed when the harness is dropped (after the router, the state
+    /// and the store: fields drop in order).
+    _dir: tempfile::TempDir,
 }
 
 async fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
@@ -44,11 +46,11 @@ async fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
         .unwrap();
     let bank_url = format!("http://{}", bank.local_addr());
     tokio::spawn(bank.run_until_stopped(std::future::pending()));
-    let dir = std::env::temp_dir().join(format!("api-webhooks-{}", Uuid::new_v4().simple()));
+    let dir = crate::test_doubles::temp_dir("api-webhooks");
     let mut config = Config::for_tests(
         bank_url.parse().unwrap(),
         &format!("acme:{ACME},beta:{BETA}"),
-        dir.clone(),
+        dir.path().to_path_buf(),
     );
     config.operator_keys = Some(secrecy::SecretString::from(format!("alice:{OPS}")));
     config.webhooks.webhook_allow_private_urls = true;
@@ -56,7 +58,7 @@ async fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     config.webhooks.webhook_retry_scale = 1e-7;
     config.webhooks.webhook_timeout_ms = 2000;
     tweak(&mut config);
-    let inner = payment_store::open(None, &dir).await.unwrap();
+    let inner = payment_store::open(None, dir.path()).await.unwrap();
     let store = Arc::new(FaultyStore::new(inner));
     let state = test_state(&config, store.clone());
     Harness {

@@ -1,5 +1,6 @@
 //! The system the in-process integration tests run against: a real mock bank and a real payment
-//! API, each on a free loopback port in this process, stopped when the [`System`] is dropped.
+//! API, each on a free loopback port in this process, stopped when the [`System`] is dropped
+//! (and the API's data directory removed).
 
 use std::time::Duration;
 
@@ -10,10 +11,14 @@ pub(crate) struct System {
     pub(crate) bank: String,
     pub(crate) client: reqwest::Client,
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The API's data directory, removed when the system is dropped (after the servers are
+    /// told to stop: fields drop in order).
+    _dir: tempfile::TempDir,
 }
 
 /// Starts a bank and an API whose keys are `api_keys` (as `--api-keys` takes them), with `tune`
-/// applied to the API's configuration first; its data lives in a fresh `<prefix>-…` temp dir.
+/// applied to the API's configuration first; its data lives in a fresh `<prefix>-…` temp dir,
+/// removed with the [`System`].
 pub(crate) async fn start(
     prefix: &str,
     api_keys: &str,
@@ -29,8 +34,12 @@ pub(crate) async fn start(
     tokio::spawn(bank.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
-    let mut config = payment_api::Config::for_tests(bank_url.parse().unwrap(), api_keys, dir);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+        .unwrap();
+    let mut config =
+        payment_api::Config::for_tests(bank_url.parse().unwrap(), api_keys, dir.path().to_owned());
     tune(&mut config);
     let api = payment_api::Application::build(config).await.unwrap();
     let api_url = format!("http://{}", api.local_addr());
@@ -48,5 +57,6 @@ pub(crate) async fn start(
         bank: bank_url,
         client,
         _stop: stops,
+        _dir: dir,
     }
 }
