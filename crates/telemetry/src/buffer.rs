@@ -147,6 +147,12 @@ impl Fields {
         Self(Vec::new())
     }
 
+    /// No fields, with room for `capacity` (a span's declared fields, a line's span and event
+    /// fields) so that setting them does not grow the vector again and again.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
     /// The value of field `name`.
     pub fn get(&self, name: &str) -> Option<&FieldValue> {
         self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
@@ -158,6 +164,12 @@ impl Fields {
             Some((_, slot)) => *slot = value,
             None => self.0.push((name, value)),
         }
+    }
+
+    /// Appends field `name`, which the caller knows is not set yet.
+    pub(crate) fn push_unique(&mut self, name: &'static str, value: FieldValue) {
+        debug_assert!(self.get(name).is_none(), "{name} is set already");
+        self.0.push((name, value));
     }
 
     /// The fields, in the order they were first set.

@@ -150,8 +150,12 @@ fn write_line(format: LineFormat, record: &LogRecord, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-/// How long the writer naps after catching up while lines are still coming.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long the writer naps after catching up while lines are still coming: a line may reach
+/// its file this much later, and a busy service wakes the writer at most 200 times a second
+/// (each wake-up is a timer, a context switch and a `write`; at 1 ms these were ~1% of the
+/// API's CPU under load: docs/performance.md). 5 ms of lines is ~50 records at 10 000 a
+/// second, far from filling [`BACKGROUND_QUEUE`].
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The writer thread: drains the queue into a buffer, flushing whenever the queue is empty.
 ///
@@ -344,7 +348,8 @@ where
 {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = SpanFields::default();
+        // Room for every declared field, those recorded later (`field::Empty`) included.
+        let mut fields = SpanFields(Fields::with_capacity(attrs.metadata().fields().len()));
         attrs.record(&mut Collector {
             fields: &mut fields.0,
             message: None,
@@ -364,14 +369,18 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let own = event.metadata().fields().len();
         let mut fields = Fields::new();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(span_fields) = span.extensions().get::<SpanFields>() {
                     if fields.is_empty() {
                         // The outermost span's names are unique already: copy them whole
-                        // instead of looking each one up.
-                        fields = span_fields.0.clone();
+                        // instead of looking each one up, with room for the event's own.
+                        fields = Fields::with_capacity(span_fields.0.len() + own);
+                        for (k, v) in span_fields.0.iter() {
+                            fields.push_unique(k, v.clone());
+                        }
                     } else {
                         for (k, v) in span_fields.0.iter() {
                             fields.set(k, v.clone());
