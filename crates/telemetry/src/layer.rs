@@ -266,13 +266,10 @@ impl Collector<'_> {
     }
 
     fn put(&mut self, field: &Field, value: FieldValue) {
-        let name = field.name();
-        if name == "message" {
-            if let Some(message) = self.message.as_deref_mut() {
-                *message = value.to_string();
-                return;
-            }
+        if self.message(field, || value.to_string()) {
+            return;
         }
+        let name = field.name();
         let value = if is_sensitive(name) && !matches!(value, FieldValue::Bool(_)) {
             FieldValue::from("[redacted]")
         } else {
