@@ -2165,7 +2165,6 @@ mod sqlite_upgrade {
             assert_eq!(
                 names(&conn, "table"),
                 [
-                    "idempotency_keys",
                     "payment_routes",
                     "payments",
                     "store_health",
@@ -2180,8 +2179,9 @@ mod sqlite_upgrade {
             assert_eq!(
                 names(&conn, "index"),
                 [
-                    "idempotency_keys_completed",
                     "payments_created",
+                    "payments_key",
+                    "payments_key_completed",
                     "payments_pending_due",
                     "payments_tenant_created",
                     "webhook_deliveries_due",
@@ -2202,7 +2202,15 @@ mod sqlite_upgrade {
                 })
                 .unwrap()
             };
-            assert_eq!((count("payments"), count("idempotency_keys")), (506, 505));
+            // 0006: the keys are the payments' own columns; the reaped one is not live.
+            assert_eq!(
+                (
+                    count("payments"),
+                    count("payments WHERE fingerprint IS NOT NULL"),
+                    count("payments WHERE key_state = 'reaped'"),
+                ),
+                (506, 505, 1)
+            );
             // 0004: each payment has its one route, at the bank it was with.
             assert_eq!(count("payment_routes"), 506);
         }

@@ -19,25 +19,26 @@ pub(crate) const PAYMENT_COLUMNS: &str = "id, tenant, idempotency_key, status, a
      failure_reason, attempts, lease_owner, lease_expires_at, next_reconcile_at, \
      last_attempt_at, created_at, updated_at, bank";
 
-/// A key with its payment's status and lease, by (tenant, key); decoded by [`key_from_row`].
-pub(crate) const KEY_SELECT: &str =
-    "SELECT k.tenant, k.idempotency_key, k.fingerprint, k.payment_id, \
-     k.state, k.response_status, k.response_headers, k.response_body, k.created_at, \
-     k.completed_at, p.status, p.lease_owner, p.lease_expires_at \
-     FROM idempotency_keys k JOIN payments p ON p.id = k.payment_id \
-     WHERE k.tenant = ?1 AND k.idempotency_key = ?2";
+/// A live key with its payment's status and lease, by (tenant, key); decoded by
+/// [`key_from_row`]. The key is the payment row's own (`0006_keys_in_payments.sql`): live while
+/// its `fingerprint` is set, which is also the condition of the unique index `payments_key`
+/// this reads (SQLite uses a partial index only for a query carrying its very condition).
+pub(crate) const KEY_SELECT: &str = "SELECT tenant, idempotency_key, fingerprint, \
+     id AS payment_id, key_state, response_status, response_headers, response_body, \
+     created_at, key_completed_at, status, lease_owner, lease_expires_at \
+     FROM payments \
+     WHERE tenant = ?1 AND idempotency_key = ?2 AND fingerprint IS NOT NULL";
 
-/// Claims the key unless it exists (the unique constraint decides).
-pub(crate) const INSERT_KEY: &str = "INSERT INTO idempotency_keys \
-     (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
-     VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5) \
-     ON CONFLICT (tenant, idempotency_key) DO NOTHING";
-
-/// Creates the claimed key's payment, pending and leased.
+/// The claim: the payment with its key, in flight, pending and leased, unless the key is live
+/// already (the unique index of live keys, `payments_key`, decides; its condition is part of
+/// the conflict target, as SQLite requires for a partial index).
 pub(crate) const INSERT_PAYMENT: &str = "INSERT INTO payments (id, tenant, idempotency_key, \
      status, amount, currency, source, description, metadata, bank_reference, attempts, \
-     lease_owner, lease_expires_at, next_reconcile_at, created_at, updated_at, bank) \
-     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12, ?13)";
+     lease_owner, lease_expires_at, next_reconcile_at, created_at, updated_at, bank, \
+     fingerprint, key_state) \
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?11, ?12, ?12, ?13, \
+     ?14, 'in_flight') \
+     ON CONFLICT (tenant, idempotency_key) WHERE fingerprint IS NOT NULL DO NOTHING";
 
 /// Records a (payment, bank) route with its reference: a move to another bank.
 ///
@@ -74,23 +75,18 @@ pub(crate) const SELECT_ROUTES: &str = "SELECT payment_id, bank, reference, crea
      WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM payment_routes WHERE payment_id = ?1) \
      ORDER BY created_at ASC, bank ASC";
 
-/// Records a final outcome, only on a pending payment.
+/// Records a final outcome, only on a pending payment, and completes its key with the response
+/// replayed from now on. A pending payment's key is always live: keys are reaped only once
+/// completed, and a key completes only here, with its payment.
 pub(crate) const SETTLE_PAYMENT: &str = "UPDATE payments SET status = ?1, bank_charge_id = ?2, \
      decline_code = ?3, failure_reason = ?4, attempts = ?5, lease_owner = NULL, \
-     lease_expires_at = NULL, next_reconcile_at = NULL, updated_at = ?6 \
+     lease_expires_at = NULL, next_reconcile_at = NULL, updated_at = ?6, \
+     key_state = 'completed', response_status = ?8, response_headers = ?9, \
+     response_body = ?10, key_completed_at = ?6 \
      WHERE id = ?7 AND status = 'pending'";
 
-/// A payment's tenant and idempotency key: the address of its key (and its event's tenant).
-pub(crate) const PAYMENT_ADDRESS: &str =
-    "SELECT tenant, idempotency_key FROM payments WHERE id = ?1";
-
-/// Stores the response replayed for a settled payment's key. A payment's key is addressed by
-/// its primary key, the payment row's (tenant `?5`, idempotency_key `?6`: [`PAYMENT_ADDRESS`]),
-/// and its `payment_id` is checked too, so the statement only ever touches the key claimed
-/// together with payment `?7`.
-pub(crate) const SETTLE_KEY: &str = "UPDATE idempotency_keys SET state = 'completed', \
-     response_status = ?1, response_headers = ?2, response_body = ?3, completed_at = ?4 \
-     WHERE tenant = ?5 AND idempotency_key = ?6 AND payment_id = ?7";
+/// A payment's tenant (its event's tenant).
+pub(crate) const PAYMENT_TENANT: &str = "SELECT tenant FROM payments WHERE id = ?1";
 
 /// Takes the lease on a pending payment if it is free, expired (at `?4`), or already `?1`'s.
 pub(crate) const ACQUIRE_LEASE: &str = "UPDATE payments SET lease_owner = ?1, \
@@ -106,28 +102,21 @@ pub(crate) const UNLEASE_PAYMENT: &str = "UPDATE payments SET attempts = ?1, \
      WHERE id = ?5 AND status = 'pending' AND lease_owner = ?6";
 
 /// A key whose handler answered 202: replays show the current state from now on. The key of
-/// payment `?1`, addressed as in [`SETTLE_KEY`].
-pub(crate) const KEY_PENDING: &str = "UPDATE idempotency_keys SET state = 'pending' \
-     WHERE (tenant, idempotency_key) = \
-     (SELECT tenant, idempotency_key FROM payments WHERE id = ?1) \
-     AND payment_id = ?1 AND state = 'in_flight'";
+/// payment `?1`, only while in flight.
+pub(crate) const KEY_PENDING: &str =
+    "UPDATE payments SET key_state = 'pending' WHERE id = ?1 AND key_state = 'in_flight'";
 
-/// Deletes a payment the bank never processed, only by the lease owner of a pending payment;
-/// returns its (tenant, key), the address of its key. (`RETURNING` costs SQLite a temporary
-/// B-tree per execution; a release is rare, and its payment row is gone afterwards.)
+/// Deletes a payment the bank never processed, and its key with it (the key is the row's),
+/// only by the lease owner of a pending payment.
 pub(crate) const DELETE_PAYMENT: &str =
     "DELETE FROM payments WHERE id = ?1 AND status = 'pending' AND lease_owner = ?2 \
-     AND lease_expires_at > ?3 \
-     RETURNING tenant, idempotency_key";
+     AND lease_expires_at > ?3";
 
-/// Deletes a released payment's key: the key (`?1`, `?2`) that [`DELETE_PAYMENT`] returned, if
-/// it is payment `?3`'s (as in [`SETTLE_KEY`]).
-pub(crate) const DELETE_KEY: &str = "DELETE FROM idempotency_keys \
-     WHERE tenant = ?1 AND idempotency_key = ?2 AND payment_id = ?3";
-
-/// The reaper: completed keys completed before `?1`.
-pub(crate) const REAP_KEYS: &str =
-    "DELETE FROM idempotency_keys WHERE state = 'completed' AND completed_at < ?1";
+/// The reaper: keys completed before `?1` are forgotten (the payments stay): each leaves the
+/// index of live keys, so it may be claimed again, and its stored response is dropped.
+pub(crate) const REAP_KEYS: &str = "UPDATE payments SET key_state = 'reaped', \
+     fingerprint = NULL, response_status = NULL, response_headers = NULL, response_body = NULL \
+     WHERE key_state = 'completed' AND key_completed_at < ?1";
 
 /// The events the event reaper may delete: created before `?1` (an [`event_id_bound`]: ids
 /// are time-ordered, so this is a range of the primary key) and with no delivery still pending.
@@ -234,13 +223,13 @@ pub(crate) fn key_from_row(row: &Row<'_>) -> Result<KeyRecord, StoreError> {
         key: text("idempotency_key")?,
         fingerprint: text("fingerprint")?,
         payment_id: convert::parse_uuid(&text("payment_id")?)?,
-        state: convert::parse_state(&text("state")?)?,
+        state: convert::parse_state(&text("key_state")?)?,
         response,
         payment_status: convert::parse_status(&text("status")?)?,
         lease_owner: row.get("lease_owner")?,
         lease_expires_at: convert::from_ms_opt(row.get("lease_expires_at")?)?,
         created_at: convert::from_ms(row.get("created_at")?)?,
-        completed_at: convert::from_ms_opt(row.get("completed_at")?)?,
+        completed_at: convert::from_ms_opt(row.get("key_completed_at")?)?,
     })
 }
 

@@ -516,35 +516,30 @@ fn record_delivery(conn: &Connection, write: &RecordWrite) -> Result<bool, Store
     Ok(true)
 }
 
-/// The claim: the key's insert decides (unique constraint); then the payment, or the existing
-/// record for the caller to judge.
+/// The claim: one insert of the payment with its key, which the unique index of live keys
+/// decides; if it is taken, the existing record for the caller to judge.
 fn claim(conn: &Connection, new: &NewPayment) -> Result<ClaimOutcome, StoreError> {
     let id = new.id.to_string();
     let now = convert::to_ms(new.now);
-    let inserted = conn.prepare_cached(sql::INSERT_KEY)?.execute((
-        &new.tenant,
-        &new.idempotency_key,
-        &new.fingerprint,
-        &id,
-        now,
-    ))?;
+    let inserted = conn
+        .prepare_cached(sql::INSERT_PAYMENT)?
+        .execute(rusqlite::params![
+            &id,
+            &new.tenant,
+            &new.idempotency_key,
+            new.amount,
+            &new.currency,
+            &new.source,
+            &new.description,
+            convert::metadata_to_text(new.metadata.as_ref()),
+            &new.bank_reference,
+            &new.lease_owner,
+            convert::to_ms(new.lease_expires_at),
+            now,
+            &new.bank,
+            &new.fingerprint,
+        ])?;
     if inserted == 1 {
-        conn.prepare_cached(sql::INSERT_PAYMENT)?
-            .execute(rusqlite::params![
-                &id,
-                &new.tenant,
-                &new.idempotency_key,
-                new.amount,
-                &new.currency,
-                &new.source,
-                &new.description,
-                convert::metadata_to_text(new.metadata.as_ref()),
-                &new.bank_reference,
-                &new.lease_owner,
-                convert::to_ms(new.lease_expires_at),
-                now,
-                &new.bank,
-            ])?;
         // The payment row is its first route (`sql::INSERT_ROUTE`): no route row until it moves.
         return Ok(ClaimOutcome::Claimed);
     }
@@ -563,7 +558,7 @@ fn claim(conn: &Connection, new: &NewPayment) -> Result<ClaimOutcome, StoreError
     }
 }
 
-/// The settlement: the payment (only if pending), then its key's replayed response.
+/// The settlement: the payment (only if pending) and its key's replayed response, one row.
 fn settle(
     conn: &Connection,
     endpoints: &mut EndpointCache,
@@ -572,32 +567,29 @@ fn settle(
     let id = write.payment_id.to_string();
     let now = convert::to_ms(write.now);
     let columns = convert::SettlementColumns::of(&write.settlement);
-    let updated = conn.prepare_cached(sql::SETTLE_PAYMENT)?.execute((
-        columns.status,
-        columns.charge_id,
-        columns.decline_code,
-        columns.failure_reason,
-        i64::from(write.attempts),
-        now,
-        &id,
-    ))?;
+    let updated = conn
+        .prepare_cached(sql::SETTLE_PAYMENT)?
+        .execute(rusqlite::params![
+            columns.status,
+            columns.charge_id,
+            columns.decline_code,
+            columns.failure_reason,
+            i64::from(write.attempts),
+            now,
+            &id,
+            i64::from(write.response_status),
+            &write.response_headers,
+            &write.response_body,
+        ])?;
     if updated == 0 {
         // Already final: nothing written, nothing to undo.
         return Ok(false);
     }
-    // The payment's key and tenant, read once for the key's update and the event.
-    let (tenant, key): (String, String) = conn
-        .prepare_cached(sql::PAYMENT_ADDRESS)?
-        .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    conn.prepare_cached(sql::SETTLE_KEY)?.execute((
-        i64::from(write.response_status),
-        &write.response_headers,
-        &write.response_body,
-        now,
-        &tenant,
-        &key,
-        &id,
-    ))?;
+    // The tenant, for the event. (Read back rather than `RETURNING`, which costs SQLite a
+    // temporary B-tree per execution; the row's page is the one just written.)
+    let tenant: String = conn
+        .prepare_cached(sql::PAYMENT_TENANT)?
+        .query_row([&id], |row| row.get(0))?;
     // The final state's event, in this very transaction (the outbox).
     let event_type = webhooks::event_type(write.settlement.status());
     let event = Announced::Final { tenant: &tenant };
@@ -641,7 +633,8 @@ fn unlease(
     Ok(true)
 }
 
-/// The release: the payment (only by its lease owner, only while pending), then its key.
+/// The release: the payment with its key (only by its lease owner, only while pending), then
+/// its routes.
 fn release(
     conn: &Connection,
     payment_id: Uuid,
@@ -649,17 +642,12 @@ fn release(
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let id = payment_id.to_string();
-    let deleted = conn
-        .prepare_cached(sql::DELETE_PAYMENT)?
-        .query_row((&id, owner, convert::to_ms(now)), |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })
-        .optional()?;
-    let Some((tenant, key)) = deleted else {
+    let deleted =
+        conn.prepare_cached(sql::DELETE_PAYMENT)?
+            .execute((&id, owner, convert::to_ms(now)))?;
+    if deleted == 0 {
         return Ok(false);
-    };
-    conn.prepare_cached(sql::DELETE_KEY)?
-        .execute((&tenant, &key, &id))?;
+    }
     conn.prepare_cached(sql::DELETE_ROUTES)?.execute([&id])?;
     Ok(true)
 }
