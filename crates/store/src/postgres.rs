@@ -69,11 +69,14 @@ fn lease_ms(until: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
     convert::to_ms(until).saturating_sub(convert::to_ms(now))
 }
 
-const KEY_SELECT: &str = "SELECT k.tenant, k.idempotency_key, k.fingerprint, k.payment_id, \
-     k.state, k.response_status, k.response_headers, k.response_body, k.created_at, \
-     k.completed_at, p.status, p.lease_owner, p.lease_expires_at \
-     FROM idempotency_keys k JOIN payments p ON p.id = k.payment_id \
-     WHERE k.tenant = $1 AND k.idempotency_key = $2";
+/// A live key with its payment's status and lease, by (tenant, key). The key is the payment
+/// row's own (`0005_keys_in_payments.sql`): live while its `fingerprint` is set, the condition
+/// of the unique index `payments_key`.
+const KEY_SELECT: &str = "SELECT tenant, idempotency_key, fingerprint, id AS payment_id, \
+     key_state, response_status, response_headers, response_body, created_at, \
+     key_completed_at, status, lease_owner, lease_expires_at \
+     FROM payments \
+     WHERE tenant = $1 AND idempotency_key = $2 AND fingerprint IS NOT NULL";
 
 /// The PostgreSQL store. Cloning shares the pool.
 #[derive(Debug, Clone)]
@@ -133,7 +136,7 @@ fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, StoreError> {
 }
 
 fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    let state = convert::parse_state(row.try_get("state")?)?;
+    let state = convert::parse_state(row.try_get("key_state")?)?;
     let status: Option<i32> = row.try_get("response_status")?;
     let response = match status {
         Some(status) => {
@@ -161,7 +164,7 @@ fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: convert::from_ms_opt(row.try_get("lease_expires_at")?)?,
         created_at: convert::from_ms(row.try_get("created_at")?)?,
-        completed_at: convert::from_ms_opt(row.try_get("completed_at")?)?,
+        completed_at: convert::from_ms_opt(row.try_get("key_completed_at")?)?,
     })
 }
 
@@ -332,22 +335,21 @@ impl Store for PostgresStore {
         // caller's.
         let lease = lease_ms(new.lease_expires_at, new.now);
         let next_reconcile_at = convert::to_ms(new.lease_expires_at);
-        // One statement, so one round trip and one implicit transaction (it was five: BEGIN,
-        // three INSERTs, COMMIT): the key, then, only if the key was new, its payment and the
-        // payment's first route. A concurrent claim of the same key makes the key's insert
-        // wait for that transaction: if it commits, ours inserts nothing at all; if it rolls
-        // back, ours inserts. (The key's foreign key to the payment is checked at commit.)
+        // One statement, so one round trip and one implicit transaction: the payment with
+        // its key, unless the key is live already (the unique index of live keys decides),
+        // then, only if it was inserted, the payment's first route. A concurrent claim of the
+        // same key makes our insert wait for that transaction: if it commits, ours inserts
+        // nothing at all; if it rolls back, ours inserts.
         let claim = concat!(
-            "WITH k AS (INSERT INTO idempotency_keys \
-             (tenant, idempotency_key, fingerprint, payment_id, state, created_at) \
-             VALUES ($2, $3, $15, $1, 'in_flight', $13) \
-             ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING payment_id), \
-             p AS (INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
-             source, description, metadata, bank_reference, attempts, lease_owner, \
-             lease_expires_at, next_reconcile_at, created_at, updated_at, bank) \
-             SELECT $1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, ",
+            "WITH p AS (INSERT INTO payments (id, tenant, idempotency_key, status, amount, \
+             currency, source, description, metadata, bank_reference, attempts, lease_owner, \
+             lease_expires_at, next_reconcile_at, created_at, updated_at, bank, fingerprint, \
+             key_state) \
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, ",
             db_now_ms!(),
-            " + $11, $12, $13, $13, $14 FROM k RETURNING id) \
+            " + $11, $12, $13, $13, $14, $15, 'in_flight') \
+             ON CONFLICT (tenant, idempotency_key) WHERE fingerprint IS NOT NULL DO NOTHING \
+             RETURNING id) \
              INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
              SELECT id, $14, $9, $13 FROM p"
         );
@@ -440,18 +442,18 @@ impl Store for PostgresStore {
         let event_type = webhooks::event_type(settlement.status());
         // One statement, so one round trip and one implicit transaction (it was seven: BEGIN,
         // the payment, its key, a read of the payment for the event, the event, the fan-out,
-        // COMMIT). Every part is conditional on the payment's update: a payment that was
-        // already final writes nothing, and the answer is how many payments were settled.
+        // COMMIT). The key is the payment row's, so it completes in the same update. Every
+        // part is conditional on that update: a payment that was already final writes
+        // nothing, and the answer is how many payments were settled.
         // A final event's payload is built from the payment row when read, so it is not
         // stored (as on SQLite).
         let settled: i64 = sqlx::query_scalar(
             "WITH p AS (UPDATE payments SET status = $1, bank_charge_id = $2, decline_code = $3, \
              failure_reason = $4, attempts = $5, lease_owner = NULL, lease_expires_at = NULL, \
-             next_reconcile_at = NULL, updated_at = $6 \
+             next_reconcile_at = NULL, updated_at = $6, key_state = 'completed', \
+             response_status = $8, response_headers = $9, response_body = $10, \
+             key_completed_at = $6 \
              WHERE id = $7 AND status = 'pending' RETURNING id, tenant), \
-             k AS (UPDATE idempotency_keys SET state = 'completed', response_status = $8, \
-             response_headers = $9, response_body = $10, completed_at = $6 \
-             WHERE payment_id IN (SELECT id FROM p)), \
              e AS (INSERT INTO webhook_events \
              (id, tenant, event_type, payment_id, payload, created_at) \
              SELECT $11, tenant, $12, id, '', $6 FROM p RETURNING id, tenant), \
@@ -513,8 +515,7 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let first_pending = sqlx::query(
-            "UPDATE idempotency_keys SET state = 'pending' \
-             WHERE payment_id = $1 AND state = 'in_flight'",
+            "UPDATE payments SET key_state = 'pending' WHERE id = $1 AND key_state = 'in_flight'",
         )
         .bind(payment_id)
         .execute(&mut *tx)
@@ -537,8 +538,8 @@ impl Store for PostgresStore {
         _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // The key's foreign key is deferred, so deleting the payment first is fine: both are
-        // gone by the commit. The delete locks the row, so no lease can change hands meanwhile.
+        // The key is the payment row's, so it goes with it. The delete locks the row, so no
+        // lease can change hands meanwhile.
         // The lease must be unexpired on the database's clock, like every lease decision here.
         let deleted = sqlx::query(concat!(
             "DELETE FROM payments WHERE id = $1 AND status = 'pending' AND lease_owner = $2 \
@@ -554,10 +555,6 @@ impl Store for PostgresStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("DELETE FROM idempotency_keys WHERE payment_id = $1")
-            .bind(payment_id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("DELETE FROM payment_routes WHERE payment_id = $1")
             .bind(payment_id)
             .execute(&mut *tx)
@@ -726,8 +723,11 @@ impl Store for PostgresStore {
     }
 
     async fn reap_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        // The payments stay; their keys are forgotten (see `0005_keys_in_payments.sql`).
         let deleted = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE state = 'completed' AND completed_at < $1",
+            "UPDATE payments SET key_state = 'reaped', fingerprint = NULL, \
+             response_status = NULL, response_headers = NULL, response_body = NULL \
+             WHERE key_state = 'completed' AND key_completed_at < $1",
         )
         .bind(convert::to_ms(before))
         .execute(&self.pool)

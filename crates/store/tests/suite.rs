@@ -1905,6 +1905,179 @@ mod postgres_only {
     }
 }
 
+mod postgres_upgrade {
+    //! A PostgreSQL database made before migration 0005 (the keys in their own table) upgrades
+    //! in place when an instance connects: every key becomes its payment's, replays stay
+    //! byte-identical, a reaped key stays free, and every key write works on upgraded rows.
+
+    use std::path::Path;
+
+    use payment_store::test_support::TempDir;
+    use payment_store::{ClaimOutcome, KeyState, PostgresStore, Settlement, Store};
+    use payment_types::payment::PaymentStatus;
+    use sqlx::postgres::PgPoolOptions;
+    use uuid::Uuid;
+
+    use super::{at, new_payment};
+
+    const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_at_0004_upgrades_keeping_its_keys_and_replays_byte_for_byte() {
+        let Some(server) = payment_store::test_support::pg_or_skip() else {
+            return;
+        };
+        let url = server.new_database().unwrap();
+        let scratch = TempDir::new("pg-upgrade").unwrap();
+        let old = scratch.path().join("migrations-0004");
+        std::fs::create_dir_all(&old).unwrap();
+        for file in [
+            "0001_init.sql",
+            "0002_store_health.sql",
+            "0003_routes.sql",
+            "0004_webhooks.sql",
+        ] {
+            std::fs::copy(Path::new(MIGRATIONS).join(file), old.join(file)).unwrap();
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        assert_eq!(migrator.iter().count(), 4);
+        migrator.run(&pool).await.unwrap();
+
+        // Rows as the old store wrote them: (key, state, response, completed at), or no key row
+        // at all for a payment whose key was reaped. The same key under another tenant is
+        // another payment.
+        let body = |id: Uuid| {
+            let mut body = format!("{{\"id\":\"{id}\"}}").into_bytes();
+            body.extend_from_slice(&[0xff, 0x00, 0xfe]);
+            body
+        };
+        let rows = [
+            ("acme", "done", "succeeded", Some("completed")),
+            ("acme", "flying", "pending", Some("in_flight")),
+            ("acme", "waiting", "pending", Some("pending")),
+            ("acme", "reaped", "succeeded", None),
+            ("globex", "done", "succeeded", Some("completed")),
+        ];
+        let mut ids = Vec::new();
+        for (i, (tenant, key, status, state)) in rows.iter().enumerate() {
+            let id = Uuid::now_v7();
+            ids.push(id);
+            let secs = i64::try_from(i).unwrap();
+            sqlx::query(
+                "INSERT INTO payments (id, tenant, idempotency_key, status, amount, currency, \
+                 source, bank_reference, attempts, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 100, 'EUR', 'tok', $5, 1, $6, $6)",
+            )
+            .bind(id)
+            .bind(tenant)
+            .bind(key)
+            .bind(status)
+            .bind(format!("pay_{}", id.simple()))
+            .bind(at(secs).timestamp_millis())
+            .execute(&pool)
+            .await
+            .unwrap();
+            if let Some(state) = state {
+                let completed = *state == "completed";
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (tenant, idempotency_key, fingerprint, \
+                     payment_id, state, response_status, response_headers, response_body, \
+                     created_at, completed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)",
+                )
+                .bind(tenant)
+                .bind(key)
+                .bind(format!("fp-{key}"))
+                .bind(id)
+                .bind(state)
+                .bind(completed.then_some(201_i32))
+                .bind(completed.then_some(r#"[["content-type","application/json"]]"#))
+                .bind(completed.then(|| body(id)))
+                .bind(at(secs).timestamp_millis())
+                .bind(completed.then(|| at(secs + 1).timestamp_millis()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        }
+        pool.close().await;
+
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let done = store.find_key("acme", "done").await.unwrap().unwrap();
+        assert_eq!(
+            (done.payment_id, done.state, done.fingerprint.as_str()),
+            (ids[0], KeyState::Completed, "fp-done")
+        );
+        let replay = done.response.unwrap();
+        assert_eq!(
+            (replay.status, replay.headers, replay.body),
+            (
+                201,
+                vec![("content-type".to_owned(), "application/json".to_owned())],
+                body(ids[0])
+            )
+        );
+        assert_eq!((done.created_at, done.completed_at), (at(0), Some(at(1))));
+        let flying = store.find_key("acme", "flying").await.unwrap().unwrap();
+        assert_eq!(
+            (flying.payment_id, flying.state, flying.response),
+            (ids[1], KeyState::InFlight, None)
+        );
+        let waiting = store.find_key("acme", "waiting").await.unwrap().unwrap();
+        assert_eq!(
+            (waiting.payment_id, waiting.state),
+            (ids[2], KeyState::Pending)
+        );
+        assert_eq!(store.find_key("acme", "reaped").await.unwrap(), None);
+        let other = store.find_key("globex", "done").await.unwrap().unwrap();
+        assert_eq!(other.payment_id, ids[4]);
+
+        // A claim of a live key writes nothing; a reaped key is claimed anew beside its old
+        // payment, which stays.
+        let again = new_payment("acme", "done", "h", at(50), at(80));
+        assert!(matches!(
+            store.claim(&again).await.unwrap(),
+            ClaimOutcome::Existing(record) if record.payment_id == ids[0]
+        ));
+        let fresh = new_payment("acme", "reaped", "h", at(50), at(80));
+        assert_eq!(store.claim(&fresh).await.unwrap(), ClaimOutcome::Claimed);
+        assert!(store.get_payment(None, ids[3]).await.unwrap().is_some());
+
+        // The upgraded in-flight key completes with its payment; the reaper then frees it.
+        let charge = Settlement::Succeeded {
+            charge_id: "ch_1".to_owned(),
+        };
+        let response = payment_store::StoredResponse {
+            status: 201,
+            headers: vec![],
+            body: body(ids[1]),
+        };
+        assert!(store
+            .settle(ids[1], &charge, 1, &response, at(60))
+            .await
+            .unwrap());
+        let flown = store.find_key("acme", "flying").await.unwrap().unwrap();
+        assert_eq!(
+            (flown.state, flown.payment_status, flown.response),
+            (
+                KeyState::Completed,
+                PaymentStatus::Succeeded,
+                Some(response)
+            )
+        );
+        // Completed before 61: both "done" keys (at 1 and 5) and "flying" (at 60).
+        assert_eq!(store.reap_keys(at(61)).await.unwrap(), 3);
+        assert_eq!(store.find_key("acme", "flying").await.unwrap(), None);
+        assert!(store.get_payment(None, ids[1]).await.unwrap().is_some());
+        store.close().await;
+    }
+}
+
 mod sqlite_upgrade {
     //! A database made before migration 0003 (the lean schema: `WITHOUT ROWID` payments, no
     //! foreign key, partial indexes) upgrades in place when the store opens it: every payment
