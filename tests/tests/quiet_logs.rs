@@ -265,6 +265,12 @@ async fn a_minute_of_polling_writes_no_info_line_but_payments_and_chaos_changes_
     let bank_ms = fields["bank_ms"].as_f64().expect("bank_ms");
     let latency_ms = fields["latency_ms"].as_f64().expect("latency_ms");
     assert!(bank_ms > 0.0 && bank_ms <= latency_ms, "{fields}");
+    // Both in milliseconds with at most three decimals (whole microseconds), as printed.
+    for name in ["bank_ms", "latency_ms"] {
+        let printed = fields[name].to_string();
+        let decimals = printed.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "{name} printed as {printed}: {fields}");
+    }
 
     // The polling did happen and was answered: the API counted every read.
     let metrics = reqwest::get(format!("{api_url}/metrics"))

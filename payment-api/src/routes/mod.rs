@@ -263,7 +263,9 @@ fn observe(
     response: &Response,
 ) {
     let status = response.status().as_u16();
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Whole microseconds, as `bank_ms`: `as_secs_f64() * 1000.0` printed digits like
+    // 2.4507909999999997 that only the float's binary expansion put there.
+    let latency_ms = elapsed.as_micros() as f64 / 1000.0;
     match finished_level(method, route, status) {
         tracing::Level::WARN => tracing::warn!(status, latency_ms, "request finished"),
         tracing::Level::INFO => tracing::info!(status, latency_ms, "request finished"),
