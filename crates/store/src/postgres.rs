@@ -336,22 +336,20 @@ impl Store for PostgresStore {
         let lease = lease_ms(new.lease_expires_at, new.now);
         let next_reconcile_at = convert::to_ms(new.lease_expires_at);
         // One statement, so one round trip and one implicit transaction: the payment with
-        // its key, unless the key is live already (the unique index of live keys decides),
-        // then, only if it was inserted, the payment's first route. A concurrent claim of the
-        // same key makes our insert wait for that transaction: if it commits, ours inserts
-        // nothing at all; if it rolls back, ours inserts.
+        // its key, unless the key is live already (the unique index of live keys decides).
+        // A concurrent claim of the same key makes our insert wait for that transaction: if
+        // it commits, ours inserts nothing at all; if it rolls back, ours inserts. The
+        // payment row is its first route (its `bank` and `bank_reference`, written here,
+        // before the bank is called): no route row until it moves (see `switch_bank`).
         let claim = concat!(
-            "WITH p AS (INSERT INTO payments (id, tenant, idempotency_key, status, amount, \
+            "INSERT INTO payments (id, tenant, idempotency_key, status, amount, \
              currency, source, description, metadata, bank_reference, attempts, lease_owner, \
              lease_expires_at, next_reconcile_at, created_at, updated_at, bank, fingerprint, \
              key_state) \
              VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, 0, $10, ",
             db_now_ms!(),
             " + $11, $12, $13, $13, $14, $15, 'in_flight') \
-             ON CONFLICT (tenant, idempotency_key) WHERE fingerprint IS NOT NULL DO NOTHING \
-             RETURNING id) \
-             INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
-             SELECT id, $14, $9, $13 FROM p"
+             ON CONFLICT (tenant, idempotency_key) WHERE fingerprint IS NOT NULL DO NOTHING"
         );
         for _ in 0..CLAIM_ROUNDS {
             let inserted = sqlx::query(claim)
@@ -575,6 +573,19 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let now = convert::to_ms(now);
         let mut tx = self.pool.begin().await?;
+        // The route the payment leaves becomes a row first if it was the payment row's own
+        // (its first route: a claim writes no route row). Should the move not apply, the
+        // transaction rolls back with it. A racing move of the same payment (only one can
+        // hold the lease) inserts the very same row: the conflict waits for it, then skips.
+        sqlx::query(
+            "INSERT INTO payment_routes (payment_id, bank, reference, created_at) \
+             SELECT id, bank, bank_reference, created_at FROM payments WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM payment_routes WHERE payment_id = $1) \
+             ON CONFLICT (payment_id, bank) DO NOTHING",
+        )
+        .bind(payment_id)
+        .execute(&mut *tx)
+        .await?;
         // The lease must be unexpired on the database's clock, as for a release: once it
         // expired, the reconciler may be resuming the payment at its current bank.
         let updated = sqlx::query(concat!(
@@ -611,8 +622,13 @@ impl Store for PostgresStore {
 
     async fn routes(&self, payment_id: Uuid) -> Result<Vec<PaymentRoute>, StoreError> {
         let rows = sqlx::query(
+            // Its route rows, or, if it never moved, its own row's (see `claim`); one
+            // statement, so one snapshot.
             "SELECT payment_id, bank, reference, created_at FROM payment_routes \
-             WHERE payment_id = $1 ORDER BY created_at ASC, bank ASC",
+             WHERE payment_id = $1 \
+             UNION ALL SELECT id, bank, bank_reference, created_at FROM payments \
+             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM payment_routes WHERE payment_id = $1) \
+             ORDER BY created_at ASC, bank ASC",
         )
         .bind(payment_id)
         .fetch_all(&self.pool)

@@ -1885,6 +1885,48 @@ mod postgres_only {
         store.ping().await.unwrap();
     }
 
+    /// As on SQLite, a claim writes no route row (its payment row is its first route), yet its
+    /// routes read as its first bank; the first move writes the first route's row and its own.
+    #[tokio::test]
+    async fn the_first_route_is_a_row_only_once_the_payment_moves() {
+        let Some(server) = payment_store::test_support::pg_or_skip() else {
+            return;
+        };
+        let url = server.new_database().unwrap();
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let new = new_payment("acme", "moves", "h", at(0), at(30));
+        assert_eq!(store.claim(&new).await.unwrap(), ClaimOutcome::Claimed);
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let rows = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM payment_routes WHERE payment_id = $1",
+            )
+            .bind(new.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        };
+        assert_eq!(rows().await, 0, "the claim wrote no route row");
+        let banks = |routes: Vec<payment_store::PaymentRoute>| {
+            routes
+                .into_iter()
+                .map(|r| (r.bank, r.reference))
+                .collect::<Vec<_>>()
+        };
+        let first = ("bank-a".to_owned(), new.bank_reference.clone());
+        assert_eq!(banks(store.routes(new.id).await.unwrap()), [first.clone()]);
+        assert!(store
+            .switch_bank(new.id, "h", "bank-b", "ref-b", 1, at(1))
+            .await
+            .unwrap());
+        assert_eq!(rows().await, 2, "the first move wrote both routes");
+        assert_eq!(
+            banks(store.routes(new.id).await.unwrap()),
+            [first, ("bank-b".to_owned(), "ref-b".to_owned())]
+        );
+        pool.close().await;
+    }
+
     #[tokio::test]
     async fn open_with_a_postgres_url_connects_and_migrates() {
         let Some(server) = payment_store::test_support::pg_or_skip() else {
