@@ -1914,7 +1914,10 @@ mod postgres_only {
                 .collect::<Vec<_>>()
         };
         let first = ("bank-a".to_owned(), new.bank_reference.clone());
-        assert_eq!(banks(store.routes(new.id).await.unwrap()), [first.clone()]);
+        assert_eq!(
+            banks(store.routes(new.id).await.unwrap()),
+            std::slice::from_ref(&first)
+        );
         assert!(store
             .switch_bank(new.id, "h", "bank-b", "ref-b", 1, at(1))
             .await
