@@ -2053,6 +2053,39 @@ mod postgres_upgrade {
         pool.close().await;
 
         let store = PostgresStore::connect(&url).await.unwrap();
+        // No key table any more, and the indexes of `payments` include the live keys' and the
+        // reaper's.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'payments' \
+             ORDER BY indexname",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "payments_bank_reference_key",
+                "payments_created",
+                "payments_key",
+                "payments_key_completed",
+                "payments_pkey",
+                "payments_status_next_reconcile",
+                "payments_tenant_created",
+            ]
+        );
+        let keys_table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('idempotency_keys')::text")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(keys_table, None);
+        pool.close().await;
         let done = store.find_key("acme", "done").await.unwrap().unwrap();
         assert_eq!(
             (done.payment_id, done.state, done.fingerprint.as_str()),
