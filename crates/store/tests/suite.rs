@@ -18,6 +18,27 @@ use payment_store::{NewPayment, SqliteStore, Store};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+/// The backend's first migrations (`backend`: `sqlite` or `postgres`), the files named, as a
+/// migrator: copies of the files, so the checksums are the ones an older store recorded. The
+/// upgrade tests build a database at an old version with it.
+async fn migrations_up_to(
+    backend: &str,
+    files: &[&str],
+    scratch: &std::path::Path,
+) -> sqlx::migrate::Migrator {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let old = scratch.join(format!("migrations-{backend}-{}", files.len()));
+    std::fs::create_dir_all(&old).unwrap();
+    for file in files {
+        std::fs::copy(source.join(file), old.join(file)).unwrap();
+    }
+    let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+    assert_eq!(migrator.iter().count(), files.len());
+    migrator
+}
+
 /// A store under test and what keeps it alive.
 struct Backend {
     store: Arc<dyn Store>,
@@ -1955,8 +1976,6 @@ mod postgres_upgrade {
     //! in place when an instance connects: every key becomes its payment's, replays stay
     //! byte-identical, a reaped key stays free, and every key write works on upgraded rows.
 
-    use std::path::Path;
-
     use payment_store::test_support::TempDir;
     use payment_store::{ClaimOutcome, KeyState, PostgresStore, Settlement, Store};
     use payment_types::payment::PaymentStatus;
@@ -1965,8 +1984,6 @@ mod postgres_upgrade {
 
     use super::{at, new_payment};
 
-    const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_at_0004_upgrades_keeping_its_keys_and_replays_byte_for_byte() {
         let Some(server) = payment_store::test_support::pg_or_skip() else {
@@ -1974,23 +1991,22 @@ mod postgres_upgrade {
         };
         let url = server.new_database().unwrap();
         let scratch = TempDir::new("pg-upgrade").unwrap();
-        let old = scratch.path().join("migrations-0004");
-        std::fs::create_dir_all(&old).unwrap();
-        for file in [
-            "0001_init.sql",
-            "0002_store_health.sql",
-            "0003_routes.sql",
-            "0004_webhooks.sql",
-        ] {
-            std::fs::copy(Path::new(MIGRATIONS).join(file), old.join(file)).unwrap();
-        }
+        let migrator = super::migrations_up_to(
+            "postgres",
+            &[
+                "0001_init.sql",
+                "0002_store_health.sql",
+                "0003_routes.sql",
+                "0004_webhooks.sql",
+            ],
+            scratch.path(),
+        )
+        .await;
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .connect(&url)
             .await
             .unwrap();
-        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
-        assert_eq!(migrator.iter().count(), 4);
         migrator.run(&pool).await.unwrap();
 
         // Rows as the old store wrote them: (key, state, response, completed at), or no key row
@@ -2177,16 +2193,15 @@ mod sqlite_upgrade {
 
     use super::{at, new_payment};
 
-    const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
-
     /// Migrates a new database at `path` to 0002 exactly as the store did before 0003 existed
     /// (sqlx, from copies of the first two migrations: same checksums).
     async fn database_at_0002(path: &Path, scratch: &Path) {
-        let old = scratch.join("migrations-0002");
-        std::fs::create_dir_all(&old).unwrap();
-        for file in ["0001_init.sql", "0002_store_health.sql"] {
-            std::fs::copy(Path::new(MIGRATIONS).join(file), old.join(file)).unwrap();
-        }
+        let migrator = super::migrations_up_to(
+            "sqlite",
+            &["0001_init.sql", "0002_store_health.sql"],
+            scratch,
+        )
+        .await;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -2197,8 +2212,6 @@ mod sqlite_upgrade {
             .connect_with(options)
             .await
             .unwrap();
-        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
-        assert_eq!(migrator.iter().count(), 2);
         migrator.run(&pool).await.unwrap();
         pool.close().await;
     }
